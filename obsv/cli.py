@@ -1,0 +1,113 @@
+"""The ``obsv`` command line: serve, replay, why, send-test.
+
+Exit codes: 0 ok, 1 a finding (a mismatch, a failed check), 2 a usage or
+configuration error, printed as one line that names the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from obsv import __version__
+from obsv.eventlog import LogCorrupt
+from obsv.logs import configure
+from obsv.settings import ConfigError, Settings, load_settings
+
+log = structlog.get_logger("obsv.cli")
+
+
+class UsageError(Exception):
+    """A mistake of the caller's; printed as one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="obsv",
+        description="Turn Sentry error alerts into GitHub issues, through a durable event log.",
+    )
+    parser.add_argument("--version", action="version", version=f"obsv {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook service",
+                                description="Run the webhook service until SIGINT or SIGTERM.")
+    serve.add_argument("--config", metavar="PATH",
+                       help="TOML settings file (default: $OBSV_CONFIG, else built-in defaults)")
+
+    send = commands.add_parser(
+        "send-test", help="send a signed sample alert to a running server",
+        description="Sign and send a sample event_alert to a running obsv and print the "
+                    "answer: the setup check for the URL and the shared secret.")
+    send.add_argument("--config", metavar="PATH", help="settings file giving URL and secret")
+    send.add_argument("--url", help="server base URL (default: from the settings' host/port)")
+    send.add_argument("--secret", help="client secret (default: from the settings)")
+    send.add_argument("--payload", metavar="FILE",
+                      help="JSON body to send as is (default: Sentry's documented sample "
+                           "with a fresh event_id, so it is never a duplicate)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "send-test":
+            from obsv.sendtest import send_test
+            return send_test(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"obsv: {exc}", file=sys.stderr)
+        return 2
+    except LogCorrupt as exc:
+        print(f"obsv: {exc}; inspect that line (obsv replay --verify) before serving",
+              file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings for a subcommand that takes ``--config``."""
+    return load_settings(args.config, os.environ, stderr_is_tty=sys.stderr.isatty())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    configure(settings.log_format)
+    return asyncio.run(_run_server(settings))
+
+
+async def _run_server(settings: Settings) -> int:
+    from obsv.server import create_app
+
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=10)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
+                "set OBSV_PORT or OBSV_HOST to a free address") from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("serving", url=f"http://{settings.host}:{settings.port}",
+                 event_log=str(settings.event_log), dry_run=settings.dry_run)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+    return 0

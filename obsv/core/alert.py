@@ -1,0 +1,250 @@
+"""Sentry webhook payload -> Alert: validation, ids, level and fingerprint key.
+
+Rules (CONTRACT §3 step 4 and §5):
+1. A usable delivery is a JSON object with a ``Sentry-Hook-Resource`` header.
+2. For ``event_alert``, ``data.event`` is an object with a string ``event_id``;
+   ``level``, ``issue_id``, ``hashes``, ``fingerprint`` and ``tags`` have their
+   documented types where present. Anything else is an ``InvalidPayload`` (422),
+   never a 5xx: Sentry retries 5xx, and a bad payload will not get better.
+3. The Sentry issue id is ``issue_id``; older payloads lack it, then the number in
+   ``issue_url`` or ``web_url`` (``/issues/<id>/``); else the first of ``hashes``.
+4. The literal default fingerprint ``["{{ default }}"]`` is shared by unrelated
+   errors, so it is never a key by itself (see ``fingerprint_key``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "fatal")
+_LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+# Sentry's SDKs and older relays also send these spellings.
+_LEVEL_ALIASES = {"warn": "warning", "critical": "fatal", "log": "info"}
+
+_ISSUE_NUMBER_IN_URL = re.compile(r"/issues/(\d+)(?:/|$|\?)")
+# Sentry accepts the variable with or without inner spaces.
+_DEFAULT_VARIABLE = re.compile(r"^\{\{\s*default\s*\}\}$")
+
+EVENT_ALERT = "event_alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """The fields of an ``event_alert`` that decisions and audits need."""
+
+    sentry_issue_id: str
+    event_id: str
+    level: str
+    fingerprint_key: str
+    project: str | None
+    environment: str | None
+    title: str | None
+    culprit: str | None
+    web_url: str | None
+
+
+@dataclass(slots=True)
+class InvalidPayload(Exception):
+    """Valid JSON that is not a usable Sentry delivery (HTTP 422)."""
+
+    missing: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    status: int = 422
+
+    def __str__(self) -> str:
+        return f"invalid payload: missing={self.missing} invalid={self.invalid}"
+
+
+def level_rank(level: str) -> int:
+    """Rank of a Sentry level; unknown levels count as ``error`` (CONTRACT §5)."""
+    normal = level.lower()
+    return _LEVEL_RANK.get(_LEVEL_ALIASES.get(normal, normal), _LEVEL_RANK["error"])
+
+
+def validate_delivery(resource: str | None, body: object) -> None:
+    """Raise ``InvalidPayload`` unless ``body`` is usable for ``resource``."""
+    problem = InvalidPayload()
+    if resource is None or resource == "":
+        problem.missing.append("Sentry-Hook-Resource")
+    if not isinstance(body, dict):
+        problem.invalid.append("body")
+    elif resource == EVENT_ALERT:
+        _check_event_alert(body, problem)
+    if problem.missing or problem.invalid:
+        raise problem
+
+
+def _check_event_alert(body: Mapping[str, Any], problem: InvalidPayload) -> None:
+    data = body.get("data")
+    if data is None:
+        problem.missing.append("data.event")
+        return
+    if not isinstance(data, dict):
+        problem.invalid.append("data")
+        return
+    event = data.get("event")
+    if event is None:
+        problem.missing.append("data.event")
+        return
+    if not isinstance(event, dict):
+        problem.invalid.append("data.event")
+        return
+    _check_event_fields(event, problem)
+
+
+def _check_event_fields(event: Mapping[str, Any], problem: InvalidPayload) -> None:
+    event_id = event.get("event_id")
+    if event_id is None:
+        problem.missing.append("data.event.event_id")
+    elif not _is_nonempty_str(event_id):
+        problem.invalid.append("data.event.event_id")
+    checks = {
+        "level": _is_nonempty_str,
+        "issue_id": _is_issue_id,
+        "hashes": _is_str_list,
+        "fingerprint": _is_str_list,
+        "tags": _is_tags,
+    }
+    for name, check in checks.items():
+        value = event.get(name)
+        if value is not None and not check(value):
+            problem.invalid.append(f"data.event.{name}")
+    if not problem.invalid and _sentry_issue_id(event) is None:
+        problem.missing.append("data.event.issue_id")
+
+
+def _is_nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_issue_id(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return _is_nonempty_str(value) or (isinstance(value, int) and value >= 0)
+
+
+def _is_str_list(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _is_tags(value: object) -> bool:
+    """Sentry sends tags as ``[[key, value], ...]``; some relays send an object."""
+    if isinstance(value, dict):
+        return all(isinstance(v, str | None) for v in value.values())
+    if not isinstance(value, list):
+        return False
+    return all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[0], str)
+        and isinstance(pair[1], str | None)
+        for pair in value
+    )
+
+
+def tag_pairs(tags: object) -> list[tuple[str, str | None]]:
+    """Tags as ``(key, value)`` pairs, whichever of Sentry's shapes they came in."""
+    if isinstance(tags, dict):
+        return [(str(k), v if isinstance(v, str) else None) for k, v in tags.items()]
+    if isinstance(tags, list):
+        return [
+            (pair[0], pair[1] if isinstance(pair[1], str) else None)
+            for pair in tags
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+        ]
+    return []
+
+
+def alert_from_delivery(body: Mapping[str, Any]) -> Alert:
+    """Build the ``Alert`` of a validated ``event_alert`` body."""
+    validate_delivery(EVENT_ALERT, body)
+    event: Mapping[str, Any] = body["data"]["event"]
+    sentry_issue_id = _sentry_issue_id(event)
+    assert sentry_issue_id is not None  # validate_delivery guarantees it
+    project = _project(event)
+    return Alert(
+        sentry_issue_id=sentry_issue_id,
+        event_id=event["event_id"],
+        level=_level(event),
+        fingerprint_key=fingerprint_key(
+            event.get("fingerprint"), event.get("hashes"), project, sentry_issue_id
+        ),
+        project=project,
+        environment=_environment(event),
+        title=_optional_str(event.get("title")),
+        culprit=_optional_str(event.get("culprit")),
+        web_url=_optional_str(event.get("web_url")),
+    )
+
+
+def _sentry_issue_id(event: Mapping[str, Any]) -> str | None:
+    issue_id = event.get("issue_id")
+    if _is_issue_id(issue_id):
+        return str(issue_id)
+    for url_field in ("issue_url", "web_url"):
+        url = event.get(url_field)
+        if isinstance(url, str) and (match := _ISSUE_NUMBER_IN_URL.search(url)):
+            return match.group(1)
+    hashes = event.get("hashes")
+    if _is_str_list(hashes) and hashes and hashes[0]:
+        return str(hashes[0])
+    return None
+
+
+def fingerprint_key(
+    fingerprint: object, hashes: object, project: str | None, sentry_issue_id: str
+) -> str:
+    """The cooldown key: custom fingerprint, else first hash, else the issue id.
+
+    ``{{ default }}`` inside a custom fingerprint stands for Sentry's own grouping,
+    so it is replaced by the first hash; the literal default fingerprint alone says
+    nothing about the error, so it falls through to the hash.
+    """
+    first_hash = hashes[0] if _is_str_list(hashes) and hashes else None
+    scope = project if project is not None else "-"
+    if _is_str_list(fingerprint) and fingerprint:
+        values: list[str] = list(fingerprint)
+        if not all(_DEFAULT_VARIABLE.match(v) for v in values):
+            parts = [(first_hash or sentry_issue_id) if _DEFAULT_VARIABLE.match(v) else v
+                     for v in values]
+            return f"{scope}:fp:" + "|".join(parts)
+    if first_hash:
+        return f"{scope}:hash:{first_hash}"
+    return f"issue:{sentry_issue_id}"
+
+
+def _level(event: Mapping[str, Any]) -> str:
+    level = event.get("level")
+    if isinstance(level, str) and level:
+        return level.lower()
+    for key, value in tag_pairs(event.get("tags")):
+        if key == "level" and value:
+            return value.lower()
+    return "error"
+
+
+def _environment(event: Mapping[str, Any]) -> str | None:
+    environment = event.get("environment")
+    if isinstance(environment, str) and environment:
+        return environment
+    for key, value in tag_pairs(event.get("tags")):
+        if key == "environment" and value:
+            return value
+    return None
+
+
+def _project(event: Mapping[str, Any]) -> str | None:
+    project = event.get("project")
+    if isinstance(project, bool):
+        return None
+    if isinstance(project, int | str) and str(project) != "":
+        return str(project)
+    return None
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+

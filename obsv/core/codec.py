@@ -1,0 +1,320 @@
+"""Records <-> JSON-ready dicts, and upgrades of older schema versions.
+
+The shell turns these dicts into bytes (orjson); the core never sees a file.
+Rules:
+1. Every record carries ``seq``, ``at`` (RFC 3339 UTC with microseconds), ``type``
+   and ``v``. ``v`` is the schema version of that record type.
+2. A reader upgrades older versions through ``_UPGRADES`` before decoding, so code
+   downstream only ever sees the current shape.
+3. Unknown types and missing fields are ``CodecError``: a log we cannot read is an
+   error that names the record, never a silently skipped line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, assert_never
+
+from obsv.core.alert import Alert
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    CommentPosted,
+    ConfigApplied,
+    Delivery,
+    Envelope,
+    Event,
+    HookReceived,
+    IssueFailed,
+    IssueOpened,
+    LinkedIssue,
+    Policy,
+    Suppressed,
+)
+
+VERSION = 1
+
+Json = dict[str, Any]
+
+# type name -> {from_version: function that returns the dict at from_version + 1}
+_UPGRADES: dict[str, dict[int, Callable[[Json], Json]]] = {}
+
+
+class CodecError(ValueError):
+    """A record that cannot be read: unknown type, newer version, or a bad field."""
+
+
+def format_time(at: datetime) -> str:
+    """RFC 3339 UTC with microseconds, the one time format of the log."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Inverse of ``format_time``; accepts any RFC 3339 offset."""
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise CodecError(f"time without a UTC offset: {text!r}")
+    return at.astimezone(UTC)
+
+
+def type_name(event: Event) -> str:
+    """The ``type`` field of an event."""
+    match event:
+        case AlertReceived():
+            return "alert.received"
+        case HookReceived():
+            return "hook.received"
+        case AlertDecided():
+            return "alert.decided"
+        case ConfigApplied():
+            return "config.applied"
+        case IssueOpened():
+            return "issue.opened"
+        case CommentPosted():
+            return "comment.posted"
+        case IssueFailed():
+            return "issue.failed"
+        case _:
+            assert_never(event)
+
+
+def encode(envelope: Envelope) -> Json:
+    """The JSON-ready dict of one record."""
+    record: Json = {
+        "seq": envelope.seq,
+        "at": format_time(envelope.at),
+        "type": type_name(envelope.event),
+        "v": VERSION,
+    }
+    record.update(_event_fields(envelope.event))
+    return record
+
+
+def _event_fields(event: Event) -> Json:
+    match event:
+        case AlertReceived(delivery, alert, raw):
+            return {"delivery": _delivery(delivery), "alert": _alert(alert), "raw": raw}
+        case HookReceived(delivery, action, raw):
+            return {"delivery": _delivery(delivery), "action": action, "raw": raw}
+        case AlertDecided():
+            return _decided(event)
+        case ConfigApplied(policy):
+            return {"policy": encode_policy(policy)}
+        case IssueOpened():
+            return {
+                "alert_seq": event.alert_seq,
+                "sentry_issue_id": event.sentry_issue_id,
+                "repo": event.repo,
+                "number": event.number,
+                "url": event.url,
+                "dry_run": event.dry_run,
+            }
+        case CommentPosted():
+            return {
+                "alert_seq": event.alert_seq,
+                "sentry_issue_id": event.sentry_issue_id,
+                "repo": event.repo,
+                "number": event.number,
+                "comment_id": event.comment_id,
+                "url": event.url,
+                "dry_run": event.dry_run,
+            }
+        case IssueFailed():
+            return {
+                "alert_seq": event.alert_seq,
+                "attempt": event.attempt,
+                "status": event.status,
+                "error": event.error,
+                "retryable": event.retryable,
+                "next_attempt_at": _optional_time(event.next_attempt_at),
+            }
+        case _:
+            assert_never(event)
+
+
+def _delivery(delivery: Delivery) -> Json:
+    return {
+        "request_id": delivery.request_id,
+        "resource": delivery.resource,
+        "hook_timestamp": delivery.hook_timestamp,
+        "signature": delivery.signature,
+    }
+
+
+def _alert(alert: Alert) -> Json:
+    return {
+        "sentry_issue_id": alert.sentry_issue_id,
+        "event_id": alert.event_id,
+        "level": alert.level,
+        "fingerprint_key": alert.fingerprint_key,
+        "project": alert.project,
+        "environment": alert.environment,
+        "title": alert.title,
+        "culprit": alert.culprit,
+        "web_url": alert.web_url,
+    }
+
+
+def _decided(event: AlertDecided) -> Json:
+    fields: Json = {
+        "alert_seq": event.alert_seq,
+        "sentry_issue_id": event.sentry_issue_id,
+        "fingerprint_key": event.fingerprint_key,
+        "action": event.action,
+        "reason": event.reason,
+    }
+    if event.linked_issue is not None:
+        fields["linked_issue"] = {
+            "alert_seq": event.linked_issue.alert_seq,
+            "number": event.linked_issue.number,
+        }
+    if event.suppressed is not None:
+        fields["suppressed"] = {
+            "count": event.suppressed.count,
+            "first_at": _optional_time(event.suppressed.first_at),
+            "last_at": _optional_time(event.suppressed.last_at),
+        }
+    return fields
+
+
+def encode_policy(policy: Policy) -> Json:
+    """The JSON-ready dict of a policy (also printed by the CLI)."""
+    return {
+        "min_level": policy.min_level,
+        "environments": list(policy.environments),
+        "cooldown_seconds": policy.cooldown_seconds,
+        "max_issues_per_hour": policy.max_issues_per_hour,
+        "repo": policy.repo,
+        "labels": list(policy.labels),
+    }
+
+
+def _optional_time(at: datetime | None) -> str | None:
+    return None if at is None else format_time(at)
+
+
+def decode(record: Json) -> Envelope:
+    """The record a JSON dict describes; ``CodecError`` if it is not one."""
+    try:
+        kind = record["type"]
+        record = _upgrade(kind, record)
+        return Envelope(
+            seq=_int(record["seq"]),
+            at=parse_time(record["at"]),
+            event=_decode_event(kind, record),
+        )
+    except CodecError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CodecError(f"malformed record: {exc!r}") from exc
+
+
+def _upgrade(kind: str, record: Json) -> Json:
+    version = record.get("v")
+    if not isinstance(version, int) or version < 1:
+        raise CodecError(f"bad schema version {version!r}")
+    if version > VERSION:
+        raise CodecError(f"record version {version} is newer than this obsv ({VERSION})")
+    steps = _UPGRADES.get(kind, {})
+    while version < VERSION:
+        record = steps[version](record)
+        version += 1
+    return record
+
+
+def _decode_event(kind: str, r: Json) -> Event:
+    match kind:
+        case "alert.received":
+            return AlertReceived(_read_delivery(r["delivery"]), _read_alert(r["alert"]), r["raw"])
+        case "hook.received":
+            return HookReceived(_read_delivery(r["delivery"]), r.get("action"), r["raw"])
+        case "alert.decided":
+            return _read_decided(r)
+        case "config.applied":
+            return ConfigApplied(decode_policy(r["policy"]))
+        case "issue.opened":
+            return IssueOpened(
+                _int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
+                _optional_int(r["number"]), r["url"], bool(r["dry_run"]),
+            )
+        case "comment.posted":
+            return CommentPosted(
+                _int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
+                _optional_int(r["number"]), _optional_int(r["comment_id"]), r["url"],
+                bool(r["dry_run"]),
+            )
+        case "issue.failed":
+            return IssueFailed(
+                _int(r["alert_seq"]), _int(r["attempt"]), _optional_int(r["status"]),
+                str(r["error"]), bool(r["retryable"]), _read_optional_time(r["next_attempt_at"]),
+            )
+    raise CodecError(f"unknown record type {kind!r}")
+
+
+def _read_delivery(d: Json) -> Delivery:
+    return Delivery(d["request_id"], d["resource"], d["hook_timestamp"], d["signature"])
+
+
+def _read_alert(a: Json) -> Alert:
+    return Alert(
+        sentry_issue_id=a["sentry_issue_id"],
+        event_id=a["event_id"],
+        level=a["level"],
+        fingerprint_key=a["fingerprint_key"],
+        project=a["project"],
+        environment=a["environment"],
+        title=a["title"],
+        culprit=a["culprit"],
+        web_url=a["web_url"],
+    )
+
+
+def _read_decided(r: Json) -> AlertDecided:
+    linked = r.get("linked_issue")
+    suppressed = r.get("suppressed")
+    return AlertDecided(
+        alert_seq=_int(r["alert_seq"]),
+        sentry_issue_id=str(r["sentry_issue_id"]),
+        fingerprint_key=str(r["fingerprint_key"]),
+        action=r["action"],
+        reason=r["reason"],
+        linked_issue=None if linked is None else LinkedIssue(
+            _int(linked["alert_seq"]), _optional_int(linked["number"])
+        ),
+        suppressed=None if suppressed is None else Suppressed(
+            _int(suppressed["count"]),
+            _read_optional_time(suppressed["first_at"]),
+            _read_optional_time(suppressed["last_at"]),
+        ),
+    )
+
+
+def decode_policy(p: Json) -> Policy:
+    """Inverse of ``encode_policy``."""
+    return Policy(
+        min_level=str(p["min_level"]),
+        environments=tuple(p["environments"]),
+        cooldown_seconds=_int(p["cooldown_seconds"]),
+        max_issues_per_hour=_int(p["max_issues_per_hour"]),
+        repo=p["repo"],
+        labels=tuple(p["labels"]),
+    )
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _read_optional_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CodecError(f"expected a time, got {value!r}")
+    return parse_time(value)

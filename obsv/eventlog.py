@@ -1,0 +1,320 @@
+"""The event log: the only code that opens ``events.jsonl``.
+
+Rules:
+1. One JSON object per line, ``\\n``-terminated, UTF-8, file mode 0600. Nothing is
+   ever rewritten in place; the file only grows (or is cut back to a line boundary
+   after a failed write, below).
+2. ``seq`` is contiguous from 1 and ``at`` never goes backwards: the writer assigns
+   both, taking ``max(clock(), last at)`` so a clock step back cannot reorder time.
+3. Group commit: appends queue up while a write + fsync is in flight and the next
+   batch goes out as one ``write`` and one ``fdatasync``. Every caller's future
+   resolves only after the fsync that covers its record, so a 202 means durable.
+4. A failed write (ENOSPC, EIO, EFBIG …) fails every append of its batch and cuts
+   the file back to its last whole line, so nothing half-written stays; ``seq`` is
+   not consumed and the next batch simply tries again.
+5. On open, bytes after the last ``\\n`` are a torn write from a crash: they are moved
+   to a side file (``<log>.torn-<seq>-<n>``) with a warning, never parsed into the
+   log nor silently dropped; ``seq`` continues after the last whole record.
+6. A line that does not parse anywhere else is ``LogCorrupt`` naming the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from obsv.core.codec import CodecError, decode, encode
+from obsv.core.events import Envelope, Event
+
+Clock = Callable[[], datetime]
+Listener = Callable[[Sequence[Envelope]], None]
+
+_FILE_MODE = 0o600
+_TAIL_CHUNK = 64 * 1024
+_READ_CHUNK = 1 << 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LogCorrupt(Exception):
+    """A whole line of the log does not parse; ``line`` is 1-based when known."""
+
+    def __init__(self, path: Path, line: int | None, offset: int, reason: str) -> None:
+        where = f"line {line}" if line is not None else f"byte offset {offset}"
+        super().__init__(f"{path}: {where} is not a valid record ({reason})")
+        self.path, self.line, self.offset, self.reason = path, line, offset, reason
+
+
+class LogWriteError(Exception):
+    """The log could not be written; nothing of the failed batch stays in it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """Bytes set aside on open because the last write did not finish."""
+
+    side_file: Path
+    size: int
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC: the default ``Clock`` of the writer."""
+    return datetime.now(UTC)
+
+
+def decode_line(line: bytes) -> Envelope:
+    """One log line -> record; ``CodecError`` or ``orjson.JSONDecodeError`` if not."""
+    record = orjson.loads(line)
+    if not isinstance(record, dict):
+        raise CodecError("a record must be a JSON object")
+    return decode(record)
+
+
+def encode_line(envelope: Envelope) -> bytes:
+    """One record -> its log line, ``\\n`` included."""
+    return orjson.dumps(encode(envelope)) + b"\n"
+
+
+def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(end offset, line)`` for each whole line from ``start``; a tail without
+    ``\\n`` is yielded last with a negative end offset so callers can report it."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        offset, pending = start, b""
+        while chunk := f.read(_READ_CHUNK):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                offset += len(line) + 1
+                yield offset, line
+        if pending:
+            yield -(offset + len(pending)), pending
+
+
+def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, Envelope]]:
+    """Yield ``(end offset, record)`` for every whole record from ``start``.
+
+    Raises ``LogCorrupt`` at the first line that does not parse. A torn tail is not
+    a record and is not yielded (``EventLog.open`` sets it aside; ``replay --verify``
+    reports it through ``iter_lines``).
+    """
+    line_no = 0 if start == 0 else None
+    for end, line in iter_lines(path, start):
+        if end < 0:
+            return
+        if line_no is not None:
+            line_no += 1
+        try:
+            yield end, decode_line(line)
+        except (CodecError, orjson.JSONDecodeError) as exc:
+            raise LogCorrupt(path, line_no, end - len(line) - 1, str(exc)) from exc
+
+
+class EventLog:
+    """Append-only, group-committed, fsync'd JSONL log with ``seq`` and ``at``."""
+
+    def __init__(self, path: Path, fd: int, size: int, last: Envelope | None,
+                 clock: Clock, torn: TornTail | None) -> None:
+        self.path = path
+        self.torn = torn
+        self._fd = fd
+        self._size = size
+        self._dirty = False
+        self._last_seq = last.seq if last else 0
+        self._last_at = last.at if last else _EPOCH
+        self._clock = clock
+        self._queue: list[tuple[Event, asyncio.Future[Envelope]]] = []
+        self._wakeup = asyncio.Event()
+        self._listeners: list[Listener] = []
+        # One thread does every write + fsync, so they never overlap or reorder.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsv-log")
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.writable = True
+
+    @classmethod
+    def open(cls, path: Path, clock: Clock = utc_now) -> EventLog:
+        """Open (creating) the log, set aside a torn tail, find the last ``seq``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            if created:
+                _fsync_dir(path.parent)
+            size, last_line = _last_whole_line(fd)
+            last = _decode_last(path, last_line, size) if last_line else None
+            torn = _set_aside_tail(path, fd, size, last.seq if last else 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, size, last, clock, torn)
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last durable record (0 for an empty log)."""
+        return self._last_seq
+
+    @property
+    def size(self) -> int:
+        """Bytes of whole, durable records."""
+        return self._size
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with each batch of records once they are durable."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def append(self, event: Event) -> Envelope:
+        """Append one record; returns it once it is fsync'd. ``LogWriteError`` if not."""
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, events: Sequence[Event]) -> list[Envelope]:
+        """Append records in order, in one batch; returns them once fsync'd."""
+        if self._writer is None or self._closing:
+            raise LogWriteError("the event log is closed")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in events]
+        self._queue.extend(zip(events, futures, strict=True))
+        self._wakeup.set()
+        return list(await asyncio.gather(*futures))
+
+    async def close(self) -> None:
+        """Finish queued appends, stop the writer, close the file."""
+        if self._writer is not None:
+            self._closing = True
+            self._wakeup.set()
+            await self._writer
+            self._writer = None
+        self._io.shutdown(wait=True)
+        os.close(self._fd)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue or not self._closing:
+            if not self._queue:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch, self._queue = self._queue, []
+            await self._commit(loop, batch)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop,
+                      batch: list[tuple[Event, asyncio.Future[Envelope]]]) -> None:
+        envelopes = self._stamp([event for event, _ in batch])
+        try:
+            data = b"".join(encode_line(envelope) for envelope in envelopes)
+            await loop.run_in_executor(self._io, self._write_durably, data)
+        except OSError as exc:
+            self.writable = False
+            self._fail(batch, LogWriteError(f"cannot write {self.path}: {exc.strerror or exc}"))
+            return
+        except Exception as exc:  # an unencodable record must not hang its callers
+            self._fail(batch, LogWriteError(f"cannot encode a record: {exc!r}"))
+            return
+        self.writable = True
+        self._size += len(data)
+        self._last_seq, self._last_at = envelopes[-1].seq, envelopes[-1].at
+        for (_, future), envelope in zip(batch, envelopes, strict=True):
+            if not future.done():
+                future.set_result(envelope)
+        for listener in self._listeners:
+            listener(envelopes)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Event, asyncio.Future[Envelope]]], error: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    def _stamp(self, events: list[Event]) -> list[Envelope]:
+        at = max(self._clock(), self._last_at)
+        return [Envelope(self._last_seq + i, at, event) for i, event in enumerate(events, 1)]
+
+    def _write_durably(self, data: bytes) -> None:
+        """Runs on the log thread: write all of ``data`` and fsync, or cut it back."""
+        try:
+            if self._dirty:
+                os.ftruncate(self._fd, self._size)
+                self._dirty = False
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError:
+            self._dirty = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+                self._dirty = False
+            raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new directory entry durable (the file itself is fsync'd per batch)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_whole_line(fd: int) -> tuple[int, bytes]:
+    """``(bytes up to and including the last \\n, that last line)`` of the file."""
+    end = os.fstat(fd).st_size
+    position, tail = end, b""
+    while position > 0:
+        step = min(_TAIL_CHUNK, position)
+        position -= step
+        tail = os.pread(fd, step, position) + tail
+        newline = tail.rfind(b"\n")
+        if newline < 0:
+            continue
+        whole = position + newline + 1
+        previous = tail.rfind(b"\n", 0, newline)
+        if previous >= 0 or position == 0:
+            return whole, tail[previous + 1:newline]
+        # The last line is longer than what we read: keep reading backwards.
+    return 0, b""
+
+
+def _decode_last(path: Path, line: bytes, size: int) -> Envelope:
+    try:
+        return decode_line(line)
+    except (CodecError, orjson.JSONDecodeError) as exc:
+        raise LogCorrupt(path, None, size - len(line) - 1, str(exc)) from exc
+
+
+def _set_aside_tail(path: Path, fd: int, whole: int, last_seq: int) -> TornTail | None:
+    end = os.fstat(fd).st_size
+    if end == whole:
+        return None
+    torn = os.pread(fd, end - whole, whole)
+    side = _free_side_path(path, last_seq)
+    side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    try:
+        os.write(side_fd, torn)
+        os.fsync(side_fd)
+    finally:
+        os.close(side_fd)
+    os.ftruncate(fd, whole)
+    os.fsync(fd)
+    return TornTail(side, len(torn))
+
+
+def _free_side_path(path: Path, last_seq: int) -> Path:
+    n = 1
+    while (candidate := path.with_name(f"{path.name}.torn-{last_seq}-{n}")).exists():
+        n += 1
+    return candidate

@@ -1,0 +1,146 @@
+"""The Sentry webhook receiver: checks in CONTRACT §3 order, then one durable append.
+
+1. 413 from ``Content-Length`` before reading, or as soon as a chunked body passes
+   the limit: a huge body is never held in memory.
+2. 401 unless ``Sentry-Hook-Signature`` is the HMAC of the raw bytes; nothing is
+   parsed before this, so an unsigned body never reaches the JSON parser or the log.
+3. 400 for bytes that are not UTF-8 JSON; 422 for JSON that is not a usable
+   delivery. Both are 4xx on purpose: Sentry retries 5xx, and these will not heal.
+4. 202 ``{"status":"accepted","seq":N}`` for ``event_alert``, 200 for the rest, each
+   only after the record is fsync'd. 503 + ``Retry-After`` when it cannot be.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from obsv.core.alert import EVENT_ALERT, InvalidPayload, alert_from_delivery, validate_delivery
+from obsv.core.events import AlertReceived, Delivery, HookReceived
+from obsv.core.signature import is_valid
+from obsv.eventlog import EventLog, LogWriteError
+from obsv.metrics import Metrics
+
+log = structlog.get_logger("obsv.ingress")
+
+RETRY_AFTER_SECONDS = "5"
+_READ_STEP = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(Exception):
+    """A delivery answered with an error status and a JSON body."""
+
+    status: int
+    body: Mapping[str, Any]
+
+
+class Receiver:
+    """Turns one webhook request into one durable record, or a clear rejection."""
+
+    def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog,
+                 metrics: Metrics) -> None:
+        self._secret = secret
+        self._max_body = max_body_bytes
+        self._log = eventlog
+        self._metrics = metrics
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """The whole of ``POST /webhooks/sentry``."""
+        resource = request.headers.get("Sentry-Hook-Resource") or ""
+        with structlog.contextvars.bound_contextvars(
+            request_id=request.headers.get("Request-ID"), resource=resource or None
+        ):
+            try:
+                status, body = await self._accept(request, resource)
+            except Rejected as rejected:
+                status, body = rejected.status, dict(rejected.body)
+                log.info("delivery.rejected", status=status, error=body.get("error"))
+        self._metrics.deliveries.labels(_resource_label(resource), str(status)).inc()
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        return web.json_response(body, status=status, headers=headers,
+                                 dumps=lambda v: orjson.dumps(v).decode())
+
+    async def _accept(self, request: web.Request, resource: str) -> tuple[int, dict[str, Any]]:
+        raw = await read_limited(request, self._max_body)
+        signature = request.headers.get("Sentry-Hook-Signature")
+        if not is_valid(self._secret, raw, signature):
+            raise Rejected(401, {"error": "invalid_signature"})
+        assert signature is not None
+        text, body = parse_json(raw)
+        delivery = Delivery(
+            request_id=request.headers.get("Request-ID"),
+            resource=resource,
+            hook_timestamp=request.headers.get("Sentry-Hook-Timestamp"),
+            signature=signature,
+        )
+        event = to_event(delivery, body, text)
+        started = time.perf_counter()
+        try:
+            envelope = await self._log.append(event)
+        except LogWriteError as exc:
+            log.error("log.write_failed", error=str(exc))
+            raise Rejected(503, {"error": "log_unavailable"}) from exc
+        self._metrics.log_append_seconds.observe(time.perf_counter() - started)
+        structlog.contextvars.bind_contextvars(seq=envelope.seq)
+        if isinstance(event, AlertReceived):
+            log.info("alert.received", sentry_issue_id=event.alert.sentry_issue_id)
+            return 202, {"status": "accepted", "seq": envelope.seq}
+        log.info("hook.received", action=event.action)
+        return 200, {"status": "recorded", "seq": envelope.seq}
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The raw body, or 413 as soon as it is known to exceed ``limit``."""
+    too_large = Rejected(413, {"error": "body_too_large", "max_bytes": limit})
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(_READ_STEP):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> tuple[str, Any]:
+    """``(body as text, parsed JSON)``, or 400 ``invalid_json``."""
+    try:
+        text = raw.decode("utf-8")
+        return text, orjson.loads(raw)
+    except (UnicodeDecodeError, orjson.JSONDecodeError):
+        raise Rejected(400, {"error": "invalid_json"}) from None
+
+
+def to_event(delivery: Delivery, body: Any, raw: str) -> AlertReceived | HookReceived:
+    """The record for a verified, parsed delivery, or 422 ``invalid_payload``."""
+    try:
+        validate_delivery(delivery.resource or None, body)
+        if delivery.resource == EVENT_ALERT:
+            return AlertReceived(delivery, alert_from_delivery(body), raw)
+    except InvalidPayload as problem:
+        raise Rejected(problem.status, {
+            "error": "invalid_payload", "missing": problem.missing, "invalid": problem.invalid,
+        }) from None
+    action = body.get("action")
+    return HookReceived(delivery, action if isinstance(action, str) else None, raw)
+
+
+_KNOWN_RESOURCES = frozenset(
+    {EVENT_ALERT, "installation", "metric_alert", "issue", "error", "comment", "seer"}
+)
+
+
+def _resource_label(resource: str) -> str:
+    """Bound the metric's label values: a caller cannot mint new series at will."""
+    if not resource:
+        return "none"
+    return resource if resource in _KNOWN_RESOURCES else "other"

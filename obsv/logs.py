@@ -1,0 +1,54 @@
+"""The one place that configures structlog.
+
+JSON lines when stderr is not a terminal (what a log shipper wants), colours on a
+terminal. Per-delivery context (request id, resource, seq) is bound with
+contextvars by the handlers. Values of keys that look like credentials are
+replaced before rendering, as a second line of defence: no code path passes a
+secret to a logger on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+_SENSITIVE = ("secret", "token", "password", "authorization", "private_key", "signature")
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Replace the value of any key that names a credential."""
+    for key in event_dict:
+        if any(word in key.lower() for word in _SENSITIVE):
+            event_dict[key] = "<redacted>"
+    return event_dict
+
+
+def _json_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
+    """Configure structlog once for the process (called by the CLI only)."""
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if log_format == "console"
+        else structlog.processors.JSONRenderer(serializer=_json_dumps)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,41 @@
+"""Prometheus series of CONTRACT §3, one registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every series obsv exports; names are part of the contract."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Counter(
+            "obsv_deliveries_total", "Webhook deliveries by resource and HTTP status answered",
+            ["resource", "status"], registry=r)
+        self.alerts_decided = Counter(
+            "obsv_alerts_decided_total", "Alerts decided, by action and reason",
+            ["action", "reason"], registry=r)
+        self.github_requests = Counter(
+            "obsv_github_requests_total", "Requests made to GitHub, by endpoint and status",
+            ["endpoint", "status"], registry=r)
+        self.issues_opened = Counter(
+            "obsv_issues_opened_total", "Issues opened (or rendered, in a dry run)",
+            ["dry_run"], registry=r)
+        self.comments_posted = Counter(
+            "obsv_comments_posted_total", "Recurrence comments posted", ["dry_run"], registry=r)
+        self.sink_failures = Counter(
+            "obsv_sink_failures_total", "Failed attempts to post a decision",
+            ["retryable"], registry=r)
+        self.pending_intents = Gauge(
+            "obsv_pending_intents", "Decisions to open or comment not yet posted", registry=r)
+        self.consumer_lag = Gauge(
+            "obsv_consumer_lag_records", "Last appended seq minus last folded seq", registry=r)
+        self.log_bytes = Gauge("obsv_log_bytes", "Size of the event log in bytes", registry=r)
+        self.snapshot_seq = Gauge(
+            "obsv_snapshot_seq", "seq covered by the last snapshot written", registry=r)
+        self.log_append_seconds = Histogram(
+            "obsv_log_append_seconds", "Time from append request to durable (fsync'd)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r)

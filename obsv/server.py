@@ -1,0 +1,79 @@
+"""The aiohttp application: routes, and one ``cleanup_ctx`` per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from obsv.eventlog import Clock, EventLog, utc_now
+from obsv.ingress import Receiver
+from obsv.metrics import Metrics
+from obsv.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+METRICS = web.AppKey("metrics", Metrics)
+EVENTLOG = web.AppKey("eventlog", EventLog)
+RECEIVER = web.AppKey("receiver", Receiver)
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
+    """The obsv web application; nothing is opened until it starts."""
+    # The receiver enforces the body limit itself (413 without reading it all);
+    # aiohttp's own cap is set just above it so it never answers first.
+    app = web.Application(client_max_size=settings.max_body_bytes + 1)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_eventlog_ctx)
+    app.router.add_post("/webhooks/sentry", _sentry_webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    eventlog = EventLog.open(settings.event_log, app[CLOCK])
+    eventlog.start()
+    app[EVENTLOG] = eventlog
+    app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
+                             eventlog, app[METRICS])
+    yield
+    await eventlog.close()
+
+
+async def _sentry_webhook(request: web.Request) -> web.Response:
+    return await request.app[RECEIVER].handle(request)
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    problems = readiness_problems(request.app)
+    if problems:
+        return web.json_response({"status": "not_ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+def readiness_problems(app: web.Application) -> list[str]:
+    """Why the service should not get traffic now; empty when ready."""
+    eventlog = app.get(EVENTLOG)
+    if eventlog is None:
+        return ["event log not open"]
+    if not eventlog.writable:
+        return ["event log not writable (last write failed)"]
+    return []
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    if (eventlog := request.app.get(EVENTLOG)) is not None:
+        metrics.log_bytes.set(eventlog.size)
+    return web.Response(body=generate_latest(metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
