@@ -1,0 +1,3 @@
+from obsv.cli import main
+
+raise SystemExit(main())

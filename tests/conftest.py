@@ -1,0 +1,94 @@
+"""Shared fixtures: settings on tmp_path, signed requests, the real app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from obsv.core.signature import sign
+from obsv.eventlog import iter_lines
+from obsv.server import create_app
+from obsv.settings import Settings
+
+SAMPLES = Path(__file__).parent / "samples"
+SECRET = "test-secret-0123456789"
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A Sentry payload from tests/samples (copies of shared/fixtures)."""
+    data: dict[str, Any] = json.loads((SAMPLES / name).read_text("utf-8"))
+    return data
+
+
+def sentry_bytes(body: object) -> bytes:
+    """Serialise as Sentry does: compact separators, non-ASCII escaped."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def alert_body(event_id: str = "e" * 32, **event_fields: Any) -> dict[str, Any]:
+    """The documented event_alert sample with a given event_id and overrides."""
+    body = sample("event_alert-triggered.json")
+    body["data"]["event"]["event_id"] = event_id
+    body["data"]["event"].update(event_fields)
+    return body
+
+
+def signed_headers(raw: bytes, resource: str = "event_alert", secret: str = SECRET,
+                   request_id: str = "req-1") -> dict[str, str]:
+    """Headers Sentry sends with ``raw``."""
+    return {
+        "Content-Type": "application/json",
+        "Request-ID": request_id,
+        "Sentry-Hook-Resource": resource,
+        "Sentry-Hook-Timestamp": "1566248778",
+        "Sentry-Hook-Signature": sign(secret, raw),
+    }
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """Every whole line of a log as a dict, asserting each one parses."""
+    if not path.exists():
+        return []
+    records = []
+    for end, line in iter_lines(path):
+        assert end > 0, f"unterminated line at the end of {path}: {line[:80]!r}"
+        records.append(orjson.loads(line))
+    return records
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Dry-run settings with every file under tmp_path."""
+    return Settings(
+        sentry_client_secret=SECRET,
+        event_log=tmp_path / "var" / "events.jsonl",
+        outbox_dir=tmp_path / "var" / "outbox",
+    )
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
+    """Start the real app on a loopback port with ``settings`` (plus overrides)."""
+    async def start(**overrides: Any) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(
+            create_app(replace(settings, **overrides)))
+        return client
+    return start
+
+
+async def post_signed(client: TestClient[Any, Any], body: object,
+                      resource: str = "event_alert", request_id: str = "req-1") -> Any:
+    """POST a correctly signed delivery; returns the response."""
+    raw = body if isinstance(body, bytes) else sentry_bytes(body)
+    return await client.post("/webhooks/sentry", data=raw,
+                             headers=signed_headers(raw, resource, request_id=request_id))

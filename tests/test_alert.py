@@ -1,0 +1,139 @@
+"""Field extraction and validation of Sentry payloads (pure core)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from obsv.core.alert import InvalidPayload, alert_from_delivery, level_rank, validate_delivery
+
+from .conftest import alert_body, sample
+
+
+def event_of(**fields: Any) -> dict[str, Any]:
+    return alert_body(**fields)
+
+
+def test_documented_sample() -> None:
+    alert = alert_from_delivery(sample("event_alert-triggered.json"))
+    assert alert.sentry_issue_id == "1117540176"
+    assert alert.event_id == "e4874d664c3540c1a32eab185f12c5ab"
+    assert alert.level == "error"
+    assert alert.project == "1"
+    assert alert.title == "ReferenceError: heck is not defined"
+    assert alert.culprit == "?(<anonymous>)"
+    assert alert.web_url is not None
+    assert alert.web_url.endswith("/events/e4874d664c3540c1a32eab185f12c5ab/")
+    # The literal default fingerprint is never the key: the first hash is.
+    assert alert.fingerprint_key == "1:hash:29f7ffc4903a8a990408b80a3b4c95a2"
+
+
+def test_issue_id_from_issue_url_when_missing() -> None:
+    body = event_of(issue_id=None, issue_url="https://sentry.io/api/0/issues/42/")
+    assert alert_from_delivery(body).sentry_issue_id == "42"
+
+
+def test_issue_id_from_web_url_when_no_issue_url() -> None:
+    body = event_of(issue_id=None, issue_url=None,
+                    web_url="https://sentry.io/organizations/o/issues/77/events/abc/")
+    assert alert_from_delivery(body).sentry_issue_id == "77"
+
+
+def test_issue_id_from_first_hash_as_last_resort() -> None:
+    body = event_of(issue_id=None, issue_url=None, web_url=None, hashes=["h1", "h2"])
+    assert alert_from_delivery(body).sentry_issue_id == "h1"
+
+
+def test_no_issue_id_at_all_is_invalid() -> None:
+    body = event_of(issue_id=None, issue_url=None, web_url=None, hashes=[])
+    with pytest.raises(InvalidPayload) as caught:
+        alert_from_delivery(body)
+    assert caught.value.missing == ["data.event.issue_id"]
+
+
+def test_integer_issue_id_is_accepted_as_text() -> None:
+    assert alert_from_delivery(event_of(issue_id=99)).sentry_issue_id == "99"
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "expected"),
+    [
+        (["{{ default }}"], "1:hash:h0"),
+        (["{{default}}"], "1:hash:h0"),
+        (["payment-timeout"], "1:fp:payment-timeout"),
+        (["{{ default }}", "db"], "1:fp:h0|db"),
+        (None, "1:hash:h0"),
+        ([], "1:hash:h0"),
+    ],
+)
+def test_fingerprint_key(fingerprint: list[str] | None, expected: str) -> None:
+    body = event_of(fingerprint=fingerprint, hashes=["h0"])
+    assert alert_from_delivery(body).fingerprint_key == expected
+
+
+def test_fingerprint_key_falls_back_to_issue_id() -> None:
+    body = event_of(fingerprint=["{{ default }}"], hashes=None)
+    assert alert_from_delivery(body).fingerprint_key == "issue:1117540176"
+
+
+def test_same_custom_fingerprint_in_two_projects_differs() -> None:
+    a = alert_from_delivery(event_of(fingerprint=["x"], project=1))
+    b = alert_from_delivery(event_of(fingerprint=["x"], project=2))
+    assert a.fingerprint_key != b.fingerprint_key
+
+
+def test_environment_from_field_or_tag() -> None:
+    assert alert_from_delivery(event_of(environment="prod")).environment == "prod"
+    tagged = event_of(tags=[["environment", "staging"], ["level", "error"]])
+    assert alert_from_delivery(tagged).environment == "staging"
+    assert alert_from_delivery(event_of()).environment is None
+
+
+def test_level_missing_defaults_to_tag_then_error() -> None:
+    assert alert_from_delivery(event_of(level=None, tags=[["level", "warning"]])).level == "warning"
+    assert alert_from_delivery(event_of(level=None, tags=[])).level == "error"
+
+
+def test_level_ranks_and_unknown_levels_count_as_error() -> None:
+    assert level_rank("debug") < level_rank("info") < level_rank("warning")
+    assert level_rank("warning") < level_rank("error") < level_rank("fatal")
+    assert level_rank("WARN") == level_rank("warning")
+    assert level_rank("bizarre") == level_rank("error")
+
+
+@pytest.mark.parametrize(
+    ("body", "resource", "missing", "invalid"),
+    [
+        ([], "event_alert", [], ["body"]),
+        ("text", "event_alert", [], ["body"]),
+        ({}, None, ["Sentry-Hook-Resource"], []),
+        ({}, "event_alert", ["data.event"], []),
+        ({"data": []}, "event_alert", [], ["data"]),
+        ({"data": {"event": "x"}}, "event_alert", [], ["data.event"]),
+        ({"data": {"event": {}}}, "event_alert",
+         ["data.event.event_id", "data.event.issue_id"], []),
+        ({"data": {"event": {"event_id": 5, "issue_id": "1"}}}, "event_alert", [],
+         ["data.event.event_id"]),
+        ({"data": {"event": {"event_id": "a", "issue_id": "1", "level": 3}}}, "event_alert",
+         [], ["data.event.level"]),
+        ({"data": {"event": {"event_id": "a", "issue_id": True}}}, "event_alert", [],
+         ["data.event.issue_id"]),
+        ({"data": {"event": {"event_id": "a", "issue_id": "1", "hashes": "h"}}}, "event_alert",
+         [], ["data.event.hashes"]),
+        ({"data": {"event": {"event_id": "a", "issue_id": "1", "fingerprint": [1]}}},
+         "event_alert", [], ["data.event.fingerprint"]),
+        ({"data": {"event": {"event_id": "a", "issue_id": "1", "tags": [["k"]]}}}, "event_alert",
+         [], ["data.event.tags"]),
+        ({"anything": 1}, "installation", [], []),
+    ],
+)
+def test_validation_names_fields(body: object, resource: str | None, missing: list[str],
+                                 invalid: list[str]) -> None:
+    if not missing and not invalid:
+        validate_delivery(resource, body)
+        return
+    with pytest.raises(InvalidPayload) as caught:
+        validate_delivery(resource, body)
+    assert caught.value.missing == missing
+    assert caught.value.invalid == invalid
