@@ -178,17 +178,20 @@ class EventLog:
 
     async def append(self, event: Event) -> Envelope:
         """Append one record; returns it once it is fsync'd. ``LogWriteError`` if not."""
-        return (await self.append_many([event]))[0]
+        return await self._enqueue(event)
 
     async def append_many(self, events: Sequence[Event]) -> list[Envelope]:
         """Append records in order, in one batch; returns them once fsync'd."""
+        return list(await asyncio.gather(*(self._enqueue(event) for event in events)))
+
+    def _enqueue(self, event: Event) -> asyncio.Future[Envelope]:
+        # Queued synchronously, so records keep the order of the calls.
         if self._writer is None or self._closing:
             raise LogWriteError("the event log is closed")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in events]
-        self._queue.extend(zip(events, futures, strict=True))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((event, future))
         self._wakeup.set()
-        return list(await asyncio.gather(*futures))
+        return future
 
     async def close(self) -> None:
         """Finish queued appends, stop the writer, close the file."""
@@ -207,6 +210,9 @@ class EventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
+            # One turn of the loop first: requests whose bodies already arrived get to
+            # join this batch, so one fsync covers more of them (group commit).
+            await asyncio.sleep(0)
             batch, self._queue = self._queue, []
             await self._commit(loop, batch)
 

@@ -125,7 +125,7 @@ def to_event(delivery: Delivery, body: Any, raw: str) -> AlertReceived | HookRec
     try:
         validate_delivery(delivery.resource or None, body)
         if delivery.resource == EVENT_ALERT:
-            return AlertReceived(delivery, alert_from_delivery(body), raw)
+            return AlertReceived(delivery, alert_from_delivery(body, validated=True), raw)
     except InvalidPayload as problem:
         raise Rejected(problem.status, {
             "error": "invalid_payload", "missing": problem.missing, "invalid": problem.invalid,

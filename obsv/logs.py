@@ -18,12 +18,21 @@ import orjson
 import structlog
 
 _SENSITIVE = ("secret", "token", "password", "authorization", "private_key", "signature")
+_checked: dict[str, bool] = {}
+
+
+def _is_sensitive(key: str) -> bool:
+    # Log keys are a small fixed set, so the substring scan is done once per key.
+    verdict = _checked.get(key)
+    if verdict is None:
+        verdict = _checked[key] = any(word in key.lower() for word in _SENSITIVE)
+    return verdict
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """Replace the value of any key that names a credential."""
     for key in event_dict:
-        if any(word in key.lower() for word in _SENSITIVE):
+        if _is_sensitive(key):
             event_dict[key] = "<redacted>"
     return event_dict
 

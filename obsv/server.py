@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -11,6 +12,8 @@ from obsv.eventlog import Clock, EventLog, utc_now
 from obsv.ingress import Receiver
 from obsv.metrics import Metrics
 from obsv.settings import Settings
+
+log = structlog.get_logger("obsv.server")
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -38,6 +41,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
 async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     eventlog = EventLog.open(settings.event_log, app[CLOCK])
+    if eventlog.torn is not None:
+        log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
+                    bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
     eventlog.start()
     app[EVENTLOG] = eventlog
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,

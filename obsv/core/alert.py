@@ -127,22 +127,26 @@ def _is_issue_id(value: object) -> bool:
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if not isinstance(value, list):
+        return False
+    for item in value:
+        if not isinstance(item, str):
+            return False
+    return True
 
 
 def _is_tags(value: object) -> bool:
     """Sentry sends tags as ``[[key, value], ...]``; some relays send an object."""
     if isinstance(value, dict):
-        return all(isinstance(v, str | None) for v in value.values())
+        return all(v is None or isinstance(v, str) for v in value.values())
     if not isinstance(value, list):
         return False
-    return all(
-        isinstance(pair, list)
-        and len(pair) == 2
-        and isinstance(pair[0], str)
-        and isinstance(pair[1], str | None)
-        for pair in value
-    )
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            return False
+        if pair[1] is not None and not isinstance(pair[1], str):
+            return False
+    return True
 
 
 def tag_pairs(tags: object) -> list[tuple[str, str | None]]:
@@ -158,9 +162,10 @@ def tag_pairs(tags: object) -> list[tuple[str, str | None]]:
     return []
 
 
-def alert_from_delivery(body: Mapping[str, Any]) -> Alert:
-    """Build the ``Alert`` of a validated ``event_alert`` body."""
-    validate_delivery(EVENT_ALERT, body)
+def alert_from_delivery(body: Mapping[str, Any], *, validated: bool = False) -> Alert:
+    """Build the ``Alert`` of an ``event_alert`` body (validating it unless told it was)."""
+    if not validated:
+        validate_delivery(EVENT_ALERT, body)
     event: Mapping[str, Any] = body["data"]["event"]
     sentry_issue_id = _sentry_issue_id(event)
     assert sentry_issue_id is not None  # validate_delivery guarantees it

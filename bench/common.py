@@ -1,0 +1,121 @@
+"""Helpers shared by the benchmarks: load generation, percentiles, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import alert_body, sentry_bytes, signed_headers
+from tests.process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        return percentile(self.latencies, p)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0..100), nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def signed_deliveries(secret: str, count: int, prefix: str = "b") -> list[tuple[bytes, dict[str, str]]]:
+    """``count`` distinct signed event_alert deliveries, prepared before timing."""
+    out = []
+    for n in range(count):
+        raw = sentry_bytes(alert_body(event_id=f"{prefix}{n:031x}"[:32],
+                                      issue_id=str(1000 + n % 50)))
+        out.append((raw, signed_headers(raw, secret=secret, request_id=f"r{n}")))
+    return out
+
+
+async def closed_loop(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
+                      concurrency: int, seconds: float) -> LoadResult:
+    """``concurrency`` connections each sending back to back for ``seconds``."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker() -> None:
+            nonlocal counter
+            while time.perf_counter() < deadline:
+                raw, headers = deliveries[counter % len(deliveries)]
+                counter += 1
+                started = time.perf_counter()
+                async with session.post(url, data=raw, headers=headers) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return LoadResult(len(latencies), elapsed, latencies, statuses)
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], env={**os.environ, **(env or {})},
+                            cwd=cwd or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.node()} · {os.cpu_count()} cores · {cpu} · Python "
+            f"{platform.python_version()} · {platform.system()} {platform.release()}")
+
+
+__all__ = ["LoadResult", "closed_loop", "free_port", "machine", "median", "percentile",
+           "signed_deliveries", "spawn", "wait_http"]
