@@ -49,7 +49,10 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def signed_deliveries(secret: str, count: int, prefix: str = "b") -> list[tuple[bytes, dict[str, str]]]:
+Delivery = tuple[bytes, dict[str, str]]
+
+
+def signed_deliveries(secret: str, count: int, prefix: str = "b") -> list[Delivery]:
     """``count`` distinct signed event_alert deliveries, prepared before timing."""
     out = []
     for n in range(count):
@@ -59,7 +62,7 @@ def signed_deliveries(secret: str, count: int, prefix: str = "b") -> list[tuple[
     return out
 
 
-async def closed_loop(url: str, deliveries: list[tuple[bytes, dict[str, str]]],
+async def closed_loop(url: str, deliveries: list[Delivery],
                       concurrency: int, seconds: float) -> LoadResult:
     """``concurrency`` connections each sending back to back for ``seconds``."""
     latencies: list[float] = []

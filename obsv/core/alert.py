@@ -127,12 +127,7 @@ def _is_issue_id(value: object) -> bool:
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:
-    if not isinstance(value, list):
-        return False
-    for item in value:
-        if not isinstance(item, str):
-            return False
-    return True
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _is_tags(value: object) -> bool:
