@@ -8,10 +8,12 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from obsv.consumer import Consumer
 from obsv.eventlog import Clock, EventLog, utc_now
 from obsv.ingress import Receiver
 from obsv.metrics import Metrics
 from obsv.settings import Settings
+from obsv.sink import DryRunSink, Sink
 
 log = structlog.get_logger("obsv.server")
 
@@ -20,17 +22,33 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 METRICS = web.AppKey("metrics", Metrics)
 EVENTLOG = web.AppKey("eventlog", EventLog)
 RECEIVER = web.AppKey("receiver", Receiver)
+SINK = web.AppKey("sink", Sink)
+CONSUMER = web.AppKey("consumer", Consumer)
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
-    """The obsv web application; nothing is opened until it starts."""
+def default_sink(settings: Settings, clock: Clock) -> Sink:
+    """The dry-run outbox unless GitHub is configured and dry run is off."""
+    if settings.dry_run:
+        return DryRunSink(settings.outbox_dir, settings.github_repo, clock)
+    from obsv.github import GitHubSink
+    return GitHubSink(settings, clock)
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now,
+               sink: Sink | None = None) -> web.Application:
+    """The obsv web application; nothing is opened until it starts.
+
+    ``sink`` defaults to what the settings choose: the dry-run outbox, or GitHub.
+    """
     # The receiver enforces the body limit itself (413 without reading it all);
     # aiohttp's own cap is set just above it so it never answers first.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
+    app[SINK] = sink if sink is not None else default_sink(settings, clock)
     app.cleanup_ctx.append(_eventlog_ctx)
+    app.cleanup_ctx.append(_consumer_ctx)
     app.router.add_post("/webhooks/sentry", _sentry_webhook)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -50,6 +68,16 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
                              eventlog, app[METRICS])
     yield
     await eventlog.close()
+
+
+async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    consumer = Consumer(app[EVENTLOG], app[SINK], settings.policy(), clock=app[CLOCK],
+                        metrics=app[METRICS], snapshot_every=settings.snapshot_every)
+    await consumer.start()
+    app[CONSUMER] = consumer
+    yield
+    await consumer.stop()
 
 
 async def _sentry_webhook(request: web.Request) -> web.Response:
@@ -72,9 +100,13 @@ def readiness_problems(app: web.Application) -> list[str]:
     eventlog = app.get(EVENTLOG)
     if eventlog is None:
         return ["event log not open"]
+    problems = []
     if not eventlog.writable:
-        return ["event log not writable (last write failed)"]
-    return []
+        problems.append("event log not writable (last write failed)")
+    consumer = app.get(CONSUMER)
+    if consumer is None or not consumer.running:
+        problems.append("consumer not running")
+    return problems
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -63,6 +63,21 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+DELIVERY_TYPES = ("alert.received", "hook.received")
+
+
+def deliveries(path: Path) -> list[dict[str, Any]]:
+    """The records the receiver wrote (the consumer writes the others)."""
+    return [r for r in read_log(path) if r["type"] in DELIVERY_TYPES]
+
+
+def assert_contiguous(path: Path) -> list[dict[str, Any]]:
+    """Every record of the log, after checking ``seq`` runs 1, 2, 3 … without a gap."""
+    records = read_log(path)
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    return records
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Dry-run settings with every file under tmp_path."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import SECRET, alert_body, read_log, sentry_bytes, signed_headers
+from .conftest import SECRET, alert_body, assert_contiguous, sentry_bytes, signed_headers
 from .process import ServeProcess
 
 ROUNDS = 3
@@ -53,8 +53,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path)
     await server.start()  # the torn tail, if any, is set aside on this open
     server.stop()
 
-    records = read_log(log_path)
-    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    records = assert_contiguous(log_path)
     logged = {r["alert"]["event_id"]: r["seq"] for r in records if r["type"] == "alert.received"}
     missing = {e: s for e, s in acked.items() if logged.get(e) != s}
     assert not missing, f"acknowledged but not in the log with its seq: {missing}"

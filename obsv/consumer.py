@@ -1,0 +1,314 @@
+"""The consumer: folds the log, records decisions, hands recorded intents to the sink.
+
+Rules:
+1. One task decides, in ``seq`` order, from records that are already durable; the
+   fold itself is ``obsv.core.policy.apply``. There is no race to lock.
+2. Side effects follow records: the sink only sees an intent once its
+   ``alert.decided`` record is fsync'd, and its outcome is the next record.
+3. Start: load the snapshot if it matches the log, fold the rest, record the policy
+   if it changed (``config.applied``), record decisions derived but not yet
+   recorded, and only then report ready. Nothing already decided is decided again:
+   a decision is a pure function of the records before it.
+4. Posting is one request at a time, in ``alert_seq`` order, never blocking the
+   deciding; a failed round waits until its ``next_attempt_at`` while others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import structlog
+
+from obsv.core.events import (
+    CommentPosted,
+    ConfigApplied,
+    Envelope,
+    Event,
+    IssueFailed,
+    IssueOpened,
+    Policy,
+)
+from obsv.core.policy import Intent, State, apply, orphaned_comments, ready_intents
+from obsv.core.snapshot import state_from_dict, state_to_dict
+from obsv.eventlog import Clock, EventLog, LogWriteError, decode_line, read_records
+from obsv.metrics import Metrics
+from obsv.sink import CommentJob, OpenJob, Sink
+
+log = structlog.get_logger("obsv.consumer")
+
+_RETRY_APPEND_SECONDS = 1.0
+
+
+class Consumer:
+    """Follows the event log and drives decisions and their side effects."""
+
+    def __init__(self, eventlog: EventLog, sink: Sink, policy: Policy, *, clock: Clock,
+                 metrics: Metrics, snapshot_every: int = 10_000) -> None:
+        self._log = eventlog
+        self._sink = sink
+        self._policy = policy
+        self._clock = clock
+        self._metrics = metrics
+        self._snapshots = SnapshotFile(eventlog.path)
+        self._snapshot_every = snapshot_every
+        self._snapshot_seq = 0
+        self.state = State()
+        self._inbox: deque[Envelope] = deque()
+        self._wake = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._in_flight: set[int] = set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._restarted: set[int] = set()
+
+    @property
+    def running(self) -> bool:
+        """Both tasks alive (``/readyz``)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    async def start(self) -> None:
+        """Rule 3: restore, fold, record what is missing, then follow the log."""
+        self.state = self._restore()
+        self._restarted = set(self.state.intents)
+        self._log.add_listener(self._on_records)
+        if self.state.policy != self._policy:
+            await self._log.append(ConfigApplied(self._policy))
+        self._tasks = [asyncio.create_task(self._decide_loop(), name="obsv-decide"),
+                       asyncio.create_task(self._post_loop(), name="obsv-post")]
+        self._wake.set()
+        await self._applied(self._log.last_seq)
+
+    async def stop(self) -> None:
+        """Stop both tasks and write a snapshot (clean shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._drain_inbox()
+        self._write_snapshot()
+
+    # -- restore ----------------------------------------------------------------
+
+    def _restore(self) -> State:
+        loaded = self._snapshots.load()
+        state, offset = loaded if loaded else (State(), 0)
+        for _, envelope in read_records(self._log.path, offset):
+            apply(state, envelope)
+        self._snapshot_seq = loaded[0].last_seq if loaded else 0
+        log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),
+                 snapshot_seq=self._snapshot_seq, pending_intents=len(state.intents),
+                 undecided=len(state.unrecorded))
+        return state
+
+    # -- deciding ---------------------------------------------------------------
+
+    def _on_records(self, envelopes: Sequence[Envelope]) -> None:
+        self._inbox.extend(envelopes)
+        self._wake.set()
+
+    async def _decide_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._drain_inbox()
+            await self._record(list(self._missing_records()))
+            self._maybe_snapshot()
+            self._poke.set()
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            envelope = self._inbox.popleft()
+            decision = apply(self.state, envelope)
+            if decision is not None:
+                self._metrics.alerts_decided.labels(decision.action, decision.reason).inc()
+                log.info("alert.decided", alert_seq=decision.alert_seq,
+                         sentry_issue_id=decision.sentry_issue_id, action=decision.action,
+                         reason=decision.reason)
+        self._metrics.consumer_lag.set(self._log.last_seq - self.state.last_seq)
+        self._metrics.pending_intents.set(len(self.state.intents))
+        for seq, waiter in list(self._waiters):
+            if seq <= self.state.last_seq and not waiter.done():
+                waiter.set_result(None)
+        self._waiters = [(s, w) for s, w in self._waiters if not w.done()]
+
+    def _missing_records(self) -> list[tuple[int, Event]]:
+        """Decisions derived but not recorded, and failures owed to orphaned comments."""
+        missing: list[tuple[int, Event]] = [
+            (seq, d) for seq, d in self.state.unrecorded.items() if seq not in self._in_flight]
+        for intent in orphaned_comments(self.state):
+            if intent.alert_seq not in self._in_flight:
+                missing.append((intent.alert_seq, IssueFailed(
+                    intent.alert_seq, intent.attempts, None,
+                    "the linked issue could not be opened", False, None)))
+        return missing
+
+    async def _record(self, records: list[tuple[int, Event]]) -> None:
+        if not records:
+            return
+        keys = {key for key, _ in records}
+        self._in_flight |= keys
+        try:
+            await self._log.append_many([event for _, event in records])
+        except LogWriteError as exc:
+            log.error("consumer.record_failed", error=str(exc), records=len(records))
+            await asyncio.sleep(_RETRY_APPEND_SECONDS)
+            self._wake.set()
+        finally:
+            self._in_flight -= keys
+
+    async def _applied(self, seq: int) -> None:
+        """Wait until the fold has reached ``seq``."""
+        if self.state.last_seq >= seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, waiter))
+        await waiter
+
+    # -- snapshots --------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self.state.last_seq - self._snapshot_seq >= self._snapshot_every:
+            self._write_snapshot()
+
+    def _write_snapshot(self) -> None:
+        # Only a state that matches the log exactly is worth saving.
+        if self.state.last_seq != self._log.last_seq or self.state.last_seq == 0:
+            return
+        try:
+            self._snapshots.save(self.state, self._log.size)
+        except OSError as exc:
+            log.warning("snapshot.write_failed", error=str(exc))
+            return
+        self._snapshot_seq = self.state.last_seq
+        self._metrics.snapshot_seq.set(self._snapshot_seq)
+
+    # -- posting ----------------------------------------------------------------
+
+    async def _post_loop(self) -> None:
+        while True:
+            intent, wait = self._next_intent()
+            if intent is None:
+                self._poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poke.wait(), timeout=wait)
+                continue
+            await self._post(intent)
+
+    def _next_intent(self) -> tuple[Intent | None, float | None]:
+        """The oldest intent due now, else how long until one is due."""
+        now = self._clock()
+        soonest: datetime | None = None
+        for intent in ready_intents(self.state):
+            if intent.alert_seq in self._in_flight:
+                continue
+            due = intent.next_attempt_at
+            if due is None or due <= now:
+                return intent, None
+            soonest = due if soonest is None or due < soonest else soonest
+        return None, None if soonest is None else max(0.0, (soonest - now).total_seconds())
+
+    async def _post(self, intent: Intent) -> None:
+        self._in_flight.add(intent.alert_seq)
+        try:
+            outcome = await self._outcome(intent)
+            if isinstance(outcome, IssueFailed):
+                self._metrics.sink_failures.labels(str(outcome.retryable).lower()).inc()
+                log.warning("sink.failed", alert_seq=intent.alert_seq, error=outcome.error,
+                            retryable=outcome.retryable, attempt=outcome.attempt)
+            try:
+                record = await self._log.append(outcome)
+            except LogWriteError as exc:
+                log.error("consumer.outcome_not_recorded", alert_seq=intent.alert_seq,
+                          error=str(exc))
+                await asyncio.sleep(_RETRY_APPEND_SECONDS)
+                return
+            await self._applied(record.seq)
+            self._count(outcome)
+        finally:
+            self._in_flight.discard(intent.alert_seq)
+
+    async def _outcome(self, intent: Intent) -> Event:
+        maybe_sent = intent.attempts > 0 or intent.alert_seq in self._restarted
+        if intent.action == "open":
+            return await self._sink.open_issue(OpenJob(
+                intent.alert_seq, intent.received, self.state.effective_policy.labels,
+                intent.attempts, maybe_sent))
+        link = self.state.links[intent.link_seq]
+        return await self._sink.post_comment(CommentJob(
+            intent.alert_seq, intent.received, intent.decision, link.number, link.url,
+            intent.attempts, maybe_sent))
+
+    def _count(self, outcome: Event) -> None:
+        dry = str(self._sink.dry_run).lower()
+        if isinstance(outcome, IssueOpened):
+            self._metrics.issues_opened.labels(dry).inc()
+        elif isinstance(outcome, CommentPosted):
+            self._metrics.comments_posted.labels(dry).inc()
+
+
+class SnapshotFile:
+    """``<log>.snapshot``: the folded state at a ``seq`` and the log offset after it.
+
+    It is a cache, never a source of truth: written atomically (temp file, fsync,
+    rename), mode 0600 (it holds alert data), and ignored unless the record that
+    ends at its offset has its ``seq`` and ``at``.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path.with_name(log_path.name + ".snapshot")
+        self.log_path = log_path
+
+    def save(self, state: State, offset: int) -> None:
+        """Write the snapshot for ``state``, which covers the log up to ``offset``."""
+        data = orjson.dumps({"offset": offset, "state": state_to_dict(state)})
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    def load(self) -> tuple[State, int] | None:
+        """The snapshot's state and offset, or None when absent or not matching the log."""
+        try:
+            data = orjson.loads(self.path.read_bytes())
+            offset = int(data["offset"])
+            state = state_from_dict(data["state"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+            log.warning("snapshot.ignored", path=str(self.path), reason=repr(exc))
+            return None
+        if not self._matches(state.last_seq, offset):
+            log.warning("snapshot.ignored", path=str(self.path), reason="does not match the log")
+            return None
+        return state, offset
+
+    def _matches(self, seq: int, offset: int) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                if offset <= 0 or os.fstat(f.fileno()).st_size < offset:
+                    return False
+                start = max(0, offset - (1 << 20))
+                f.seek(start)
+                chunk = f.read(offset - start)
+        except OSError:
+            return False
+        if not chunk.endswith(b"\n"):
+            return False
+        line = chunk[:-1].rsplit(b"\n", 1)[-1]
+        try:
+            return decode_line(line).seq == seq
+        except ValueError:
+            return False
+

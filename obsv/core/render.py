@@ -1,0 +1,334 @@
+"""Alert -> IssueDraft: the GitHub issue (and recurrence comment) an operator triages.
+
+Rules (CONTRACT §6):
+1. Title ``[level] Type — file:line`` of the innermost in-app frame (else the
+   innermost frame, else the culprit; Sentry's title when there is no exception).
+   One line, at most 256 characters, never the exception message: it is volatile.
+2. Body sections in a fixed order, so triage takes 30 seconds without leaving GitHub.
+3. Every string from the event is untrusted. It is shown only inside code (inline
+   code with backticks swapped out, or fenced blocks no value can close), with
+   ``@``, ``#<digit>`` and ``GH-<digit>`` broken by a zero-width space so nothing
+   pings a user or links an issue even where GitHub would, comment delimiters
+   removed, and control characters dropped.
+4. The body is at most 65,536 characters, cut at a section boundary with a note;
+   the hidden marker ``<!-- obsv:sentry-issue=<id> -->`` always ends it, once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from obsv.core.alert import Alert, tag_pairs
+
+TITLE_MAX = 256
+BODY_MAX = 65_536
+FRAMES_SHOWN = 7
+BREADCRUMBS_SHOWN = 8
+BREADCRUMB_MAX = 160
+VALUE_MAX = 2_000
+TAGS_SHOWN = 60
+_ZWSP = "\u200b"
+_TRUNCATION_NOTE = "\n\n> Some sections were left out to stay within GitHub's size limit; " \
+                   "see the full event in Sentry.\n"
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LIVE = re.compile(r"(@|#(?=\d)|\bGH-(?=\d))", re.IGNORECASE)
+_COMMENT_DELIMITERS = re.compile(r"<!--|-->|--!>")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+# Secrets in breadcrumbs: header values, key=value pairs, JSON pairs, URL userinfo.
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)"
+               r"(\s*[:=]\s*)(\"?)[^\"\n,;]+"),
+    re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(r"(?i)([?&;,\s\"']|^)([\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|"
+               r"access[_-]?key|private[_-]?key|signature|sig|auth|session|credential)s?)"
+               r"(\"?\s*[:=]\s*\"?)([^\s&;,\"']+)"),
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]+:[^\s/@]+@"),
+    re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
+               r"xox[baprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|sk_live_[A-Za-z0-9]{16,})"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueDraft:
+    """What to post: title, Markdown body, labels, and the marker found again later."""
+
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    marker: str
+
+
+def marker_for(sentry_issue_id: str) -> str:
+    """The hidden marker that ties a GitHub issue to its Sentry issue."""
+    return f"<!-- obsv:sentry-issue={_SAFE_ID.sub('_', sentry_issue_id)[:128]} -->"
+
+
+def comment_marker_for(alert_seq: int) -> str:
+    """The hidden marker of a recurrence comment: one comment per notification."""
+    return f"<!-- obsv:comment-for-alert={alert_seq} -->"
+
+
+# -- neutralising untrusted text ------------------------------------------------
+
+def defuse(text: str) -> str:
+    """Untrusted text made inert: no control characters, mentions, references or
+    comment delimiters, whatever context it ends up in."""
+    text = _CONTROL.sub("", text)
+    text = _COMMENT_DELIMITERS.sub(lambda m: m.group(0)[0] + _ZWSP + m.group(0)[1:], text)
+    return _LIVE.sub(lambda m: m.group(0) + _ZWSP, text)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def code(value: object, limit: int = 300) -> str:
+    """One untrusted value as inline code on one line."""
+    text = clip(" ".join(defuse(str(value)).split()), limit)
+    return "`" + (text.replace("`", "\u02cb") or " ") + "`"
+
+
+def block(text: str, limit: int = VALUE_MAX) -> str:
+    """Untrusted multi-line text as a fenced block no value can close."""
+    body = clip(defuse(text).replace("`", "\u02cb").replace("~~~", "\u02dc\u02dc\u02dc"), limit)
+    return "```text\n" + body.rstrip("\n") + "\n```"
+
+
+# -- reading the event ----------------------------------------------------------
+
+def _event(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = body.get("data")
+    event = data.get("event") if isinstance(data, dict) else None
+    return event if isinstance(event, dict) else {}
+
+
+def _exception(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    exception = event.get("exception")
+    values = exception.get("values") if isinstance(exception, dict) else None
+    if isinstance(values, list):
+        for value in reversed(values):  # Sentry lists the primary exception last
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _frames(exception: Mapping[str, Any] | None, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    holders: list[Any] = [exception.get("stacktrace") if exception else None,
+                          event.get("stacktrace")]
+    for holder in holders:
+        frames = holder.get("frames") if isinstance(holder, dict) else None
+        if isinstance(frames, list):
+            return [f for f in frames if isinstance(f, dict)]
+    return []
+
+
+def _innermost(frames: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The innermost in-app frame, else the innermost frame (Sentry: innermost last)."""
+    in_app = [frame for frame in frames if frame.get("in_app") is True]
+    chosen = in_app or frames
+    return chosen[-1] if chosen else None
+
+
+def _where(frame: Mapping[str, Any] | None) -> str | None:
+    if frame is None:
+        return None
+    path = frame.get("filename") or frame.get("abs_path") or frame.get("module")
+    if not isinstance(path, str) or not path:
+        return None
+    line = frame.get("lineno")
+    return f"{path}:{line}" if isinstance(line, int) and not isinstance(line, bool) else path
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# -- title ----------------------------------------------------------------------
+
+def render_title(alert: Alert, body: Mapping[str, Any]) -> str:
+    """Rule 1: one line, at most 256 characters."""
+    event = _event(body)
+    exception = _exception(event)
+    level = alert.level or "error"
+    if exception is None:
+        subject = _text(alert.title) or _text(event.get("message")) or alert.sentry_issue_id
+    else:
+        kind = _text(exception.get("type")) or "Error"
+        where = _where(_innermost(_frames(exception, event))) or _text(alert.culprit)
+        subject = f"{kind} — {where}" if where else kind
+    title = " ".join(defuse(f"[{level}] {subject}").split())
+    return clip(title, TITLE_MAX)
+
+
+# -- body -----------------------------------------------------------------------
+
+def render_issue(alert: Alert, body: Mapping[str, Any], labels: Sequence[str],
+                 first_seen: datetime | None = None) -> IssueDraft:
+    """The GitHub issue for an ``open`` decision."""
+    event = _event(body)
+    exception = _exception(event)
+    frames = _frames(exception, event)
+    sections = [
+        _summary(alert, event, first_seen),
+        _location(frames),
+        _exception_section(exception),
+        _frames_section(frames),
+        _breadcrumbs(event),
+        _tags(event),
+        _rule(body),
+    ]
+    marker = marker_for(alert.sentry_issue_id)
+    text = assemble([s for s in sections if s], marker)
+    return IssueDraft(render_title(alert, body), text, tuple(labels), marker)
+
+
+def assemble(sections: Sequence[str], marker: str) -> str:
+    """Rule 4: sections in order while they fit, a note if any were cut, the marker last."""
+    tail = "\n\n" + marker + "\n"
+    budget = BODY_MAX - len(tail) - len(_TRUNCATION_NOTE)
+    kept: list[str] = []
+    used = 0
+    for section in sections:
+        cost = len(section) + (2 if kept else 0)
+        if used + cost > budget:
+            return "\n\n".join(kept) + _TRUNCATION_NOTE + tail.lstrip("\n")
+        kept.append(section)
+        used += cost
+    return "\n\n".join(kept) + tail
+
+
+def _summary(alert: Alert, event: Mapping[str, Any], first_seen: datetime | None) -> str:
+    seen = _text(event.get("datetime"))
+    lines = [
+        "### Summary",
+        f"- **Level:** {code(alert.level)}",
+        f"- **Environment:** {code(alert.environment or 'none')}",
+        f"- **Release:** {code(_text(event.get('release')) or 'none')}",
+        f"- **First seen:** {code(first_seen.isoformat() if first_seen else seen or 'unknown')}",
+        f"- **Last seen:** {code(seen or 'unknown')}",
+        f"- **Sentry:** {_link(alert.web_url)}",
+    ]
+    return "\n".join(lines)
+
+
+def _link(url: str | None) -> str:
+    """A Sentry link: only http(s), shown as a Markdown link with a fixed label."""
+    if not url or not re.match(r"^https?://[^\s<>()\[\]`\"']+$", url):
+        return code(url or "no link")
+    return f"[open the issue in Sentry](<{defuse(url).replace(_ZWSP, '%E2%80%8B')}>)"
+
+
+def _location(frames: Sequence[Mapping[str, Any]]) -> str | None:
+    frame = _innermost(frames)
+    where = _where(frame)
+    if frame is None or where is None:
+        return None
+    function = _text(frame.get("function")) or "unknown function"
+    return f"### Location\n{code(where)} in {code(function)}"
+
+
+def _exception_section(exception: Mapping[str, Any] | None) -> str | None:
+    if exception is None:
+        return None
+    kind = _text(exception.get("type")) or "Error"
+    value = _text(exception.get("value")) or ""
+    return f"### Exception\n{code(kind)}\n\n{block(value) if value else '_no message_'}"
+
+
+def _frames_section(frames: Sequence[Mapping[str, Any]]) -> str | None:
+    if not frames:
+        return None
+    shown = frames[-FRAMES_SHOWN:]
+    lines = [f"### Stack (top {len(shown)} of {len(frames)}, innermost last)"]
+    for frame in shown:
+        where = _where(frame) or "?"
+        function = _text(frame.get("function")) or "?"
+        flag = " **in app**" if frame.get("in_app") is True else ""
+        lines.append(f"- {code(where, 200)} in {code(function, 120)}{flag}")
+    return "\n".join(lines)
+
+
+def mask_secrets(text: str) -> str:
+    """Obvious secrets in a breadcrumb replaced by ``[masked]``."""
+    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}[masked]",
+                                   text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)} [masked]", text)
+    text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}[masked]",
+                                   text)
+    text = _SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}[masked]@", text)
+    return _SECRET_PATTERNS[4].sub("[masked]", text)
+
+
+def _breadcrumb_line(crumb: Mapping[str, Any]) -> str:
+    parts = [str(crumb.get(key)) for key in ("timestamp", "level", "category")
+             if crumb.get(key) is not None]
+    message = crumb.get("message")
+    if not isinstance(message, str) or not message:
+        data = crumb.get("data")
+        message = " ".join(f"{k}={v}" for k, v in data.items()) if isinstance(data, dict) else ""
+    return clip(" ".join(mask_secrets(" ".join([*parts, message])).split()), BREADCRUMB_MAX)
+
+
+def _breadcrumbs(event: Mapping[str, Any]) -> str | None:
+    holder = event.get("breadcrumbs")
+    values = holder.get("values") if isinstance(holder, dict) else holder
+    if not isinstance(values, list):
+        return None
+    crumbs = [c for c in values if isinstance(c, dict) and c.get("level") != "debug"]
+    if not crumbs:
+        return None
+    lines = "\n".join(_breadcrumb_line(c) for c in crumbs[-BREADCRUMBS_SHOWN:])
+    return f"### Breadcrumbs (last {min(len(crumbs), BREADCRUMBS_SHOWN)}, newest last)\n" \
+           + block(lines, BREADCRUMBS_SHOWN * (BREADCRUMB_MAX + 1))
+
+
+def _tags(event: Mapping[str, Any]) -> str | None:
+    pairs = tag_pairs(event.get("tags"))
+    if not pairs:
+        return None
+    lines = ["### Tags"]
+    lines += [f"- {code(key, 80)}: {code(value if value is not None else '', 200)}"
+              for key, value in pairs[:TAGS_SHOWN]]
+    if len(pairs) > TAGS_SHOWN:
+        lines.append(f"- … and {len(pairs) - TAGS_SHOWN} more in Sentry")
+    return "\n".join(lines)
+
+
+def _rule(body: Mapping[str, Any]) -> str | None:
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return None
+    rule = _text(data.get("triggered_rule"))
+    if rule is None and isinstance(data.get("issue_alert"), dict):
+        rule = _text(data["issue_alert"].get("title"))
+    return f"### Alert rule\n{code(rule)}" if rule else None
+
+
+def render_comment(alert: Alert, alert_seq: int, suppressed: int,
+                   first: datetime | None, last: datetime | None) -> str:
+    """The recurrence comment: what cooldown held back since the last notification."""
+    if suppressed:
+        held = (f"{suppressed} more alert{'s' if suppressed != 1 else ''} of this issue "
+                f"arrived during the cooldown, from {code(_iso(first))} to {code(_iso(last))}.")
+    else:
+        held = "No alerts of this issue arrived during the cooldown."
+    environment = code(alert.environment or "no environment")
+    lines = [
+        f"**Still happening** ({code(alert.level)} in {environment}).",
+        "",
+        held,
+        "",
+        f"Latest event: {_link(alert.web_url)}",
+    ]
+    return "\n".join(lines) + "\n\n" + comment_marker_for(alert_seq) + "\n"
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat() if at else "unknown"
