@@ -42,6 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="PATH",
                        help="TOML settings file (default: $OBSV_CONFIG, else built-in defaults)")
 
+    replay = commands.add_parser(
+        "replay", help="audit a log offline: one row per alert",
+        description="Fold an event log offline (never contacting GitHub) and print one row "
+                    "per alert: its decision, reason and GitHub issue.")
+    replay.add_argument("log", nargs="?", metavar="LOG",
+                        help="the event log (default: the configured OBSV_EVENT_LOG)")
+    replay.add_argument("--config", metavar="PATH", help="settings file (for LOG and --policy)")
+    replay.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    replay.add_argument("--verify", action="store_true",
+                        help="check integrity and re-derive every decision; exit 1 on any "
+                             "mismatch")
+    replay.add_argument("--policy", choices=("recorded", "current"), default="recorded",
+                        help="decide with the policies recorded in the log (default) or with "
+                             "today's settings")
+    replay.add_argument("--issue", metavar="ID", help="only alerts of this Sentry issue id")
+    replay.add_argument("--since", metavar="TIME",
+                        help="only alerts at or after TIME: RFC 3339 (2026-11-27T08:00:00Z), "
+                             "a date, or a duration ago (90m, 6h, 2d)")
+
+    why = commands.add_parser(
+        "why", help="the timeline of one Sentry issue",
+        description="Every alert of one Sentry issue, each decision with its reason, each "
+                    "GitHub outcome, and what would happen to another alert now.")
+    why.add_argument("sentry_issue_id", metavar="SENTRY_ISSUE_ID")
+    why.add_argument("--log", metavar="LOG", help="the event log (default: the configured one)")
+    why.add_argument("--config", metavar="PATH", help="settings file (for the default log)")
+
     send = commands.add_parser(
         "send-test", help="send a signed sample alert to a running server",
         description="Sign and send a sample event_alert to a running obsv and print the "
@@ -62,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("replay", "why"):
+            from obsv import auditcli
+            return auditcli.run(args)
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)

@@ -190,8 +190,12 @@ def env_name(key: str) -> str:
 
 
 def load_settings(config_path: str | None, env: Mapping[str, str], *,
-                  stderr_is_tty: bool = False) -> Settings:
-    """Defaults, then the TOML file, then ``OBSV_*``; validated as a whole."""
+                  stderr_is_tty: bool = False, require_secret: bool = True) -> Settings:
+    """Defaults, then the TOML file, then ``OBSV_*``; validated as a whole.
+
+    The offline commands (replay, why) pass ``require_secret=False``: they read a
+    log and a policy, and must work on a laptop that has no production secret.
+    """
     values: dict[str, Any] = {}
     path = config_path or env.get("OBSV_CONFIG") or None
     if path:
@@ -201,6 +205,8 @@ def load_settings(config_path: str | None, env: Mapping[str, str], *,
         if env_name(key) in env:
             values[key] = parse(env_name(key), env[env_name(key)])
     values.setdefault("log_format", "console" if stderr_is_tty else "json")
+    if not require_secret:
+        values.setdefault("sentry_client_secret", "-")
     return _complete(values)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,15 @@ from aiohttp.test_utils import TestClient
 
 from obsv.core.signature import sign
 from obsv.eventlog import iter_lines
+from obsv.logs import configure as configure_logs
 from obsv.server import create_app
 from obsv.settings import Settings
 
 SAMPLES = Path(__file__).parent / "samples"
+
+# Service logs go to the real stderr (shown by pytest on failure), never to the
+# stdout that CLI tests read.
+configure_logs("console", stream=sys.__stderr__)
 SECRET = "test-secret-0123456789"
 
 
@@ -94,9 +102,10 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
     """Start the real app on a loopback port with ``settings`` (plus overrides)."""
-    async def start(**overrides: Any) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(
-            create_app(replace(settings, **overrides)))
+    async def start(clock: Callable[[], datetime] | None = None,
+                    **overrides: Any) -> TestClient[Any, Any]:
+        app = create_app(replace(settings, **overrides), **({"clock": clock} if clock else {}))
+        client: TestClient[Any, Any] = await aiohttp_client(app)
         return client
     return start
 
@@ -107,3 +116,30 @@ async def post_signed(client: TestClient[Any, Any], body: object,
     raw = body if isinstance(body, bytes) else sentry_bytes(body)
     return await client.post("/webhooks/sentry", data=raw,
                              headers=signed_headers(raw, resource, request_id=request_id))
+
+
+class FakeClock:
+    """A settable clock for the app: record times, cooldowns and retries follow it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; fail with a clear message after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def records_of(path: Path, kind: str) -> list[dict[str, Any]]:
+    """Every record of one type."""
+    return [r for r in read_log(path) if r["type"] == kind]

@@ -27,3 +27,17 @@ def test_core_modules_are_all_imported_by_the_check() -> None:
 
     names = {m.name for m in pkgutil.iter_modules(obsv.core.__path__)}
     assert {"alert", "codec", "events", "signature"} <= names
+
+
+def test_core_never_reads_the_clock() -> None:
+    """Decisions take time from records only, so replay cannot drift with the wall clock."""
+    from pathlib import Path
+
+    import obsv.core
+
+    forbidden = ("datetime.now", "datetime.utcnow", "date.today", "time.time", "time.monotonic",
+                 "import time", "import os", "import random", "open(")
+    for source in Path(obsv.core.__path__[0]).glob("*.py"):
+        text = source.read_text("utf-8")
+        found = [word for word in forbidden if word in text]
+        assert not found, f"{source.name} uses {found}"

@@ -1,0 +1,228 @@
+"""End to end through the real server: deliveries -> decisions -> dry-run outbox -> replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from obsv.cli import main
+from obsv.settings import Settings
+
+from .conftest import (
+    ClientFactory,
+    FakeClock,
+    alert_body,
+    assert_contiguous,
+    post_signed,
+    records_of,
+    wait_until,
+)
+
+START = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+
+
+def decided(path: Path) -> dict[int, tuple[str, str]]:
+    return {r["alert_seq"]: (r["action"], r["reason"]) for r in records_of(path, "alert.decided")}
+
+
+async def send(client: Any, event_id: str, **fields: Any) -> int:
+    response = await post_signed(client, alert_body(event_id=event_id, **fields))
+    assert response.status == 202, await response.text()
+    seq: int = (await response.json())["seq"]
+    return seq
+
+
+def replay_json(log: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict[str, Any]]:
+    assert main(["replay", str(log), "--json", *extra]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+async def test_scenario_open_duplicate_cooldown_level_recurrence(
+        make_client: ClientFactory, settings: Settings,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock(START)
+    client = await make_client(clock=clock, cooldown_seconds=600)
+    log = settings.event_log
+    opened = await send(client, "a" * 32)
+    duplicate = await send(client, "a" * 32)
+    clock.advance(seconds=60)
+    held = await send(client, "b" * 32)
+    warning = await send(client, "c" * 32, level="warning", issue_id="999")
+    await wait_until(lambda: len(records_of(log, "issue.opened")) == 1)
+    clock.advance(seconds=600)
+    recurred = await send(client, "d" * 32)
+    await wait_until(lambda: len(records_of(log, "comment.posted")) == 1)
+
+    assert decided(log) == {
+        opened: ("open", "new_issue"), duplicate: ("suppress", "duplicate"),
+        held: ("suppress", "cooldown"), warning: ("suppress", "below_min_level"),
+        recurred: ("comment", "recurrence"),
+    }
+    [issue] = records_of(log, "issue.opened")
+    outbox_file = settings.outbox_dir / "1117540176.md"
+    assert issue["alert_seq"] == opened and issue["dry_run"] is True
+    assert issue["number"] is None and issue["url"] == str(outbox_file)
+    [comment] = records_of(log, "comment.posted")
+    assert comment["alert_seq"] == recurred and comment["comment_id"] is None
+    [recurrence] = [r for r in records_of(log, "alert.decided") if r["alert_seq"] == recurred]
+    assert recurrence["suppressed"]["count"] == 1
+    assert recurrence["linked_issue"] == {"alert_seq": opened, "number": None}
+
+    text = outbox_file.read_text()
+    assert text.startswith("# [error] ReferenceError — <anonymous>:3")
+    assert "Labels: agent:builder" in text
+    assert text.count("<!-- obsv:sentry-issue=1117540176 -->") == 1
+    assert "1 more alert of this issue arrived during the cooldown" in text
+    assert stat.S_IMODE(os.stat(outbox_file).st_mode) == 0o600
+    assert_contiguous(log)
+
+    rows = replay_json(log, capsys)
+    assert [(r["seq"], r["action"], r["reason"]) for r in rows] == [
+        (opened, "open", "new_issue"), (duplicate, "suppress", "duplicate"),
+        (held, "suppress", "cooldown"), (warning, "suppress", "below_min_level"),
+        (recurred, "comment", "recurrence")]
+    assert rows[0]["github"] == str(outbox_file)
+    assert main(["replay", str(log), "--verify"]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+async def test_config_applied_is_recorded_when_the_policy_changes(
+        make_client: ClientFactory, settings: Settings) -> None:
+    client = await make_client()
+    await client.close()
+    client = await make_client()
+    await client.close()
+    assert len(records_of(settings.event_log, "config.applied")) == 1
+    client = await make_client(min_level="warning")
+    await client.close()
+    policies = [r["policy"] for r in records_of(settings.event_log, "config.applied")]
+    assert [p["min_level"] for p in policies] == ["error", "warning"]
+    assert policies[0] == {"min_level": "error", "environments": [], "cooldown_seconds": 21600,
+                           "max_issues_per_hour": 20, "repo": None, "labels": ["agent:builder"]}
+
+
+async def test_restart_decides_nothing_twice(make_client: ClientFactory, settings: Settings,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock(START)
+    log = settings.event_log
+    client = await make_client(clock=clock, cooldown_seconds=60, snapshot_every=3)
+    first = [await send(client, f"{n:032x}", issue_id=str(n % 3), hashes=[f"h{n % 3}"])
+             for n in range(6)]
+    await wait_until(lambda: len(records_of(log, "issue.opened")) == 3)
+    await client.close()
+    assert log.with_name(log.name + ".snapshot").exists()
+
+    clock.advance(seconds=120)
+    client = await make_client(clock=clock, cooldown_seconds=60, snapshot_every=3)
+    second = [await send(client, f"{n + 100:032x}", issue_id=str(n % 3), hashes=[f"h{n % 3}"])
+              for n in range(3)]
+    await wait_until(lambda: len(records_of(log, "comment.posted")) == 3)
+    await client.close()
+
+    counts = Counter(r["alert_seq"] for r in records_of(log, "alert.decided"))
+    assert set(counts) == set(first + second) and set(counts.values()) == {1}
+    assert len(records_of(log, "issue.opened")) == 3
+    assert len({r["alert_seq"] for r in records_of(log, "comment.posted")}) == 3
+    assert main(["replay", str(log), "--verify"]) == 0
+
+
+async def test_undecided_alerts_are_decided_on_start(settings: Settings,
+                                                     make_client: ClientFactory) -> None:
+    """An alert recorded just before a crash (no decision yet) is decided on restart."""
+    from obsv.core.alert import alert_from_delivery
+    from obsv.core.events import AlertReceived, Delivery
+    from obsv.eventlog import EventLog
+
+    eventlog = EventLog.open(settings.event_log)
+    eventlog.start()
+    body = alert_body(event_id="e" * 32)
+    await eventlog.append(AlertReceived(Delivery("r", "event_alert", None, "s"),
+                                        alert_from_delivery(body), json.dumps(body)))
+    await eventlog.close()
+
+    client = await make_client()
+    await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await client.close()
+    assert decided(settings.event_log) == {1: ("open", "new_issue")}
+
+
+async def test_tampered_decision_fails_verify(make_client: ClientFactory, settings: Settings,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    client = await make_client()
+    seq = await send(client, "a" * 32)
+    await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await client.close()
+    lines = settings.event_log.read_text().splitlines()
+    tampered = [line.replace('"action":"open","reason":"new_issue"',
+                             '"action":"suppress","reason":"storm_budget"')
+                if '"type":"alert.decided"' in line else line for line in lines]
+    assert tampered != lines
+    settings.event_log.write_text("\n".join(tampered) + "\n")
+    capsys.readouterr()
+    assert main(["replay", str(settings.event_log), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"alert {seq}: recorded suppress (storm_budget), derived open (new_issue)" in out
+
+
+async def test_verify_reports_gaps_and_torn_tails(settings: Settings, make_client: ClientFactory,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    client = await make_client()
+    await send(client, "a" * 32)
+    await client.close()
+    lines = settings.event_log.read_bytes().splitlines(keepends=True)
+    settings.event_log.write_bytes(b"".join([lines[0], *lines[2:]]) + b'{"seq":99')
+    capsys.readouterr()
+    assert main(["replay", str(settings.event_log), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "seq 3 where 2 was due" in out and "torn last line" in out
+
+
+def test_replay_of_a_missing_log_is_a_usage_error(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("obsv: no event log at") and err.count("\n") == 1
+
+
+async def test_why_explains_one_issue(make_client: ClientFactory, settings: Settings,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    client = await make_client(cooldown_seconds=3600)
+    await send(client, "a" * 32)
+    await send(client, "b" * 32)
+    await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await client.close()
+    capsys.readouterr()
+    assert main(["why", "1117540176", "--log", str(settings.event_log)]) == 0
+    out = capsys.readouterr().out
+    assert "Sentry issue 1117540176: 2 alert(s)" in out
+    assert "decision: open (new_issue" in out and "decision: suppress (cooldown" in out
+    assert "issue opened:" in out
+    assert "Another alert now" in out and "suppress (cooldown), until" in out
+    assert main(["why", "42", "--log", str(settings.event_log)]) == 1
+
+
+async def test_replay_filters_and_current_policy(make_client: ClientFactory, settings: Settings,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(START)
+    client = await make_client(clock=clock)
+    await send(client, "a" * 32, level="warning", issue_id="1")
+    clock.advance(hours=2)
+    await send(client, "b" * 32, issue_id="2")
+    await client.close()
+    capsys.readouterr()
+    assert [r["sentry_issue_id"] for r in replay_json(settings.event_log, capsys, "--issue", "2")
+            ] == ["2"]
+    assert [r["sentry_issue_id"] for r in replay_json(
+        settings.event_log, capsys, "--since", "2026-05-01T10:00:00Z")] == ["2"]
+    monkeypatch.setenv("OBSV_MIN_LEVEL", "warning")
+    rows = replay_json(settings.event_log, capsys, "--policy", "current")
+    assert (rows[0]["action"], rows[0]["recorded_action"]) == ("open", "suppress")
+    assert main(["replay", str(settings.event_log), "--verify", "--policy", "current"]) == 1
