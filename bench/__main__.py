@@ -7,10 +7,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import ingest
+from bench import decide, ingest, replay, restart
 from bench.common import machine
 
-BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"ingest": ingest.main}
+BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "ingest": ingest.main,
+    "decide": decide.main,
+    "replay": replay.main,
+    "restart": restart.main,
+}
 
 
 def main(argv: list[str]) -> int:

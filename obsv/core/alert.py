@@ -60,8 +60,11 @@ class InvalidPayload(Exception):
 
 def level_rank(level: str) -> int:
     """Rank of a Sentry level; unknown levels count as ``error`` (CONTRACT §5)."""
-    normal = level.lower()
-    return _LEVEL_RANK.get(_LEVEL_ALIASES.get(normal, normal), _LEVEL_RANK["error"])
+    rank = _LEVEL_RANK.get(level)
+    if rank is None:
+        normal = level.lower()
+        rank = _LEVEL_RANK.get(_LEVEL_ALIASES.get(normal, normal), _LEVEL_RANK["error"])
+    return rank
 
 
 def validate_delivery(resource: str | None, body: object) -> None:

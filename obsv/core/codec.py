@@ -212,6 +212,8 @@ def decode(record: Json) -> Envelope:
 
 def _upgrade(kind: str, record: Json) -> Json:
     version = record.get("v")
+    if version == VERSION:
+        return record
     if not isinstance(version, int) or version < 1:
         raise CodecError(f"bad schema version {version!r}")
     if version > VERSION:

@@ -28,7 +28,8 @@ Rules (CONTRACT §5), numbered like h11's state machine so the code can cite the
     Sentry issue is decided afresh. A permanently failed open still counted
     towards the storm budget.
  7. State stays O(distinct issues): received event ids are kept for
-    ``EVENT_ID_WINDOW`` (a redelivery older than that is decided afresh) and the
+    ``EVENT_ID_WINDOW``, 24 hours (Sentry retries a failed delivery within minutes;
+    a redelivery older than a day is decided afresh) and the
     rolling hour holds only the opens still inside it. Both are pruned by record
     time, so pruning is as deterministic as the decisions.
 """
@@ -57,7 +58,7 @@ from obsv.core.events import (
     Suppressed,
 )
 
-EVENT_ID_WINDOW = timedelta(days=7)
+EVENT_ID_WINDOW = timedelta(hours=24)
 STORM_WINDOW = timedelta(hours=1)
 
 _DEFAULT_POLICY = Policy()
@@ -154,7 +155,14 @@ def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
 
 def opens_in_hour_before(state: State, at: datetime) -> int:
     """How many ``open`` decisions fall less than an hour before ``at``."""
-    return sum(1 for opened in state.recent_opens if at - opened < STORM_WINDOW)
+    # recent_opens is in time order and pruned up to the last alert, so only its
+    # oldest entries can have left the window: count those off the front.
+    stale = 0
+    for opened in state.recent_opens:
+        if at - opened < STORM_WINDOW:
+            break
+        stale += 1
+    return len(state.recent_opens) - stale
 
 
 def apply(state: State, envelope: Envelope) -> AlertDecided | None:

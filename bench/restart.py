@@ -1,0 +1,85 @@
+"""Restart: seconds from `obsv serve` to /readyz 200, with and without the snapshot,
+on 100k and 1M records; peak RSS with 100k distinct Sentry issues.
+Targets: ready <= 1 s on 1M records with a snapshot; <= 150 MB at 100k issues."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import free_port, spawn
+from bench.gen import write_log
+
+
+async def _ready(url: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)
+    raise RuntimeError("not ready")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _start_to_ready(log: Path, snapshot_every: int = 10_000) -> tuple[float, float]:
+    """(seconds to ready, peak RSS MB); the clean stop writes a snapshot."""
+    port = free_port()
+    started = time.perf_counter()
+    proc = spawn(["-m", "obsv", "serve"], env={
+        "OBSV_SENTRY_CLIENT_SECRET": "bench", "OBSV_PORT": str(port), "OBSV_EVENT_LOG": str(log),
+        "OBSV_OUTBOX_DIR": str(log.parent / "outbox"), "OBSV_LOG_FORMAT": "json",
+        "OBSV_SNAPSHOT_EVERY": str(snapshot_every),
+        # Same policy as the generated log, so no config.applied is needed.
+        "OBSV_MAX_ISSUES_PER_HOUR": "1000000", "OBSV_COOLDOWN_SECONDS": "3600"})
+    try:
+        asyncio.run(_ready(f"http://127.0.0.1:{port}/readyz"))
+        elapsed = time.perf_counter() - started
+        rss = _peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=600)
+    return elapsed, rss
+
+
+def _case(tmp: str, records: int, issues: int) -> list[tuple[str, str]]:
+    log = Path(tmp, f"events-{records}.jsonl")
+    write_log(log, records, distinct_issues=issues, max_issues_per_hour=1_000_000)
+    snapshot = log.with_name(log.name + ".snapshot")
+    cold, cold_rss = _start_to_ready(log)          # full fold; the stop writes a snapshot
+    warm, warm_rss = _start_to_ready(log)          # snapshot + nothing to fold
+    size = log.stat().st_size / 1e6
+    snap = snapshot.stat().st_size / 1e6 if snapshot.exists() else 0
+    os.unlink(log)
+    label = f"{records // 1000:,}k records, {issues // 1000:,}k issues"
+    return [
+        (f"{label}: log / snapshot", f"{size:,.0f} MB / {snap:,.1f} MB"),
+        (f"{label}: ready, no snapshot", f"{cold:.2f} s (peak RSS {cold_rss:.0f} MB)"),
+        (f"{label}: ready, snapshot", f"{warm:.2f} s (peak RSS {warm_rss:.0f} MB)"),
+    ]
+
+
+def main() -> dict[str, Any]:
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
+        rows += _case(tmp, 100_000, 100_000 // 3)
+        rows += _case(tmp, 1_000_000, 100_000)
+    rows.append(("targets", "ready <= 1 s on 1M with snapshot; peak RSS <= 150 MB at 100k issues"))
+    return {"name": "restart", "rows": rows}
