@@ -39,11 +39,12 @@ from obsv.core.policy import Intent, State, apply, orphaned_comments, ready_inte
 from obsv.core.snapshot import state_from_dict, state_to_dict
 from obsv.eventlog import Clock, EventLog, LogWriteError, decode_line, read_records
 from obsv.metrics import Metrics
-from obsv.sink import CommentJob, OpenJob, Sink
+from obsv.sink import CommentJob, OpenJob, Sink, retry_time
 
 log = structlog.get_logger("obsv.consumer")
 
 _RETRY_APPEND_SECONDS = 1.0
+_MAX_RETRY_NAP = 1.0
 
 
 class Consumer:
@@ -197,8 +198,11 @@ class Consumer:
             intent, wait = self._next_intent()
             if intent is None:
                 self._poke.clear()
+                # While a retry is scheduled, look again at least every second: the
+                # due time is wall-clock time, which can jump (NTP, a test clock).
+                timeout = None if wait is None else min(wait, _MAX_RETRY_NAP)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), timeout=wait)
+                    await asyncio.wait_for(self._poke.wait(), timeout=timeout)
                 continue
             await self._post(intent)
 
@@ -218,7 +222,13 @@ class Consumer:
     async def _post(self, intent: Intent) -> None:
         self._in_flight.add(intent.alert_seq)
         try:
-            outcome = await self._outcome(intent)
+            try:
+                outcome = await self._outcome(intent)
+            except Exception as exc:  # a sink bug must not stop every later post
+                log.exception("sink.crashed", alert_seq=intent.alert_seq)
+                outcome = IssueFailed(intent.alert_seq, intent.attempts + 1, None,
+                                      f"unexpected error: {exc!r}", True,
+                                      retry_time(self._clock(), intent.attempts + 1))
             if isinstance(outcome, IssueFailed):
                 self._metrics.sink_failures.labels(str(outcome.retryable).lower()).inc()
                 log.warning("sink.failed", alert_seq=intent.alert_seq, error=outcome.error,
@@ -230,8 +240,8 @@ class Consumer:
                           error=str(exc))
                 await asyncio.sleep(_RETRY_APPEND_SECONDS)
                 return
-            await self._applied(record.seq)
             self._count(outcome)
+            await self._applied(record.seq)
         finally:
             self._in_flight.discard(intent.alert_seq)
 
@@ -239,12 +249,12 @@ class Consumer:
         maybe_sent = intent.attempts > 0 or intent.alert_seq in self._restarted
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
-                intent.alert_seq, intent.received, self.state.effective_policy.labels,
+                intent.alert_seq, intent.at, intent.received, self.state.effective_policy.labels,
                 intent.attempts, maybe_sent))
         link = self.state.links[intent.link_seq]
         return await self._sink.post_comment(CommentJob(
-            intent.alert_seq, intent.received, intent.decision, link.number, link.url,
-            intent.attempts, maybe_sent))
+            intent.alert_seq, intent.at, intent.received, intent.decision, link.number,
+            link.url, intent.attempts, maybe_sent))
 
     def _count(self, outcome: Event) -> None:
         dry = str(self._sink.dry_run).lower()

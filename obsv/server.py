@@ -26,27 +26,35 @@ SINK = web.AppKey("sink", Sink)
 CONSUMER = web.AppKey("consumer", Consumer)
 
 
-def default_sink(settings: Settings, clock: Clock) -> Sink:
+def default_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Sink:
     """The dry-run outbox unless GitHub is configured and dry run is off."""
     if settings.dry_run:
         return DryRunSink(settings.outbox_dir, settings.github_repo, clock)
     from obsv.github import GitHubSink
-    return GitHubSink(settings, clock)
+    return GitHubSink(settings, clock, metrics)
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now,
-               sink: Sink | None = None) -> web.Application:
+async def _sink_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[SINK].start()
+    yield
+    await app[SINK].close()
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None = None,
+               metrics: Metrics | None = None) -> web.Application:
     """The obsv web application; nothing is opened until it starts.
 
     ``sink`` defaults to what the settings choose: the dry-run outbox, or GitHub.
+    A sink passed in should count into the same ``metrics``.
     """
     # The receiver enforces the body limit itself (413 without reading it all);
     # aiohttp's own cap is set just above it so it never answers first.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[METRICS] = Metrics()
-    app[SINK] = sink if sink is not None else default_sink(settings, clock)
+    app[METRICS] = metrics or Metrics()
+    app[SINK] = sink if sink is not None else default_sink(settings, clock, app[METRICS])
+    app.cleanup_ctx.append(_sink_ctx)
     app.cleanup_ctx.append(_eventlog_ctx)
     app.cleanup_ctx.append(_consumer_ctx)
     app.router.add_post("/webhooks/sentry", _sentry_webhook)

@@ -25,6 +25,7 @@ class OpenJob:
     """Open the GitHub issue for the ``open`` decision of ``alert_seq``."""
 
     alert_seq: int
+    at: datetime  # the alert's record time: reconciliation looks no further back
     received: AlertReceived
     labels: tuple[str, ...]
     attempts: int
@@ -36,6 +37,7 @@ class CommentJob:
     """Comment on the linked issue for the ``comment`` decision of ``alert_seq``."""
 
     alert_seq: int
+    at: datetime
     received: AlertReceived
     decision: AlertDecided
     issue_number: int | None
@@ -48,6 +50,12 @@ class Sink(Protocol):
     """One implementation posts to GitHub; the other renders into the outbox."""
 
     dry_run: bool
+
+    async def start(self) -> None:
+        """Acquire what posting needs (an HTTP session); called once before use."""
+
+    async def close(self) -> None:
+        """Release it."""
 
     async def open_issue(self, job: OpenJob) -> IssueOpened | IssueFailed:
         """Open the issue, or say why not."""
@@ -78,6 +86,12 @@ class DryRunSink:
         self.outbox = outbox
         self.repo = repo
         self._clock = clock
+
+    async def start(self) -> None:
+        """Nothing to acquire: files are opened per write."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     async def open_issue(self, job: OpenJob) -> IssueOpened | IssueFailed:
         """Write the rendered issue; rewriting it on a retry is harmless."""

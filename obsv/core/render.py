@@ -48,7 +48,7 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)([?&;,\s\"']|^)([\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|"
                r"access[_-]?key|private[_-]?key|signature|sig|auth|session|credential)s?)"
                r"(\"?\s*[:=]\s*\"?)([^\s&;,\"']+)"),
-    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]+:[^\s/@]+@"),
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]+@"),
     re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
                r"xox[baprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|sk_live_[A-Za-z0-9]{16,})"),
 )

@@ -1,0 +1,229 @@
+"""Rendering: golden files for the shared samples, hostile values, and properties."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obsv.core.alert import alert_from_delivery
+from obsv.core.render import (
+    BODY_MAX,
+    TITLE_MAX,
+    marker_for,
+    mask_secrets,
+    render_comment,
+    render_issue,
+)
+
+from .conftest import alert_body, sample
+
+GOLDEN = Path(__file__).parent / "golden"
+LABELS = ("agent:builder",)
+
+
+def rendered(body: dict[str, Any]) -> tuple[str, str]:
+    draft = render_issue(alert_from_delivery(body), body, LABELS)
+    return draft.title, draft.body
+
+
+def golden_check(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("OBSV_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed; review, then rerun " \
+        "with OBSV_UPDATE_GOLDEN=1"
+
+
+def error_as_alert() -> dict[str, Any]:
+    return {"action": "triggered", "data": {"event": sample("error-created.json")["data"]["error"],
+                                            "triggered_rule": "Errors in checkout"}}
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("event_alert-triggered.md", sample("event_alert-triggered.json")),
+    ("error-created.md", error_as_alert()),
+])
+def test_golden_files(name: str, body: dict[str, Any]) -> None:
+    title, text = rendered(body)
+    golden_check(name, f"{title}\n\n{text}")
+
+
+def test_sections_come_in_the_contract_order() -> None:
+    _, text = rendered(sample("event_alert-triggered.json"))
+    headings = re.findall(r"^### (\w+)", text, flags=re.M)
+    assert headings == ["Summary", "Location", "Exception", "Stack", "Tags", "Alert"]
+    summary = text.split("### Location")[0]
+    order = [summary.index(k) for k in ("Level", "Environment", "Release", "First seen",
+                                        "Last seen", "Sentry:")]
+    assert order == sorted(order)
+
+
+def test_title_uses_innermost_in_app_frame() -> None:
+    body = alert_body()
+    frames = body["data"]["event"]["exception"]["values"][0]["stacktrace"]["frames"]
+    frames[0]["in_app"] = True
+    title, _ = rendered(body)
+    assert title == "[error] ReferenceError — /js/prod/runner-4.1.7.min.js:1"
+
+
+def test_title_without_exception_is_sentrys_title() -> None:
+    body = alert_body(title="Something odd: user 123 did a thing", exception=None)
+    assert rendered(body)[0] == "[error] Something odd: user 123 did a thing"
+
+
+def test_title_never_carries_the_message() -> None:
+    body = alert_body()
+    body["data"]["event"]["exception"]["values"][0]["value"] = "id 81723 not found"
+    assert "81723" not in rendered(body)[0]
+
+
+HOSTILE = "@octocat fixes #12 and GH-7 <script>alert(1)</script> <!-- x --> ```\n# Heading\n| a |"
+
+
+def hostile_body() -> dict[str, Any]:
+    body = alert_body(title=HOSTILE, culprit=HOSTILE, release=HOSTILE, environment=HOSTILE,
+                      tags=[[HOSTILE, HOSTILE]] * 3)
+    exception = body["data"]["event"]["exception"]["values"][0]
+    exception["type"] = HOSTILE
+    exception["value"] = HOSTILE * 3
+    exception["stacktrace"]["frames"][-1].update(filename=HOSTILE, function=HOSTILE, in_app=True)
+    body["data"]["event"]["breadcrumbs"] = {"values": [
+        {"level": "info", "category": HOSTILE, "message": HOSTILE}]}
+    body["data"]["triggered_rule"] = HOSTILE
+    return body
+
+
+def outside_code(text: str) -> str:
+    """The body with code (fenced blocks and inline spans) and our own marker removed."""
+    text = re.sub(r"```text\n.*?\n```", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"<!-- obsv:[a-z-]+=[A-Za-z0-9._-]+ -->", "", text)
+
+
+def assert_inert(title: str, text: str) -> None:
+    for part in (title, text):
+        assert not re.search(r"@[A-Za-z0-9]", part), "a live mention"
+        assert not re.search(r"#\d", part), "a live issue reference"
+        assert not re.search(r"(?i)\bGH-\d", part), "a live GH- reference"
+    rest = outside_code(text)
+    assert "<" not in rest.replace("(<https://", "(") and ">" not in rest.replace(">)", ")")
+    assert "-->" not in rest and "<!--" not in rest
+    assert not re.search(r"^#", rest.replace("### ", ""), flags=re.M), "a heading from the event"
+
+
+def test_hostile_values_are_inert() -> None:
+    title, text = rendered(hostile_body())
+    assert_inert(title, text)
+    assert "\n" not in title and len(title) <= TITLE_MAX
+    assert text.count("<!-- obsv:sentry-issue=") == 1
+    assert "<script>" in text  # shown, as code
+    # Fences from the event cannot close ours: no line is exactly ``` but our own.
+    fences = [line for line in text.splitlines() if line.startswith("```")]
+    assert all(f in ("```text", "```") for f in fences) and len(fences) % 2 == 0
+
+
+def test_huge_values_and_thousands_of_frames_are_capped() -> None:
+    body = alert_body(title="x" * 200_000, culprit="y" * 200_000)
+    exception = body["data"]["event"]["exception"]["values"][0]
+    exception["value"] = "z" * 200_000
+    exception["stacktrace"]["frames"] = [
+        {"filename": f"f{n}.py", "lineno": n, "function": "g" * 5000, "in_app": n % 2 == 0}
+        for n in range(5000)]
+    body["data"]["event"]["tags"] = [[f"k{n}", "v" * 10_000] for n in range(10_000)]
+    title, text = rendered(body)
+    assert len(title) <= TITLE_MAX and len(text) <= BODY_MAX
+    assert "Stack (top 7 of 5000, innermost last)" in text
+    assert text.rstrip().endswith(marker_for("1117540176"))
+
+
+def test_body_over_the_limit_is_cut_at_a_section_with_a_note() -> None:
+    body = alert_body()
+    body["data"]["event"]["tags"] = [[f"k{n}", "v" * 150] for n in range(60)]
+    body["data"]["event"]["breadcrumbs"] = {"values": [
+        {"level": "info", "message": "m" * 150} for _ in range(8)]}
+    import obsv.core.render as render
+
+    original = render.BODY_MAX
+    render.BODY_MAX = 3000
+    try:
+        _, text = rendered(body)
+    finally:
+        render.BODY_MAX = original
+    assert len(text) <= 3000
+    assert "Some sections were left out" in text
+    assert "### Summary" in text and "### Tags" not in text
+    assert text.rstrip().endswith(marker_for("1117540176"))
+
+
+def test_breadcrumbs_last_eight_without_debug_and_masked() -> None:
+    crumbs = [{"level": "info", "category": "http", "message": f"GET /page/{n}"}
+              for n in range(12)]
+    crumbs.append({"level": "debug", "message": "noise"})
+    crumbs.append({"level": "info", "category": "http", "message":
+                   "GET https://api.example.com/v1?token=s3cr3tvalue&x=1 "
+                   "Authorization: Bearer abcdef123456 password=hunter2 "
+                   "https://user:pa55@db.example.com/ ghp_" + "a" * 36})
+    body = alert_body(breadcrumbs={"values": crumbs})
+    _, text = rendered(body)
+    section = text.split("### Breadcrumbs")[1].split("###")[0]
+    lines = [line for line in section.split("```text\n")[1].split("\n```")[0].splitlines()]
+    assert len(lines) == 8 and "noise" not in section
+    assert lines[0].endswith("GET /page/5") and "api.example.com" in lines[-1]
+    for secret in ("s3cr3tvalue", "abcdef123456", "hunter2", "pa55", "ghp_aaaa"):
+        assert secret not in text
+    assert all(len(line) <= 160 for line in lines)
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+    ('{"api_key": "k-123456"}', "k-123456"),
+    ("POST /login?user=bob&password=pw1", "pw1"),
+    ("redis://:secretpw@cache:6379", "secretpw"),
+    ("AWS AKIAABCDEFGHIJKLMNOP used", "AKIAABCDEFGHIJKLMNOP"),
+])
+def test_mask_secrets(text: str, hidden: str) -> None:
+    assert hidden not in mask_secrets(text)
+
+
+def test_comment_is_inert_and_marked() -> None:
+    body = hostile_body()
+    alert = alert_from_delivery(body)
+    text = render_comment(alert, 42, 3, None, None)
+    assert_inert("", text)
+    assert text.rstrip().endswith("<!-- obsv:comment-for-alert=42 -->")
+    assert "3 more alerts" in text
+
+
+def test_javascript_url_is_not_a_link() -> None:
+    body = alert_body(web_url="javascript:alert(1)")
+    _, text = rendered(body)
+    assert "](<javascript" not in text and "`javascript:alert(1)`" in text
+
+
+text_values = st.text(max_size=300) | st.sampled_from(
+    ["@admin", "#1", "GH-2", "-->", "<!--", "```", "~~~", "\u202e", "<img src=x>", "\x00\x1b"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=text_values, culprit=text_values, value=text_values, kind=text_values,
+       filename=text_values, tag=text_values, crumb=text_values, env=text_values)
+def test_any_event_renders_inert_and_bounded(title: str, culprit: str, value: str, kind: str,
+                                             filename: str, tag: str, crumb: str,
+                                             env: str) -> None:
+    body = copy.deepcopy(alert_body(title=title, culprit=culprit, environment=env,
+                                    tags=[[tag, tag]], breadcrumbs=[{"message": crumb}]))
+    exception = body["data"]["event"]["exception"]["values"][0]
+    exception.update(type=kind, value=value)
+    exception["stacktrace"]["frames"][-1].update(filename=filename, in_app=True)
+    title_out, text = rendered(body)
+    assert "\n" not in title_out and "\r" not in title_out and len(title_out) <= TITLE_MAX
+    assert len(text) <= BODY_MAX
+    assert text.count(marker_for("1117540176")) == 1
+    assert_inert(title_out, text)
