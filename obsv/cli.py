@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import structlog
 from aiohttp import web
@@ -28,14 +29,22 @@ class UsageError(Exception):
     """A mistake of the caller's; printed as one line, exit 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line that points at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="obsv",
         description="Turn Sentry error alerts into GitHub issues, through a durable event log.",
     )
     parser.add_argument("--version", action="version", version=f"obsv {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="run the webhook service",
                                 description="Run the webhook service until SIGINT or SIGTERM.")

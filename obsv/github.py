@@ -294,6 +294,7 @@ class GitHubSink:
             stop=stop_after_attempt(self._retry.attempts),
             wait=self._wait,
             retry=retry_if_exception(self._retry_now),
+            before_sleep=self._count_retry,
             reraise=True,
         )
         try:
@@ -314,6 +315,11 @@ class GitHubSink:
             return False
         failure = classify(exc, time.time())
         return failure.retryable and (failure.wait_hint or 0) <= self._retry.max_inline_wait
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        status = classify(exc, time.time()).status if exc else None
+        self._metrics.github_retries.labels(str(status or "error")).inc()
 
     def _wait(self, state: RetryCallState) -> float:
         waits = self._retry.waits

@@ -20,6 +20,9 @@ class Metrics:
         self.github_requests = Counter(
             "obsv_github_requests_total", "Requests made to GitHub, by endpoint and status",
             ["endpoint", "status"], registry=r)
+        self.github_retries = Counter(
+            "obsv_github_retries_total", "Attempts retried within a round, by HTTP status "
+            "('error' for timeouts and connection errors)", ["status"], registry=r)
         self.issues_opened = Counter(
             "obsv_issues_opened_total", "Issues opened (or rendered, in a dry run)",
             ["dry_run"], registry=r)

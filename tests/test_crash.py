@@ -11,7 +11,14 @@ import aiohttp
 
 from obsv.cli import main
 
-from .conftest import SECRET, alert_body, assert_contiguous, sentry_bytes, signed_headers
+from .conftest import (
+    SECRET,
+    alert_body,
+    assert_contiguous,
+    read_log,
+    sentry_bytes,
+    signed_headers,
+)
 from .process import ServeProcess
 
 ROUNDS = 3
@@ -72,3 +79,48 @@ async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path)
     opened = Counter(r["alert_seq"] for r in records if r["type"] == "issue.opened")
     assert set(opened.values()) <= {1}
     assert main(["replay", str(log_path), "--verify"]) == 0
+
+
+async def test_sigkill_while_github_holds_a_create_request(tmp_path: Path) -> None:
+    from .fakes import FakeGitHub, Fault
+
+    github = FakeGitHub()
+    await github.start()
+    hold = asyncio.Event()
+    github.fail("create_issue", Fault(201, apply_anyway=True, hold=hold))
+    log_path = tmp_path / "events.jsonl"
+    server = ServeProcess(tmp_path, {
+        "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log_path),
+        "OBSV_GITHUB_TOKEN": "test-token", "OBSV_GITHUB_REPO": "acme/shop",
+        "OBSV_GITHUB_API_URL": github.base_url, "OBSV_DRY_RUN": "false"})
+    try:
+        await server.start()
+        raw = sentry_bytes(alert_body(event_id="a" * 32))
+        async with aiohttp.ClientSession() as session, session.post(
+                server.url + "/webhooks/sentry", data=raw, headers=signed_headers(raw)) as answer:
+            assert answer.status == 202
+        await asyncio.wait_for(github.arrived["create_issue"].wait(), 30)
+        server.kill()  # obsv dies while GitHub is still working on the request
+        hold.set()     # ... and GitHub does create the issue
+        for _ in range(200):
+            if github.issues:
+                break
+            await asyncio.sleep(0.02)
+        assert len(github.issues) == 1
+        assert not [r for r in read_log(log_path) if r["type"] == "issue.opened"]
+
+        await server.start()
+        for _ in range(500):
+            if any(r["type"] == "issue.opened" for r in read_log(log_path)):
+                break
+            await asyncio.sleep(0.02)
+        assert server.stop() == 0
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.kill()
+        await github.close()
+    [opened] = [r for r in read_log(log_path) if r["type"] == "issue.opened"]
+    assert (opened["number"], opened["dry_run"]) == (1, False)
+    assert len(github.issues) == 1
+    assert len(github.requests("create_issue")) == 1
+    assert len(github.requests("list_issues")) == 1

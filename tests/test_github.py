@@ -129,6 +129,9 @@ async def test_5xx_then_success_opens_one_issue(start_service: Any, github: Fake
     assert len(github.requests("create_issue")) == 2
     assert len(github.requests("list_issues")) == 1  # looked before posting again
     assert service.records("issue.failed") == []
+    text = await (await service.client.get("/metrics")).text()
+    assert 'obsv_github_retries_total{status="502"} 1.0' in text
+    assert 'obsv_github_requests_total{endpoint="create_issue",status="502"} 1.0' in text
 
 
 async def test_created_but_answered_502_is_reconciled(start_service: Any,
