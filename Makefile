@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/local.toml
 
-.PHONY: install run test send-test bench lint typecheck clean
+.PHONY: install run test send-test bench image lint typecheck clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ test: $(STAMP) lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+image:
+	docker build -t obsv .
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
