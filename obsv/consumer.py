@@ -36,7 +36,7 @@ from obsv.core.events import (
     Policy,
 )
 from obsv.core.policy import Intent, State, apply, orphaned_comments, ready_intents
-from obsv.core.snapshot import state_from_dict, state_to_dict
+from obsv.core.snapshot import snapshot_rows, state_from_rows
 from obsv.eventlog import Clock, EventLog, LogWriteError, decode_line, read_records
 from obsv.metrics import Metrics
 from obsv.sink import CommentJob, OpenJob, Sink, retry_time
@@ -278,11 +278,13 @@ class SnapshotFile:
 
     def save(self, state: State, offset: int) -> None:
         """Write the snapshot for ``state``, which covers the log up to ``offset``."""
-        data = orjson.dumps({"offset": offset, "state": state_to_dict(state)})
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                out.write(orjson.dumps({"offset": offset}) + b"\n")
+                for row in snapshot_rows(state):
+                    out.write(orjson.dumps(row) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -291,12 +293,12 @@ class SnapshotFile:
     def load(self) -> tuple[State, int] | None:
         """The snapshot's state and offset, or None when absent or not matching the log."""
         try:
-            data = orjson.loads(self.path.read_bytes())
-            offset = int(data["offset"])
-            state = state_from_dict(data["state"])
+            with open(self.path, "rb") as f:
+                offset = int(orjson.loads(f.readline())["offset"])
+                state = state_from_rows(orjson.loads(line) for line in f)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("snapshot.ignored", path=str(self.path), reason=repr(exc))
             return None
         if not self._matches(state.last_seq, offset):

@@ -21,6 +21,7 @@ from .conftest import (
     alert_body,
     assert_contiguous,
     post_signed,
+    read_log,
     records_of,
     wait_until,
 )
@@ -226,3 +227,30 @@ async def test_replay_filters_and_current_policy(make_client: ClientFactory, set
     rows = replay_json(settings.event_log, capsys, "--policy", "current")
     assert (rows[0]["action"], rows[0]["recorded_action"]) == ("open", "suppress")
     assert main(["replay", str(settings.event_log), "--verify", "--policy", "current"]) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "wrong_offset", "other_log"])
+async def test_a_snapshot_that_does_not_match_is_ignored(
+        make_client: ClientFactory, settings: Settings, damage: str) -> None:
+    log = settings.event_log
+    client = await make_client(cooldown_seconds=3600)
+    await send(client, "a" * 32)
+    await wait_until(lambda: len(records_of(log, "issue.opened")) == 1)
+    await client.close()
+    snapshot = log.with_name(log.name + ".snapshot")
+    lines = snapshot.read_bytes().split(b"\n", 1)
+    if damage == "garbage":
+        snapshot.write_bytes(b"\x00not json\n")
+    elif damage == "wrong_offset":
+        snapshot.write_bytes(b'{"offset": 17}\n' + lines[1])
+    else:  # a snapshot of a longer log: its seq is not where its offset points
+        snapshot.write_bytes(lines[0] + b"\n" + lines[1].replace(b'["v",2,', b'["v",2,9', 1))
+    before = len(read_log(log))
+
+    client = await make_client(cooldown_seconds=3600)
+    seq = await send(client, "b" * 32)
+    await wait_until(lambda: seq in decided(log))
+    await client.close()
+    assert decided(log)[seq] == ("suppress", "cooldown")  # the fold still knew the issue
+    assert len(read_log(log)) == before + 2
+    assert main(["replay", str(log), "--verify"]) == 0

@@ -129,6 +129,10 @@ def test_snapshot_halves_equal_one_fold(steps: list[tuple[object, ...]],
     first, _ = replay(records[:cut])
     restored = state_from_dict(json.loads(json.dumps(state_to_dict(first))))
     assert state_to_dict(restored) == state_to_dict(first)
+    assert (restored.links_by_issue, restored.links_by_key) == (
+        first.links_by_issue, first.links_by_key)
     second, mismatches = replay(records[cut:], restored)
     assert mismatches == []
     assert state_to_dict(second) == state_to_dict(whole)
+    assert (second.links_by_issue, second.links_by_key) == (
+        whole.links_by_issue, whole.links_by_key)

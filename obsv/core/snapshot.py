@@ -1,13 +1,16 @@
-"""State <-> JSON-ready dict, for the snapshot written beside the log.
+"""State <-> rows of JSON-ready values, for the snapshot written beside the log.
 
 A snapshot is only a cache of the fold: it is ignored whenever it does not match
 the log (see ``consumer.py``), and folding from it must give exactly the state a
-fold from ``seq`` 1 gives (a property test checks that).
+fold from ``seq`` 1 gives (a property test checks that). It is a sequence of small
+rows, not one document, so that writing and reading a state of 100 000 issues
+never holds a second copy of it in memory: the shell writes one JSON line per row.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from obsv.core.codec import Json, decode_policy, encode, encode_policy, format_time, parse_time
@@ -15,8 +18,9 @@ from obsv.core.codec import decode as decode_record
 from obsv.core.events import AlertDecided, AlertReceived, Envelope, Event
 from obsv.core.policy import Intent, Link, State
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
+Row = list[Any]
 
 
 def _t(value: Any) -> Any:
@@ -25,35 +29,6 @@ def _t(value: Any) -> Any:
 
 def _pt(value: Any) -> Any:
     return None if value is None else parse_time(value)
-
-
-def state_to_dict(state: State) -> Json:
-    """Everything in ``state`` except the ``--policy current`` override."""
-    return {
-        "version": SNAPSHOT_VERSION,
-        "last_seq": state.last_seq,
-        "policy": None if state.policy is None else encode_policy(state.policy),
-        "event_ids": [[event_id, format_time(at)] for event_id, at in state.event_ids.items()],
-        "links": [_link(link) for link in state.links.values()],
-        "links_by_issue": state.links_by_issue,
-        "links_by_key": state.links_by_key,
-        "recent_opens": [format_time(at) for at in state.recent_opens],
-        "intents": [_intent(intent) for intent in state.intents.values()],
-        "unrecorded": [_record(d) for d in state.unrecorded.values()],
-    }
-
-
-def _link(link: Link) -> list[Any]:
-    return [link.alert_seq, link.sentry_issue_id, link.fingerprint_key,
-            format_time(link.opened_at), format_time(link.last_notified_at), link.status,
-            link.number, link.url, link.suppressed, _t(link.suppressed_first),
-            _t(link.suppressed_last)]
-
-
-def _intent(intent: Intent) -> list[Any]:
-    return [intent.alert_seq, intent.action, intent.link_seq, format_time(intent.at),
-            _record(intent.received), _record(intent.decision), intent.recorded,
-            intent.attempts, _t(intent.next_attempt_at), intent.last_error]
 
 
 def _record(event: Event) -> Json:
@@ -65,28 +40,81 @@ def _event(record: Json) -> Event:
     return decode_record(record).event
 
 
-def state_from_dict(data: Json) -> State:
-    """Inverse of ``state_to_dict``; ``ValueError`` for an unknown snapshot version."""
-    if data.get("version") != SNAPSHOT_VERSION:
-        raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
-    policy = None if data["policy"] is None else decode_policy(data["policy"])
-    state = State(last_seq=data["last_seq"], policy=policy)
-    state.event_ids = OrderedDict((eid, parse_time(at)) for eid, at in data["event_ids"])
-    for row in data["links"]:
-        link = Link(row[0], row[1], row[2], parse_time(row[3]), parse_time(row[4]), row[5],
-                    row[6], row[7], row[8], _pt(row[9]), _pt(row[10]))
-        state.links[link.alert_seq] = link
-    state.links_by_issue = {k: int(v) for k, v in data["links_by_issue"].items()}
-    state.links_by_key = {k: int(v) for k, v in data["links_by_key"].items()}
-    state.recent_opens = deque(parse_time(at) for at in data["recent_opens"])
-    for row in data["intents"]:
-        received, decision = _event(row[4]), _event(row[5])
-        assert isinstance(received, AlertReceived) and isinstance(decision, AlertDecided)
-        intent = Intent(row[0], row[1], row[2], parse_time(row[3]), received, decision,
-                        row[6], row[7], _pt(row[8]), row[9])
-        state.intents[intent.alert_seq] = intent
-    for record in data["unrecorded"]:
-        decision = _event(record)
-        assert isinstance(decision, AlertDecided)
-        state.unrecorded[decision.alert_seq] = decision
+def snapshot_rows(state: State) -> Iterator[Row]:
+    """Everything in ``state`` except the ``--policy current`` override, row by row."""
+    policy = None if state.policy is None else encode_policy(state.policy)
+    yield ["v", SNAPSHOT_VERSION, state.last_seq, policy]
+    for event_id, at in state.event_ids.items():
+        yield ["e", event_id, format_time(at)]
+    for at in state.recent_opens:
+        yield ["o", format_time(at)]
+    for link in state.links.values():
+        yield ["l", link.alert_seq, link.sentry_issue_id, link.fingerprint_key,
+               format_time(link.opened_at), format_time(link.last_notified_at), link.status,
+               link.number, link.url, link.suppressed, _t(link.suppressed_first),
+               _t(link.suppressed_last)]
+    # links_by_issue and links_by_key are not written: every live link is in both,
+    # under its own Sentry issue id and key (an open happens only when neither is
+    # linked, and an unlink removes both), so loading rebuilds them and shares the
+    # strings with the links instead of holding second copies.
+    for i in state.intents.values():
+        yield ["i", i.alert_seq, i.action, i.link_seq, format_time(i.at), _record(i.received),
+               _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.last_error]
+    for decision in state.unrecorded.values():
+        yield ["u", _record(decision)]
+
+
+def state_from_rows(rows: Iterable[Row]) -> State:
+    """Inverse of ``snapshot_rows``; ``ValueError`` for an unknown version or row."""
+    iterator = iter(rows)
+    header = next(iterator, None)
+    if not header or header[0] != "v" or header[1] != SNAPSHOT_VERSION:
+        raise ValueError(f"unsupported snapshot header {header!r:.80}")
+    state = State(last_seq=int(header[2]),
+                  policy=None if header[3] is None else decode_policy(header[3]))
+    event_ids: OrderedDict[str, Any] = OrderedDict()
+    opens: deque[Any] = deque()
+    for row in iterator:
+        _load_row(state, row, event_ids, opens)
+    state.event_ids, state.recent_opens = event_ids, opens
     return state
+
+
+def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
+              opens: deque[Any]) -> None:
+    match row[0]:
+        case "e":
+            event_ids[row[1]] = parse_time(row[2])
+        case "o":
+            opens.append(parse_time(row[1]))
+        case "l":
+            opened = parse_time(row[4])
+            notified = opened if row[5] == row[4] else parse_time(row[5])
+            link = Link(row[1], row[2], row[3], opened, notified, row[6], row[7], row[8],
+                        row[9], _pt(row[10]), _pt(row[11]))
+            state.links[link.alert_seq] = link
+            state.links_by_issue[link.sentry_issue_id] = link.alert_seq
+            state.links_by_key[link.fingerprint_key] = link.alert_seq
+        case "i":
+            received, decision = _event(row[5]), _event(row[6])
+            if not isinstance(received, AlertReceived) or not isinstance(decision, AlertDecided):
+                raise ValueError(f"bad intent row for alert {row[1]}")
+            state.intents[row[1]] = Intent(row[1], row[2], row[3], parse_time(row[4]), received,
+                                           decision, row[7], row[8], _pt(row[9]), row[10])
+        case "u":
+            decision = _event(row[1])
+            if not isinstance(decision, AlertDecided):
+                raise ValueError("bad unrecorded decision row")
+            state.unrecorded[decision.alert_seq] = decision
+        case _:
+            raise ValueError(f"unknown snapshot row {row[0]!r}")
+
+
+def state_to_dict(state: State) -> Json:
+    """The whole snapshot as one value (tests compare states with it)."""
+    return {"rows": list(snapshot_rows(state))}
+
+
+def state_from_dict(data: Json) -> State:
+    """Inverse of ``state_to_dict``."""
+    return state_from_rows(data["rows"])
