@@ -7,12 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import decide, ingest, replay, restart
+from bench import decide, endtoend, ingest, replay, restart
 from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": ingest.main,
     "decide": decide.main,
+    "endtoend": endtoend.main,
     "replay": replay.main,
     "restart": restart.main,
 }

@@ -56,8 +56,9 @@ def signed_deliveries(secret: str, count: int, prefix: str = "b") -> list[Delive
     """``count`` distinct signed event_alert deliveries, prepared before timing."""
     out = []
     for n in range(count):
-        raw = sentry_bytes(alert_body(event_id=f"{prefix}{n:031x}"[:32],
-                                      issue_id=str(1000 + n % 50)))
+        issue = 1000 + n % 50
+        raw = sentry_bytes(alert_body(event_id=f"{prefix}{n:031x}"[:32], issue_id=str(issue),
+                                      hashes=[f"{issue:032x}"]))
         out.append((raw, signed_headers(raw, secret=secret, request_id=f"r{n}")))
     return out
 

@@ -327,3 +327,45 @@ async def test_restart_with_a_pending_open_looks_before_posting(
     assert service.records("issue.opened")[0]["number"] == 1
 
 
+
+
+async def test_metrics_after_a_scripted_sequence(start_service: Any, github: FakeGitHub) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    github.fail("create_issue", Fault(502))
+    service = await start_service(cooldown_seconds=3600)
+    await service.alert("a" * 32)
+    await service.alert("b" * 32)
+    bad = await service.client.post("/webhooks/sentry", data=b"{}", headers={
+        "Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": "0" * 64})
+    assert bad.status == 401
+    hook = await post_signed(service.client, {"action": "created"}, resource="installation")
+    assert hook.status == 200
+    await wait_until(lambda: len(service.records("issue.opened")) == 1)
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    for _ in range(100):
+        text = await (await service.client.get("/metrics")).text()
+        if samples().get(("obsv_pending_intents", ())) == 0:
+            break
+        await asyncio.sleep(0.02)
+    values = samples()
+    assert values[("obsv_deliveries_total", (("resource", "event_alert"), ("status", "202")))] == 2
+    assert values[("obsv_deliveries_total", (("resource", "event_alert"), ("status", "401")))] == 1
+    assert values[("obsv_deliveries_total", (("resource", "installation"), ("status", "200")))] == 1
+    assert values[("obsv_alerts_decided_total", (("action", "open"), ("reason", "new_issue")))] == 1
+    assert values[("obsv_alerts_decided_total",
+                   (("action", "suppress"), ("reason", "cooldown")))] == 1
+    assert values[("obsv_github_requests_total",
+                   (("endpoint", "create_issue"), ("status", "502")))] == 1
+    assert values[("obsv_github_requests_total",
+                   (("endpoint", "create_issue"), ("status", "201")))] == 1
+    assert values[("obsv_github_retries_total", (("status", "502"),))] == 1
+    assert values[("obsv_issues_opened_total", (("dry_run", "false"),))] == 1
+    assert values[("obsv_pending_intents", ())] == 0
+    assert values[("obsv_consumer_lag_records", ())] == 0
+    assert values[("obsv_log_bytes", ())] == service.log.stat().st_size
+    assert values[("obsv_log_append_seconds_count", ())] == 3
