@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -45,6 +46,7 @@ log = structlog.get_logger("obsv.consumer")
 
 _RETRY_APPEND_SECONDS = 1.0
 _MAX_RETRY_NAP = 1.0
+_MIN_SNAPSHOT_INTERVAL = 10.0
 
 
 class Consumer:
@@ -60,6 +62,7 @@ class Consumer:
         self._snapshots = SnapshotFile(eventlog.path)
         self._snapshot_every = snapshot_every
         self._snapshot_seq = 0
+        self._snapshot_at = float("-inf")
         self.state = State()
         self._inbox: deque[Envelope] = deque()
         self._wake = asyncio.Event()
@@ -130,9 +133,12 @@ class Consumer:
             decision = apply(self.state, envelope)
             if decision is not None:
                 self._metrics.alerts_decided.labels(decision.action, decision.reason).inc()
-                log.info("alert.decided", alert_seq=decision.alert_seq,
-                         sentry_issue_id=decision.sentry_issue_id, action=decision.action,
-                         reason=decision.reason)
+                # Suppressions are the bulk during a storm and are in the event log
+                # anyway (obsv replay); decisions with side effects are logged at info.
+                (log.debug if decision.action == "suppress" else log.info)(
+                    "alert.decided", alert_seq=decision.alert_seq,
+                    sentry_issue_id=decision.sentry_issue_id, action=decision.action,
+                    reason=decision.reason)
         self._metrics.consumer_lag.set(self._log.last_seq - self.state.last_seq)
         self._metrics.pending_intents.set(len(self.state.intents))
         for seq, waiter in list(self._waiters):
@@ -176,7 +182,10 @@ class Consumer:
     # -- snapshots --------------------------------------------------------------
 
     def _maybe_snapshot(self) -> None:
-        if self.state.last_seq - self._snapshot_seq >= self._snapshot_every:
+        # Writing costs O(state); under a storm the record count alone would ask for
+        # one every second or two, so a snapshot also waits for a minimum interval.
+        if (self.state.last_seq - self._snapshot_seq >= self._snapshot_every
+                and time.monotonic() - self._snapshot_at >= _MIN_SNAPSHOT_INTERVAL):
             self._write_snapshot()
 
     def _write_snapshot(self) -> None:
@@ -189,6 +198,7 @@ class Consumer:
             log.warning("snapshot.write_failed", error=str(exc))
             return
         self._snapshot_seq = self.state.last_seq
+        self._snapshot_at = time.monotonic()
         self._metrics.snapshot_seq.set(self._snapshot_seq)
 
     # -- posting ----------------------------------------------------------------

@@ -37,17 +37,29 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
-def _json_dumps(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+def _json_bytes(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def _json_text(value: Any, **_: Any) -> str:
+    return _json_bytes(value).decode()
 
 
 def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """Configure structlog once for the process (called by the CLI only)."""
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer()
-        if log_format == "console"
-        else structlog.processors.JSONRenderer(serializer=_json_dumps)
-    )
+    stream = stream or sys.stderr
+    binary = getattr(stream, "buffer", None)
+    renderer: Any
+    factory: Any
+    if log_format == "console":
+        renderer, factory = structlog.dev.ConsoleRenderer(), structlog.PrintLoggerFactory(stream)
+    elif binary is not None:
+        # structlog's fast path: orjson bytes straight to the binary stream.
+        renderer = structlog.processors.JSONRenderer(serializer=_json_bytes)
+        factory = structlog.BytesLoggerFactory(binary)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json_text)
+        factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -58,6 +70,6 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
