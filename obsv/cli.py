@@ -127,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(settings: Settings) -> int:
-    from obsv.server import create_app
+    from obsv.server import STARTUP, create_app
 
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
     await runner.setup()
@@ -145,7 +145,13 @@ async def _run_server(settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         log.info("serving", url=f"http://{settings.host}:{settings.port}",
                  event_log=str(settings.event_log), dry_run=settings.dry_run)
-        await stop.wait()
+        startup = runner.app[STARTUP]
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopping, startup], return_when=asyncio.FIRST_COMPLETED)
+        if startup.done() and startup.exception() is not None:
+            stopping.cancel()
+            raise startup.exception()  # type: ignore[misc]
+        await stopping
         log.info("stopping")
     finally:
         await runner.cleanup()

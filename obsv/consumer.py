@@ -71,15 +71,24 @@ class Consumer:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted: set[int] = set()
+        # Intents this process has handed to the sink without a recorded outcome
+        # (the outcome's append failed): a new attempt must look before posting.
+        self._attempted: set[int] = set()
+        self.ready = False
 
     @property
     def running(self) -> bool:
-        """Both tasks alive (``/readyz``)."""
-        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+        """Started, and both tasks alive (``/readyz``)."""
+        return self.ready and not any(task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        """Rule 3: restore, fold, record what is missing, then follow the log."""
-        self.state = self._restore()
+        """Rule 3: restore, fold, record what is missing, then follow the log.
+
+        The fold runs on a worker thread so that ``/healthz`` answers meanwhile; the
+        receiver refuses deliveries (503) until ``ready``, so nothing is appended
+        while the file is being read.
+        """
+        self.state = await asyncio.get_running_loop().run_in_executor(None, self._restore)
         self._restarted = set(self.state.intents)
         self._log.add_listener(self._on_records)
         if self.state.policy != self._policy:
@@ -88,6 +97,8 @@ class Consumer:
                        asyncio.create_task(self._post_loop(), name="obsv-post")]
         self._wake.set()
         await self._applied(self._log.last_seq)
+        self.ready = True
+        log.info("consumer.ready", last_seq=self.state.last_seq)
 
     async def stop(self) -> None:
         """Stop both tasks and write a snapshot (clean shutdown)."""
@@ -96,8 +107,9 @@ class Consumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._drain_inbox()
-        self._write_snapshot()
+        if self.ready:
+            self._drain_inbox()
+            self._write_snapshot()
 
     # -- restore ----------------------------------------------------------------
 
@@ -252,11 +264,14 @@ class Consumer:
                 return
             self._count(outcome)
             await self._applied(record.seq)
+            self._attempted.discard(intent.alert_seq)
         finally:
             self._in_flight.discard(intent.alert_seq)
 
     async def _outcome(self, intent: Intent) -> Event:
-        maybe_sent = intent.attempts > 0 or intent.alert_seq in self._restarted
+        maybe_sent = (intent.attempts > 0 or intent.alert_seq in self._restarted
+                      or intent.alert_seq in self._attempted)
+        self._attempted.add(intent.alert_seq)
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
                 intent.alert_seq, intent.at, intent.received, self.state.effective_policy.labels,

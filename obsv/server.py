@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -24,6 +26,7 @@ EVENTLOG = web.AppKey("eventlog", EventLog)
 RECEIVER = web.AppKey("receiver", Receiver)
 SINK = web.AppKey("sink", Sink)
 CONSUMER = web.AppKey("consumer", Consumer)
+STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
 
 
 def default_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Sink:
@@ -73,7 +76,7 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     eventlog.start()
     app[EVENTLOG] = eventlog
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
-                             eventlog, app[METRICS])
+                             eventlog, app[METRICS], accepting=lambda: _consumer_ready(app))
     yield
     await eventlog.close()
 
@@ -82,10 +85,21 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     consumer = Consumer(app[EVENTLOG], app[SINK], settings.policy(), clock=app[CLOCK],
                         metrics=app[METRICS], snapshot_every=settings.snapshot_every)
-    await consumer.start()
     app[CONSUMER] = consumer
+    # The fold may take seconds on a long log without a snapshot: it runs while the
+    # server already answers /healthz (200) and /readyz (503).
+    app[STARTUP] = asyncio.create_task(consumer.start(), name="obsv-consumer-start")
     yield
+    if not app[STARTUP].done():
+        app[STARTUP].cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await app[STARTUP]
     await consumer.stop()
+
+
+def _consumer_ready(app: web.Application) -> bool:
+    consumer = app.get(CONSUMER)
+    return consumer is not None and consumer.ready
 
 
 async def _sentry_webhook(request: web.Request) -> web.Response:
@@ -112,7 +126,12 @@ def readiness_problems(app: web.Application) -> list[str]:
     if not eventlog.writable:
         problems.append("event log not writable (last write failed)")
     consumer = app.get(CONSUMER)
-    if consumer is None or not consumer.running:
+    startup = app.get(STARTUP)
+    if startup is not None and startup.done() and startup.exception() is not None:
+        problems.append(f"consumer failed to start: {startup.exception()}")
+    elif consumer is None or not consumer.ready:
+        problems.append("folding the event log (starting)")
+    elif not consumer.running:
         problems.append("consumer not running")
     return problems
 

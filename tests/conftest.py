@@ -106,8 +106,19 @@ def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
                     **overrides: Any) -> TestClient[Any, Any]:
         app = create_app(replace(settings, **overrides), **({"clock": clock} if clock else {}))
         client: TestClient[Any, Any] = await aiohttp_client(app)
+        await wait_ready(client)
         return client
     return start
+
+
+async def wait_ready(client: TestClient[Any, Any], timeout: float = 10.0) -> None:
+    """Wait for /readyz 200: the consumer has folded the log and accepts deliveries."""
+    for _ in range(int(timeout / 0.01)):
+        if (await client.get("/readyz")).status == 200:
+            return
+        await asyncio.sleep(0.01)
+    answer = await (await client.get("/readyz")).text()
+    raise AssertionError(f"not ready within {timeout}s: {answer}")
 
 
 async def post_signed(client: TestClient[Any, Any], body: object,

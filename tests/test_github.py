@@ -22,7 +22,7 @@ from obsv.metrics import Metrics
 from obsv.server import create_app
 from obsv.settings import Settings
 
-from .conftest import FakeClock, alert_body, post_signed, records_of, wait_until
+from .conftest import FakeClock, alert_body, post_signed, records_of, wait_ready, wait_until
 from .fakes import FakeGitHub, Fault
 
 FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
@@ -73,7 +73,9 @@ def start_service(aiohttp_client: Any, gh_settings: Settings) -> Any:
         metrics = Metrics()
         sink = GitHubSink(settings, clock, metrics, retry)
         app = create_app(settings, clock=clock, sink=sink, metrics=metrics)
-        return Service(await aiohttp_client(app), settings, metrics)
+        client = await aiohttp_client(app)
+        await wait_ready(client)
+        return Service(client, settings, metrics)
     return start
 
 

@@ -123,3 +123,20 @@ def test_serve_in_a_real_process_exits_2_without_traceback(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("obsv: OBSV_MIN_LEVEL")
 
+
+
+def test_serve_refuses_a_log_with_a_corrupt_middle_line(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    config = '{"seq":1,"at":"2026-01-01T00:00:00.000000Z","type":"config.applied","v":1,' \
+             '"policy":{"min_level":"error","environments":[],"cooldown_seconds":1,' \
+             '"max_issues_per_hour":1,"repo":null,"labels":["agent:builder"]}}'
+    hook = config.replace('"seq":1', '"seq":3')
+    log.write_text(config + "\n{broken\n" + hook + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "obsv", "serve"], capture_output=True, text=True, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "OBSV_SENTRY_CLIENT_SECRET": "s", "OBSV_PORT": "0",
+             "OBSV_EVENT_LOG": str(log), "OBSV_LOG_FORMAT": "json"}, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("obsv: ") and "line 2 is not a valid record" in last
+    assert "Traceback" not in result.stderr
