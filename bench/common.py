@@ -88,7 +88,7 @@ async def closed_loop(url: str, deliveries: list[Delivery],
     return LoadResult(len(latencies), elapsed, latencies, statuses)
 
 
-async def wait_http(url: str, timeout: float = 30.0) -> None:
+async def wait_http(url: str, timeout: float = 30.0, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
                         return
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(interval)
     raise RuntimeError(f"{url} did not come up")
 
 

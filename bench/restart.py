@@ -12,24 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from bench.common import free_port, spawn
+from bench.common import free_port, spawn, wait_http
 from bench.gen import write_log
-
-
-async def _ready(url: str, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.01)
-    raise RuntimeError("not ready")
 
 
 def _memory_mb(pid: int, field: str) -> float:
@@ -50,7 +34,7 @@ def _start_to_ready(log: Path, snapshot_every: int = 10_000) -> tuple[float, str
         # Same policy as the generated log, so no config.applied is needed.
         "OBSV_MAX_ISSUES_PER_HOUR": "1000000", "OBSV_COOLDOWN_SECONDS": "3600"})
     try:
-        asyncio.run(_ready(f"http://127.0.0.1:{port}/readyz"))
+        asyncio.run(wait_http(f"http://127.0.0.1:{port}/readyz", timeout=600, interval=0.01))
         elapsed = time.perf_counter() - started
         rss = (f"RSS {_memory_mb(proc.pid, 'VmRSS'):.0f} MB, "
                f"peak {_memory_mb(proc.pid, 'VmHWM'):.0f} MB")

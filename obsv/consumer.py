@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from obsv.core.events import (
 from obsv.core.policy import Intent, State, apply, orphaned_comments, ready_intents
 from obsv.core.snapshot import snapshot_rows, state_from_rows
 from obsv.eventlog import Clock, EventLog, LogWriteError, decode_line, read_records
+from obsv.files import write_private
 from obsv.metrics import Metrics
 from obsv.sink import CommentJob, OpenJob, Sink, retry_time
 
@@ -303,17 +305,9 @@ class SnapshotFile:
 
     def save(self, state: State, offset: int) -> None:
         """Write the snapshot for ``state``, which covers the log up to ``offset``."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                out.write(orjson.dumps({"offset": offset}) + b"\n")
-                for row in snapshot_rows(state):
-                    out.write(orjson.dumps(row) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        header = orjson.dumps({"offset": offset}) + b"\n"
+        rows = (orjson.dumps(row) + b"\n" for row in snapshot_rows(state))
+        write_private(self.path, itertools.chain([header], rows), how="replace")
 
     def load(self) -> tuple[State, int] | None:
         """The snapshot's state and offset, or None when absent or not matching the log."""

@@ -33,6 +33,7 @@ import orjson
 
 from obsv.core.codec import CodecError, decode, encode
 from obsv.core.events import Envelope, Event
+from obsv.files import write_private
 
 Clock = Callable[[], datetime]
 Listener = Callable[[Sequence[Envelope]], None]
@@ -308,12 +309,7 @@ def _set_aside_tail(path: Path, fd: int, whole: int, last_seq: int) -> TornTail 
         return None
     torn = os.pread(fd, end - whole, whole)
     side = _free_side_path(path, last_seq)
-    side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-    try:
-        os.write(side_fd, torn)
-        os.fsync(side_fd)
-    finally:
-        os.close(side_fd)
+    write_private(side, torn, how="create")  # durable before the log forgets it
     os.ftruncate(fd, whole)
     os.fsync(fd)
     return TornTail(side, len(torn))

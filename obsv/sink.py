@@ -7,7 +7,6 @@ writes the log and never decides anything.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ import orjson
 
 from obsv.core.events import AlertDecided, AlertReceived, CommentPosted, IssueFailed, IssueOpened
 from obsv.core.render import comment_marker_for, render_comment, render_issue
+from obsv.files import write_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class DryRunSink:
         labels = ", ".join(draft.labels)
         text = f"# {draft.title}\n\nLabels: {labels}\n\n{draft.body}"
         try:
-            _write_private(path, text.encode("utf-8"), append=False)
+            write_private(path, text.encode("utf-8"), how="replace")
         except OSError as exc:
             return self._failure(job.alert_seq, job.attempts, exc)
         return IssueOpened(job.alert_seq, alert.sentry_issue_id, self.repo, None, str(path), True)
@@ -117,7 +117,7 @@ class DryRunSink:
         try:
             already = path.exists() and comment_marker_for(job.alert_seq) in path.read_text("utf-8")
             if not already:
-                _write_private(path, f"\n---\n\n## Comment\n\n{text}".encode(), append=True)
+                write_private(path, f"\n---\n\n## Comment\n\n{text}".encode(), how="append")
         except OSError as exc:
             return self._failure(job.alert_seq, job.attempts, exc)
         return CommentPosted(job.alert_seq, alert.sentry_issue_id, self.repo, job.issue_number,
@@ -128,27 +128,6 @@ class DryRunSink:
         return IssueFailed(alert_seq, attempts + 1, None,
                            f"outbox write failed: {exc.strerror}", True,
                            retry_time(self._clock(), attempts + 1))
-
-
-def _write_private(path: Path, data: bytes, *, append: bool) -> None:
-    """Write a file that holds alert data: mode 0600, fsync'd (a new file atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if append:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def retry_time(now: datetime, rounds_failed: int) -> datetime:
