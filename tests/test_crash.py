@@ -63,7 +63,8 @@ async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path)
         await load
     await server.start()  # the torn tail, if any, is set aside on this open
     await asyncio.sleep(0.5)  # let the consumer decide what the last round left undecided
-    assert server.stop() == 0
+    assert server.stop() == 0  # SIGTERM: a clean stop ...
+    assert log_path.with_name(log_path.name + ".snapshot").exists()  # ... writes a snapshot
 
     records = assert_contiguous(log_path)
     logged = {r["alert"]["event_id"]: r["seq"] for r in records if r["type"] == "alert.received"}
