@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import structlog
-from aiohttp import web
 
 from obsv import __version__
 from obsv.eventlog import LogCorrupt
@@ -127,6 +126,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(settings: Settings) -> int:
+    # Imported here: the offline commands (replay, why) start faster without aiohttp.
+    from aiohttp import web
+
     from obsv.server import STARTUP, create_app
 
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
