@@ -9,6 +9,7 @@ secret to a logger on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -45,6 +46,26 @@ def _json_text(value: Any, **_: Any) -> str:
     return _json_bytes(value).decode()
 
 
+_LEVEL_METHODS = ("msg", "log", "debug", "info", "warn", "warning", "err", "error",
+                  "exception", "critical", "fatal", "failure")
+
+
+def _never_raising(logger_class: type[Any]) -> type[Any]:
+    """A logger whose writes never raise: a closed or full stderr (a log shipper gone,
+    a pipe closed) must not turn an accepted delivery into a 500."""
+
+    def msg(self: Any, message: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file
+            logger_class.msg(self, message)
+
+    methods: dict[str, Any] = dict.fromkeys(_LEVEL_METHODS, msg)
+    return type(f"Safe{logger_class.__name__}", (logger_class,), methods)
+
+
+_SafeBytesLogger = _never_raising(structlog.BytesLogger)
+_SafePrintLogger = _never_raising(structlog.PrintLogger)
+
+
 def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """Configure structlog once for the process (called by the CLI only)."""
     stream = stream or sys.stderr
@@ -52,14 +73,15 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
     renderer: Any
     factory: Any
     if log_format == "console":
-        renderer, factory = structlog.dev.ConsoleRenderer(), structlog.PrintLoggerFactory(stream)
+        renderer = structlog.dev.ConsoleRenderer()
+        factory = lambda *_: _SafePrintLogger(stream)  # noqa: E731
     elif binary is not None:
         # structlog's fast path: orjson bytes straight to the binary stream.
         renderer = structlog.processors.JSONRenderer(serializer=_json_bytes)
-        factory = structlog.BytesLoggerFactory(binary)
+        factory = lambda *_: _SafeBytesLogger(binary)  # noqa: E731
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_json_text)
-        factory = structlog.PrintLoggerFactory(stream)
+        factory = lambda *_: _SafePrintLogger(stream)  # noqa: E731
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
