@@ -219,35 +219,46 @@ class EventLog:
 
     async def _commit(self, loop: asyncio.AbstractEventLoop,
                       batch: list[tuple[Event, asyncio.Future[Envelope]]]) -> None:
-        envelopes = self._stamp([event for event, _ in batch])
+        accepted, lines = self._stamp_and_encode(batch)
+        if not accepted:
+            return
+        data = b"".join(lines)
         try:
-            data = b"".join(encode_line(envelope) for envelope in envelopes)
             await loop.run_in_executor(self._io, self._write_durably, data)
         except OSError as exc:
             self.writable = False
-            self._fail(batch, LogWriteError(f"cannot write {self.path}: {exc.strerror or exc}"))
-            return
-        except Exception as exc:  # an unencodable record must not hang its callers
-            self._fail(batch, LogWriteError(f"cannot encode a record: {exc!r}"))
+            error = LogWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
+            for _, future in accepted:
+                future.set_exception(error)
             return
         self.writable = True
         self._size += len(data)
-        self._last_seq, self._last_at = envelopes[-1].seq, envelopes[-1].at
-        for (_, future), envelope in zip(batch, envelopes, strict=True):
+        self._last_seq, self._last_at = accepted[-1][0].seq, accepted[-1][0].at
+        for envelope, future in accepted:
             if not future.done():
                 future.set_result(envelope)
         for listener in self._listeners:
-            listener(envelopes)
+            listener([envelope for envelope, _ in accepted])
 
-    @staticmethod
-    def _fail(batch: list[tuple[Event, asyncio.Future[Envelope]]], error: Exception) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(error)
-
-    def _stamp(self, events: list[Event]) -> list[Envelope]:
+    def _stamp_and_encode(self, batch: list[tuple[Event, asyncio.Future[Envelope]]]
+                          ) -> tuple[list[tuple[Envelope, asyncio.Future[Envelope]]],
+                                     list[bytes]]:
+        """Give each record its seq and line; a record that cannot be encoded fails
+        alone and takes no seq, so one bad record never fails its neighbours."""
         at = max(self._clock(), self._last_at)
-        return [Envelope(self._last_seq + i, at, event) for i, event in enumerate(events, 1)]
+        accepted: list[tuple[Envelope, asyncio.Future[Envelope]]] = []
+        lines: list[bytes] = []
+        for event, future in batch:
+            if future.done():  # the caller went away (cancelled): nothing to record
+                continue
+            envelope = Envelope(self._last_seq + len(accepted) + 1, at, event)
+            try:
+                lines.append(encode_line(envelope))
+            except Exception as exc:  # a bug upstream; never a half-written line
+                future.set_exception(LogWriteError(f"cannot encode a record: {exc!r}"))
+                continue
+            accepted.append((envelope, future))
+        return accepted, lines
 
     def _write_durably(self, data: bytes) -> None:
         """Runs on the log thread: write all of ``data`` and fsync, or cut it back."""

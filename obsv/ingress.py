@@ -54,9 +54,9 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         """The whole of ``POST /webhooks/sentry``."""
-        resource = request.headers.get("Sentry-Hook-Resource") or ""
+        resource = header(request, "Sentry-Hook-Resource") or ""
         with structlog.contextvars.bound_contextvars(
-            request_id=request.headers.get("Request-ID"), resource=resource or None
+            request_id=header(request, "Request-ID"), resource=resource or None
         ):
             try:
                 status, body = await self._accept(request, resource)
@@ -76,9 +76,9 @@ class Receiver:
         assert signature is not None
         text, body = parse_json(raw)
         delivery = Delivery(
-            request_id=request.headers.get("Request-ID"),
+            request_id=header(request, "Request-ID"),
             resource=resource,
-            hook_timestamp=request.headers.get("Sentry-Hook-Timestamp"),
+            hook_timestamp=header(request, "Sentry-Hook-Timestamp"),
             signature=signature,
         )
         event = to_event(delivery, body, text)
@@ -99,6 +99,15 @@ class Receiver:
             return 202, {"status": "accepted", "seq": envelope.seq}
         log.info("hook.received", action=event.action)
         return 200, {"status": "recorded", "seq": envelope.seq}
+
+
+def header(request: web.Request, name: str) -> str | None:
+    """A header as text that is safe to record: aiohttp keeps undecodable bytes as
+    surrogates, which no UTF-8 log line can hold, so they become U+FFFD."""
+    value = request.headers.get(name)
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:

@@ -230,3 +230,25 @@ async def test_metrics_count_deliveries_by_status(make_client: ClientFactory) ->
 async def test_get_on_webhook_is_405(make_client: ClientFactory) -> None:
     client = await make_client()
     assert (await client.get("/webhooks/sentry")).status == 405
+
+
+async def test_undecodable_header_bytes_are_recorded_safely(
+        make_client: ClientFactory, settings: Settings) -> None:
+    """Headers with bytes that are not UTF-8 must not break the delivery or its batch."""
+    client = await make_client()
+    raw = sentry_bytes(alert_body())
+    good = sentry_bytes(alert_body(event_id="f" * 32))
+    # aiohttp's client would refuse such a header, so write the request by hand.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = (f"POST /webhooks/sentry HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Sentry-Hook-Resource: event_alert\r\n"
+            f"Sentry-Hook-Signature: {sign('test-secret-0123456789', raw)}\r\n"
+            f"Content-Length: {len(raw)}\r\nConnection: close\r\n").encode()
+    writer.write(head + b"Request-ID: caf\xe9-\xff\r\n\r\n" + raw)
+    other = post_signed(client, good, request_id="plain")
+    answer, other_response = await asyncio.gather(reader.read(), other)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+    assert other_response.status == 202
+    records = deliveries(settings.event_log)
+    assert {r["delivery"]["request_id"] for r in records} == {"caf\ufffd-\ufffd", "plain"}
