@@ -131,10 +131,12 @@ async def _run_server(settings: Settings) -> int:
 
     from obsv.server import STARTUP, create_app
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    # In-flight requests get 10 s to finish on shutdown (they only wait for an fsync).
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
+                           shutdown_timeout=10)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=10)
+        site = web.TCPSite(runner, settings.host, settings.port)
         try:
             await site.start()
         except OSError as exc:
