@@ -226,32 +226,39 @@ def _upgrade(kind: str, record: Json) -> Json:
 
 
 def _decode_event(kind: str, r: Json) -> Event:
-    match kind:
-        case "alert.received":
-            return AlertReceived(_read_delivery(r["delivery"]), _read_alert(r["alert"]), r["raw"])
-        case "hook.received":
-            return HookReceived(_read_delivery(r["delivery"]), r.get("action"), r["raw"])
-        case "alert.decided":
-            return _read_decided(r)
-        case "config.applied":
-            return ConfigApplied(decode_policy(r["policy"]))
-        case "issue.opened":
-            return IssueOpened(
-                _int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
-                _optional_int(r["number"]), r["url"], bool(r["dry_run"]),
-            )
-        case "comment.posted":
-            return CommentPosted(
-                _int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
-                _optional_int(r["number"]), _optional_int(r["comment_id"]), r["url"],
-                bool(r["dry_run"]),
-            )
-        case "issue.failed":
-            return IssueFailed(
-                _int(r["alert_seq"]), _int(r["attempt"]), _optional_int(r["status"]),
-                str(r["error"]), bool(r["retryable"]), _read_optional_time(r["next_attempt_at"]),
-            )
-    raise CodecError(f"unknown record type {kind!r}")
+    reader = _READERS.get(kind)
+    if reader is None:
+        raise CodecError(f"unknown record type {kind!r}")
+    return reader(r)
+
+
+def _read_received(r: Json) -> AlertReceived:
+    return AlertReceived(_read_delivery(r["delivery"]), _read_alert(r["alert"]), r["raw"])
+
+
+def _read_hook(r: Json) -> HookReceived:
+    return HookReceived(_read_delivery(r["delivery"]), r.get("action"), r["raw"])
+
+
+def _read_opened(r: Json) -> IssueOpened:
+    return IssueOpened(_int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
+                       _optional_int(r["number"]), r["url"], bool(r["dry_run"]))
+
+
+def _read_commented(r: Json) -> CommentPosted:
+    return CommentPosted(_int(r["alert_seq"]), str(r["sentry_issue_id"]), r["repo"],
+                         _optional_int(r["number"]), _optional_int(r["comment_id"]), r["url"],
+                         bool(r["dry_run"]))
+
+
+def _read_failed(r: Json) -> IssueFailed:
+    return IssueFailed(_int(r["alert_seq"]), _int(r["attempt"]), _optional_int(r["status"]),
+                       str(r["error"]), bool(r["retryable"]),
+                       _read_optional_time(r["next_attempt_at"]))
+
+
+def _read_config(r: Json) -> ConfigApplied:
+    return ConfigApplied(decode_policy(r["policy"]))
 
 
 def _read_delivery(d: Json) -> Delivery:
@@ -302,6 +309,17 @@ def decode_policy(p: Json) -> Policy:
         repo=p["repo"],
         labels=tuple(p["labels"]),
     )
+
+
+_READERS: dict[str, Callable[[Json], Event]] = {
+    "alert.received": _read_received,
+    "hook.received": _read_hook,
+    "alert.decided": _read_decided,
+    "config.applied": _read_config,
+    "issue.opened": _read_opened,
+    "comment.posted": _read_commented,
+    "issue.failed": _read_failed,
+}
 
 
 def _int(value: object) -> int:

@@ -130,27 +130,34 @@ class State:
 def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
            policy: Policy) -> AlertDecided:
     """The decision for one alert (rule 3); reads ``state``, never changes it."""
-    def decided(action: Action, reason: Reason, link: Link | None = None,
-                suppressed: Suppressed | None = None) -> AlertDecided:
-        linked = None if link is None else LinkedIssue(link.alert_seq, link.number)
-        return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key,
-                            action, reason, linked, suppressed)
+    action, reason, link = _verdict(state, alert, at, policy)
+    linked = suppressed = None
+    if link is not None:
+        linked = LinkedIssue(link.alert_seq, link.number)
+        if action == "comment":
+            suppressed = Suppressed(link.suppressed, link.suppressed_first,
+                                    link.suppressed_last)
+    return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key, action,
+                        reason, linked, suppressed)
 
+
+def _verdict(state: State, alert: Alert, at: datetime,
+             policy: Policy) -> tuple[Action, Reason, Link | None]:
+    """Rule 3's table, first matching row wins."""
     if alert.event_id in state.event_ids:
-        return decided("suppress", "duplicate")
+        return "suppress", "duplicate", None
     if level_rank(alert.level) < level_rank(policy.min_level):
-        return decided("suppress", "below_min_level")
+        return "suppress", "below_min_level", None
     if policy.environments and alert.environment not in policy.environments:
-        return decided("suppress", "environment_filtered")
+        return "suppress", "environment_filtered", None
     link = state.linked(alert)
     if link is not None:
         if at - link.last_notified_at < timedelta(seconds=policy.cooldown_seconds):
-            return decided("suppress", "cooldown", link)
-        return decided("comment", "recurrence", link, Suppressed(
-            link.suppressed, link.suppressed_first, link.suppressed_last))
+            return "suppress", "cooldown", link
+        return "comment", "recurrence", link
     if opens_in_hour_before(state, at) >= policy.max_issues_per_hour:
-        return decided("suppress", "storm_budget")
-    return decided("open", "new_issue")
+        return "suppress", "storm_budget", None
+    return "open", "new_issue", None
 
 
 def opens_in_hour_before(state: State, at: datetime) -> int:
