@@ -22,6 +22,7 @@ Rules (CONTRACT §6):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -230,18 +231,34 @@ class GitHubSink:
         self._session: aiohttp.ClientSession | None = None
         self._gh: GitHubAPI | None = None
         self._labels_ready = False
+        self._labels_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the one shared HTTP session."""
+        """Open the one shared HTTP session, and create missing labels in the background.
+
+        Startup never waits for GitHub: if it is down, the labels are created before
+        the first issue instead.
+        """
         timeout = aiohttp.ClientTimeout(total=self._retry.request_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
         self._gh = GitHubAPI(self._session, base_url=self._settings.github_api_url,
                              metrics=self._metrics, write_interval=self._retry.write_interval)
+        self._labels_task = asyncio.create_task(self._labels_at_start())
 
     async def close(self) -> None:
-        """Close the session."""
+        """Stop the label task and close the session."""
+        if self._labels_task is not None and not self._labels_task.done():
+            self._labels_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._labels_task
         if self._session is not None:
             await self._session.close()
+
+    async def _labels_at_start(self) -> None:
+        try:
+            await self._ensure_labels(self._settings.github_labels)
+        except Exception as exc:  # retried before the first issue; never fatal here
+            log.warning("github.labels_not_ready", error=classify(exc, time.time()).message)
 
     # -- the two operations -----------------------------------------------------
 

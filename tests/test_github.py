@@ -105,6 +105,23 @@ async def test_alert_opens_one_labelled_issue(start_service: Any, github: FakeGi
     assert 'obsv_github_requests_total{endpoint="create_issue",status="201"} 1.0' in text
 
 
+async def test_labels_are_created_at_startup(start_service: Any, github: FakeGitHub) -> None:
+    await start_service(github_labels=("agent:builder", "sentry"))
+    await wait_until(lambda: set(github.labels) == {"agent:builder", "sentry"})
+    assert github.issues == []
+    assert [r.body["name"] for r in github.requests("create_label")] == ["agent:builder",
+                                                                          "sentry"]
+
+
+async def test_existing_labels_are_left_alone(start_service: Any, github: FakeGitHub) -> None:
+    github.labels["agent:builder"] = {"name": "agent:builder", "color": "ffffff"}
+    service = await start_service()
+    await service.alert("a" * 32)
+    await wait_until(lambda: len(service.records("issue.opened")) == 1)
+    assert github.requests("create_label") == []
+    assert github.labels["agent:builder"]["color"] == "ffffff"
+
+
 async def test_recurrence_posts_one_comment(start_service: Any, github: FakeGitHub) -> None:
     clock = FakeClock(datetime.now(UTC))
     service = await start_service(clock=clock, cooldown_seconds=60)
