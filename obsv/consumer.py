@@ -224,9 +224,11 @@ class Consumer:
                 self._poke.clear()
                 # While a retry is scheduled, look again at least every second: the
                 # due time is wall-clock time, which can jump (NTP, a test clock).
-                timeout = None if wait is None else min(wait, _MAX_RETRY_NAP)
+                if wait is None:
+                    await self._poke.wait()
+                    continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), timeout=timeout)
+                    await asyncio.wait_for(self._poke.wait(), timeout=min(wait, _MAX_RETRY_NAP))
                 continue
             await self._post(intent)
 
