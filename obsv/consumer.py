@@ -65,6 +65,7 @@ class Consumer:
         self._snapshot_every = snapshot_every
         self._snapshot_seq = 0
         self._snapshot_at = float("-inf")
+        self._snapshot_task: asyncio.Task[None] | None = None
         self.state = State()
         self._inbox: deque[Envelope] = deque()
         self._wake = asyncio.Event()
@@ -109,6 +110,8 @@ class Consumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._snapshot_task is not None:
+            await self._snapshot_task
         if self.ready:
             self._drain_inbox()
             self._write_snapshot()
@@ -198,11 +201,28 @@ class Consumer:
     def _maybe_snapshot(self) -> None:
         # Writing costs O(state); under a storm the record count alone would ask for
         # one every second or two, so a snapshot also waits for a minimum interval.
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return
         if (self.state.last_seq - self._snapshot_seq >= self._snapshot_every
                 and time.monotonic() - self._snapshot_at >= _MIN_SNAPSHOT_INTERVAL):
-            self._write_snapshot()
+            self._snapshot_task = asyncio.create_task(self._snapshot_off_loop())
+
+    async def _snapshot_off_loop(self) -> None:
+        """Copy the state (containers only: links and intents are immutable) and write
+        it on a worker thread, so deliveries are not held up by serialising it."""
+        if self.state.last_seq != self._log.last_seq:
+            return
+        frozen, offset = self.state.copy(), self._log.size
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._snapshots.save, frozen, offset)
+        except OSError as exc:
+            log.warning("snapshot.write_failed", error=str(exc))
+            return
+        self._saved(frozen.last_seq)
 
     def _write_snapshot(self) -> None:
+        """Write a snapshot now, on this thread (at shutdown)."""
         # Only a state that matches the log exactly is worth saving.
         if self.state.last_seq != self._log.last_seq or self.state.last_seq == 0:
             return
@@ -211,9 +231,12 @@ class Consumer:
         except OSError as exc:
             log.warning("snapshot.write_failed", error=str(exc))
             return
-        self._snapshot_seq = self.state.last_seq
+        self._saved(self.state.last_seq)
+
+    def _saved(self, seq: int) -> None:
+        self._snapshot_seq = seq
         self._snapshot_at = time.monotonic()
-        self._metrics.snapshot_seq.set(self._snapshot_seq)
+        self._metrics.snapshot_seq.set(seq)
 
     # -- posting ----------------------------------------------------------------
 

@@ -254,3 +254,22 @@ async def test_a_snapshot_that_does_not_match_is_ignored(
     assert decided(log)[seq] == ("suppress", "cooldown")  # the fold still knew the issue
     assert len(read_log(log)) == before + 2
     assert main(["replay", str(log), "--verify"]) == 0
+
+
+async def test_snapshot_is_written_while_running(make_client: ClientFactory,
+                                                 settings: Settings) -> None:
+    log = settings.event_log
+    snapshot = log.with_name(log.name + ".snapshot")
+    client = await make_client(snapshot_every=2)
+    await send(client, "a" * 32)
+    await send(client, "b" * 32)
+    await wait_until(snapshot.exists)  # written by the running service, not at stop
+    text = await (await client.get("/metrics")).text()
+    assert "obsv_snapshot_seq 0.0" not in text
+    await client.close()
+    client = await make_client(snapshot_every=2)
+    seq = await send(client, "c" * 32)
+    await wait_until(lambda: seq in decided(log))
+    await client.close()
+    assert decided(log)[seq] == ("suppress", "cooldown")
+    assert main(["replay", str(log), "--verify"]) == 0

@@ -37,7 +37,7 @@ Rules (CONTRACT §5), numbered like h11's state machine so the code can cite the
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, assert_never
 
@@ -63,10 +63,10 @@ STORM_WINDOW = timedelta(hours=1)
 
 _DEFAULT_POLICY = Policy()
 
-LinkStatus = Literal["pending", "opened", "failed"]
+LinkStatus = Literal["pending", "opened"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """A GitHub issue opened (or being opened) for an alert, and its notification clock."""
 
@@ -83,7 +83,7 @@ class Link:
     suppressed_last: datetime | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Intent:
     """A decision to open or comment that has no final outcome yet."""
 
@@ -118,6 +118,16 @@ class State:
     def effective_policy(self) -> Policy:
         """The policy decisions use: the override (``--policy current``) or the recorded one."""
         return self.policy_override or self.policy or _DEFAULT_POLICY
+
+    def copy(self) -> State:
+        """A copy that later folds do not change (links and intents are immutable, so
+        copying the containers is enough): what a snapshot is written from."""
+        return State(
+            last_seq=self.last_seq, policy=self.policy, policy_override=self.policy_override,
+            event_ids=self.event_ids.copy(), links=self.links.copy(),
+            links_by_issue=self.links_by_issue.copy(), links_by_key=self.links_by_key.copy(),
+            recent_opens=self.recent_opens.copy(), intents=self.intents.copy(),
+            unrecorded=self.unrecorded.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -234,14 +244,15 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
         return
     link = state.links[decision.linked_issue.alert_seq]
     if decision.action == "comment":
-        link.last_notified_at = at
-        link.suppressed, link.suppressed_first, link.suppressed_last = 0, None, None
+        state.links[link.alert_seq] = replace(
+            link, last_notified_at=at, suppressed=0, suppressed_first=None,
+            suppressed_last=None)
         state.intents[decision.alert_seq] = Intent(
             decision.alert_seq, "comment", link.alert_seq, at, received, decision)
     elif decision.reason == "cooldown":
-        link.suppressed += 1
-        link.suppressed_first = link.suppressed_first or at
-        link.suppressed_last = at
+        state.links[link.alert_seq] = replace(
+            link, suppressed=link.suppressed + 1,
+            suppressed_first=link.suppressed_first or at, suppressed_last=at)
 
 
 def _record_decision(state: State, event: AlertDecided) -> None:
@@ -249,14 +260,15 @@ def _record_decision(state: State, event: AlertDecided) -> None:
     state.unrecorded.pop(event.alert_seq, None)
     intent = state.intents.get(event.alert_seq)
     if intent is not None:
-        intent.recorded = True
+        state.intents[event.alert_seq] = replace(intent, recorded=True)
 
 
 def _opened(state: State, event: IssueOpened) -> None:
     state.intents.pop(event.alert_seq, None)
     link = state.links.get(event.alert_seq)
     if link is not None:
-        link.status, link.number, link.url = "opened", event.number, event.url
+        state.links[event.alert_seq] = replace(link, status="opened", number=event.number,
+                                               url=event.url)
 
 
 def _commented(state: State, event: CommentPosted) -> None:
@@ -267,10 +279,10 @@ def _failed(state: State, event: IssueFailed) -> None:
     intent = state.intents.get(event.alert_seq)
     if intent is None:
         return
-    intent.attempts = event.attempt
-    intent.last_error = event.error
     if event.retryable:
-        intent.next_attempt_at = event.next_attempt_at
+        state.intents[event.alert_seq] = replace(
+            intent, attempts=event.attempt, last_error=event.error,
+            next_attempt_at=event.next_attempt_at)
         return
     del state.intents[event.alert_seq]
     if intent.action == "open":
@@ -282,7 +294,6 @@ def _unlink(state: State, link_seq: int) -> None:
     link = state.links.pop(link_seq, None)
     if link is None:
         return
-    link.status = "failed"
     if state.links_by_issue.get(link.sentry_issue_id) == link_seq:
         del state.links_by_issue[link.sentry_issue_id]
     if state.links_by_key.get(link.fingerprint_key) == link_seq:
