@@ -152,7 +152,7 @@ async def _run_server(settings: Settings) -> int:
         startup = runner.app[STARTUP]
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopping, startup], return_when=asyncio.FIRST_COMPLETED)
-        if startup.done() and startup.exception() is not None:
+        if startup.done() and not startup.cancelled() and startup.exception() is not None:
             stopping.cancel()
             raise startup.exception()  # type: ignore[misc]
         await stopping

@@ -127,7 +127,8 @@ def readiness_problems(app: web.Application) -> list[str]:
         problems.append("event log not writable (last write failed)")
     consumer = app.get(CONSUMER)
     startup = app.get(STARTUP)
-    if startup is not None and startup.done() and startup.exception() is not None:
+    if (startup is not None and startup.done() and not startup.cancelled()
+            and startup.exception() is not None):
         problems.append(f"consumer failed to start: {startup.exception()}")
     elif consumer is None or not consumer.ready:
         problems.append("folding the event log (starting)")
@@ -140,5 +141,8 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     if (eventlog := request.app.get(EVENTLOG)) is not None:
         metrics.log_bytes.set(eventlog.size)
+        consumer = request.app.get(CONSUMER)
+        if consumer is not None and consumer.ready:  # as of this scrape, not the last fold
+            metrics.consumer_lag.set(eventlog.last_seq - consumer.state.last_seq)
     return web.Response(body=generate_latest(metrics.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
