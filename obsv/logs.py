@@ -66,8 +66,10 @@ _SafeBytesLogger = _never_raising(structlog.BytesLogger)
 _SafePrintLogger = _never_raising(structlog.PrintLogger)
 
 
-def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Configure structlog once for the process (called by the CLI only)."""
+def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO,
+              *, cache: bool = True) -> None:
+    """Configure structlog once for the process (called by the CLI only; tests pass
+    ``cache=False`` so that ``structlog.testing.capture_logs`` sees every line)."""
     stream = stream or sys.stderr
     binary = getattr(stream, "buffer", None)
     renderer: Any
@@ -93,5 +95,5 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

@@ -25,7 +25,7 @@ SAMPLES = Path(__file__).parent / "samples"
 
 # Service logs go to the real stderr (shown by pytest on failure), never to the
 # stdout that CLI tests read.
-configure_logs("console", stream=sys.__stderr__)
+configure_logs("console", stream=sys.__stderr__, cache=False)
 SECRET = "test-secret-0123456789"
 
 

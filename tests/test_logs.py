@@ -9,12 +9,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import structlog
+import structlog.testing
 
 from obsv.logs import configure
 
-from .conftest import SECRET, alert_body, sentry_bytes, signed_headers
+from .conftest import SECRET, alert_body, post_signed, sentry_bytes, signed_headers
 from .process import free_port
 
 
@@ -22,12 +24,12 @@ def test_json_lines_with_credentials_redacted() -> None:
     out = io.BytesIO()
     stream = io.TextIOWrapper(out, write_through=True)
     try:
-        configure("json", stream=stream)
+        configure("json", stream=stream, cache=False)
         structlog.get_logger("t").info("hello", github_token="ghp_x", client_secret="s",
                                        seq=3)
         line = json.loads(out.getvalue().decode().splitlines()[-1])
     finally:
-        configure("console", stream=sys.__stderr__)
+        configure("console", stream=sys.__stderr__, cache=False)
     assert line["event"] == "hello" and line["seq"] == 3 and line["level"] == "info"
     assert line["github_token"] == "<redacted>" and line["client_secret"] == "<redacted>"
     assert line["timestamp"].endswith("Z")
@@ -59,3 +61,20 @@ def test_closed_stderr_does_not_fail_a_delivery(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+async def test_log_context_does_not_leak_between_requests(make_client: Any) -> None:
+    """Two deliveries on one keep-alive connection: the second's lines carry its own
+    request id and no seq from the first (aiohttp runs each request in its own task,
+    so the context bound by one never labels the next)."""
+    client = await make_client()
+    with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await post_signed(client, alert_body(), request_id="first")
+        bad = await client.post("/webhooks/sentry", data=b"{}", headers={
+            "Request-ID": "second", "Sentry-Hook-Resource": "event_alert"})
+        assert bad.status == 401
+    [accepted] = [e for e in logs if e["event"] == "alert.received"]
+    [rejected] = [e for e in logs if e["event"] == "delivery.rejected"]
+    assert accepted["request_id"] == "first" and isinstance(accepted["seq"], int)
+    assert rejected["request_id"] == "second" and "seq" not in rejected
