@@ -52,6 +52,7 @@ class Row:
             "level": self.alert.level, "environment": self.alert.environment,
             "fingerprint_key": self.alert.fingerprint_key, "title": self.alert.title,
             "action": self.action, "reason": self.reason, "github": self.outcome or None,
+            "linked_alert_seq": self.linked_seq,
         }
 
 

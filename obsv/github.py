@@ -376,10 +376,19 @@ class GitHubSink:
             return await request(await self._auth.token(self._api))
 
     async def _ensure_labels(self, labels: tuple[str, ...]) -> None:
+        """Create missing labels. A refusal (4xx: e.g. a token that may create issues
+        but not labels) is logged and not retried: GitHub still applies labels that
+        exist, and a missing label must not stop the issue. Outages propagate."""
         if self._labels_ready:
             return
         for name in labels:
-            await self._ensure_label(name)
+            try:
+                await self._ensure_label(name)
+            except gidgethub.BadRequest as exc:
+                if classify(exc, time.time()).retryable:
+                    raise
+                log.warning("github.label_not_created", label=name,
+                            error=f"{exc.status_code} {exc}")
         self._labels_ready = True
 
     async def _ensure_label(self, name: str) -> None:

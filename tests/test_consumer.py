@@ -90,6 +90,7 @@ async def test_scenario_open_duplicate_cooldown_level_recurrence(
         (held, "suppress", "cooldown"), (warning, "suppress", "below_min_level"),
         (recurred, "comment", "recurrence")]
     assert rows[0]["github"] == str(outbox_file)
+    assert [r["linked_alert_seq"] for r in rows] == [None, None, opened, None, opened]
     assert main(["replay", str(log), "--verify"]) == 0
     assert "ok:" in capsys.readouterr().out
 

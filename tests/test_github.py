@@ -122,6 +122,16 @@ async def test_existing_labels_are_left_alone(start_service: Any, github: FakeGi
     assert github.labels["agent:builder"]["color"] == "ffffff"
 
 
+async def test_a_refused_label_does_not_stop_the_issue(start_service: Any,
+                                                       github: FakeGitHub) -> None:
+    github.fail("create_label", Fault(403, message="Resource not accessible by integration"),
+                Fault(403, message="Resource not accessible by integration"))
+    service = await start_service()
+    await service.alert("a" * 32)
+    await wait_until(lambda: len(service.records("issue.opened")) == 1)
+    assert len(github.issues) == 1 and service.records("issue.failed") == []
+
+
 async def test_recurrence_posts_one_comment(start_service: Any, github: FakeGitHub) -> None:
     clock = FakeClock(datetime.now(UTC))
     service = await start_service(clock=clock, cooldown_seconds=60)
