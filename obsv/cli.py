@@ -17,7 +17,7 @@ from typing import NoReturn
 import structlog
 
 from obsv import __version__
-from obsv.eventlog import LogCorrupt
+from obsv.eventlog import LogCorrupt, LogInUse
 from obsv.logs import configure
 from obsv.settings import ConfigError, Settings, load_settings
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, LogInUse) as exc:
         print(f"obsv: {exc}", file=sys.stderr)
         return 2
     except LogCorrupt as exc:

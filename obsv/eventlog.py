@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,10 @@ class LogCorrupt(Exception):
         where = f"line {line}" if line is not None else f"byte offset {offset}"
         super().__init__(f"{path}: {where} is not a valid record ({reason})")
         self.path, self.line, self.offset, self.reason = path, line, offset, reason
+
+
+class LogInUse(Exception):
+    """Another process has the log open for writing: a log has exactly one writer."""
 
 
 class LogWriteError(Exception):
@@ -143,6 +148,7 @@ class EventLog:
         created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
         try:
+            _lock(path, fd)
             os.fchmod(fd, _FILE_MODE)
             if created:
                 _fsync_dir(path.parent)
@@ -273,6 +279,16 @@ class EventLog:
                 os.ftruncate(self._fd, self._size)
                 self._dirty = False
             raise
+
+
+def _lock(path: Path, fd: int) -> None:
+    """Rule 1 needs one writer: two services appending to one file would interleave
+    seqs. The lock goes with the process, so a SIGKILLed writer never leaves it held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LogInUse(f"{path} is in use by another obsv process; stop it, or point "
+                       "OBSV_EVENT_LOG at another file") from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -40,3 +40,27 @@ def test_since_must_be_a_time(tmp_path: object, capsys: pytest.CaptureFixture[st
     log.write_text("")
     assert main(["replay", str(log), "--since", "yesterday-ish"]) == 2
     assert "give an RFC 3339 time" in capsys.readouterr().err
+
+
+async def test_a_second_service_on_the_same_log_is_refused(tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import SECRET
+    from .process import ServeProcess, free_port
+
+    log = Path(str(tmp_path)) / "events.jsonl"
+    env = {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log)}
+    first = ServeProcess(Path(str(tmp_path)), env)
+    await first.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "obsv", "serve"], capture_output=True, text=True,
+            env={"PATH": "/usr/bin:/bin", **env, "OBSV_PORT": str(free_port())},
+            timeout=60, check=False)
+    finally:
+        assert first.stop() == 0
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"obsv: {log} is in use by another obsv process")

@@ -12,7 +12,7 @@ import pytest
 
 from obsv.core.alert import Alert
 from obsv.core.events import AlertReceived, Delivery, HookReceived
-from obsv.eventlog import EventLog, LogCorrupt, LogWriteError, read_records
+from obsv.eventlog import EventLog, LogCorrupt, LogInUse, LogWriteError, read_records
 
 from .conftest import read_log
 
@@ -145,3 +145,15 @@ async def test_close_flushes_queued_appends(tmp_path: Path) -> None:
     assert [r.seq for r in await asyncio.gather(*pending)] == list(range(1, 21))
     with pytest.raises(LogWriteError):
         await log.append(hook(99))
+
+
+async def test_a_log_has_one_writer(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    first = EventLog.open(path)
+    with pytest.raises(LogInUse, match="in use by another obsv process"):
+        EventLog.open(path)
+    first.start()
+    await first.close()
+    second = EventLog.open(path)  # released on close
+    second.start()
+    await second.close()
