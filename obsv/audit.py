@@ -78,7 +78,6 @@ class Audit:
     undecided: list[int] = field(default_factory=list)
     state: State = field(default_factory=State)
     records: int = 0
-    last_at: datetime | None = None
 
 
 def audit(path: Path, policy_override: Policy | None = None,
@@ -111,7 +110,6 @@ def audit(path: Path, policy_override: Policy | None = None,
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     event = envelope.event
     result.records += 1
-    result.last_at = envelope.at
     if isinstance(event, AlertDecided):
         _check_decision(result, envelope.seq, event)
     derived = apply(result.state, envelope)

@@ -210,28 +210,28 @@ class Consumer:
     async def _snapshot_off_loop(self) -> None:
         """Copy the state (containers only: links and intents are immutable) and write
         it on a worker thread, so deliveries are not held up by serialising it."""
-        if self.state.last_seq != self._log.last_seq:
-            return
-        frozen, offset = self.state.copy(), self._log.size
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, self._snapshots.save, frozen, offset)
-        except OSError as exc:
-            log.warning("snapshot.write_failed", error=str(exc))
-            return
-        self._saved(frozen.last_seq)
+        if self._consistent():
+            frozen, offset = self.state.copy(), self._log.size
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self._save, frozen, offset):
+                self._saved(frozen.last_seq)
 
     def _write_snapshot(self) -> None:
         """Write a snapshot now, on this thread (at shutdown)."""
+        if self._consistent() and self._save(self.state, self._log.size):
+            self._saved(self.state.last_seq)
+
+    def _consistent(self) -> bool:
         # Only a state that matches the log exactly is worth saving.
-        if self.state.last_seq != self._log.last_seq or self.state.last_seq == 0:
-            return
+        return self.state.last_seq == self._log.last_seq != 0
+
+    def _save(self, state: State, offset: int) -> bool:
         try:
-            self._snapshots.save(self.state, self._log.size)
+            self._snapshots.save(state, offset)
         except OSError as exc:
             log.warning("snapshot.write_failed", error=str(exc))
-            return
-        self._saved(self.state.last_seq)
+            return False
+        return True
 
     def _saved(self, seq: int) -> None:
         self._snapshot_seq = seq
@@ -306,7 +306,7 @@ class Consumer:
         link = self.state.links[intent.link_seq]
         return await self._sink.post_comment(CommentJob(
             intent.alert_seq, intent.at, intent.received, intent.decision, link.number,
-            link.url, intent.attempts, maybe_sent))
+            intent.attempts, maybe_sent))
 
     def _count(self, outcome: Event) -> None:
         dry = str(self._sink.dry_run).lower()

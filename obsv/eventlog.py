@@ -213,9 +213,6 @@ class EventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            # One turn of the loop first: requests whose bodies already arrived get to
-            # join this batch, so one fsync covers more of them (group commit).
-            await asyncio.sleep(0)
             batch, self._queue = self._queue, []
             await self._commit(loop, batch)
 

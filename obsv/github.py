@@ -286,10 +286,7 @@ class GitHubSink:
             return IssueFailed(job.alert_seq, job.attempts + 1, None,
                                "the linked issue was opened in dry run; there is no GitHub "
                                "issue to comment on", False, None)
-        suppressed = job.decision.suppressed
-        text = render_comment(alert, job.alert_seq, suppressed.count if suppressed else 0,
-                              suppressed.first_at if suppressed else None,
-                              suppressed.last_at if suppressed else None)
+        text = render_comment(alert, job.decision)
         marker = comment_marker_for(job.alert_seq)
         comments = f"/repos/{self.repo}/issues/{job.issue_number}/comments"
 

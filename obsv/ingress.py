@@ -55,11 +55,12 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         """The whole of ``POST /webhooks/sentry``."""
         resource = header(request, "Sentry-Hook-Resource") or ""
+        request_id = header(request, "Request-ID")
         with structlog.contextvars.bound_contextvars(
-            request_id=header(request, "Request-ID"), resource=resource or None
+            request_id=request_id, resource=resource or None
         ):
             try:
-                status, body = await self._accept(request, resource)
+                status, body = await self._accept(request, resource, request_id)
             except Rejected as rejected:
                 status, body = rejected.status, dict(rejected.body)
                 log.info("delivery.rejected", status=status, error=body.get("error"))
@@ -68,7 +69,8 @@ class Receiver:
         return web.json_response(body, status=status, headers=headers,
                                  dumps=lambda v: orjson.dumps(v).decode())
 
-    async def _accept(self, request: web.Request, resource: str) -> tuple[int, dict[str, Any]]:
+    async def _accept(self, request: web.Request, resource: str,
+                      request_id: str | None) -> tuple[int, dict[str, Any]]:
         raw = await read_limited(request, self._max_body)
         signature = request.headers.get("Sentry-Hook-Signature")
         if not is_valid(self._secret, raw, signature):
@@ -76,7 +78,7 @@ class Receiver:
         assert signature is not None
         text, body = parse_json(raw)
         delivery = Delivery(
-            request_id=header(request, "Request-ID"),
+            request_id=request_id,
             resource=resource,
             hook_timestamp=header(request, "Sentry-Hook-Timestamp"),
             signature=signature,

@@ -41,7 +41,6 @@ class CommentJob:
     received: AlertReceived
     decision: AlertDecided
     issue_number: int | None
-    issue_url: str | None
     attempts: int
     maybe_sent: bool
 
@@ -110,10 +109,7 @@ class DryRunSink:
         """Append the comment to the issue's file, once per decision."""
         alert = job.received.alert
         path = self.outbox / outbox_name(alert.sentry_issue_id)
-        suppressed = job.decision.suppressed
-        text = render_comment(alert, job.alert_seq, suppressed.count if suppressed else 0,
-                              suppressed.first_at if suppressed else None,
-                              suppressed.last_at if suppressed else None)
+        text = render_comment(alert, job.decision)
         try:
             already = path.exists() and comment_marker_for(job.alert_seq) in path.read_text("utf-8")
             if not already:
@@ -122,7 +118,6 @@ class DryRunSink:
             return self._failure(job.alert_seq, job.attempts, exc)
         return CommentPosted(job.alert_seq, alert.sentry_issue_id, self.repo, job.issue_number,
                              None, str(path), True)
-
 
     def _failure(self, alert_seq: int, attempts: int, exc: OSError) -> IssueFailed:
         return IssueFailed(alert_seq, attempts + 1, None,

@@ -245,7 +245,7 @@ async def test_a_snapshot_that_does_not_match_is_ignored(
     elif damage == "wrong_offset":
         snapshot.write_bytes(b'{"offset": 17}\n' + lines[1])
     else:  # a snapshot of a longer log: its seq is not where its offset points
-        snapshot.write_bytes(lines[0] + b"\n" + lines[1].replace(b'["v",2,', b'["v",2,9', 1))
+        snapshot.write_bytes(lines[0] + b"\n" + lines[1].replace(b'["v",3,', b'["v",3,9', 1))
     before = len(read_log(log))
 
     client = await make_client(cooldown_seconds=3600)

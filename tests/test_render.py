@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from obsv.core.alert import alert_from_delivery
+from obsv.core.events import AlertDecided, Suppressed
 from obsv.core.render import (
     BODY_MAX,
     TITLE_MAX,
@@ -195,7 +196,9 @@ def test_mask_secrets(text: str, hidden: str) -> None:
 def test_comment_is_inert_and_marked() -> None:
     body = hostile_body()
     alert = alert_from_delivery(body)
-    text = render_comment(alert, 42, 3, None, None)
+    decision = AlertDecided(42, "1117540176", "k", "comment", "recurrence", None,
+                            Suppressed(3, None, None))
+    text = render_comment(alert, decision)
     assert_inert("", text)
     assert text.rstrip().endswith("<!-- obsv:comment-for-alert=42 -->")
     assert "3 more alerts" in text

@@ -84,7 +84,7 @@ async def test_comment_is_posted_once_per_decision(harness: Harness) -> None:
     assert isinstance(opened, IssueOpened)
     decision = AlertDecided(9, "1117540176", "k", "comment", "recurrence",
                             LinkedIssue(7, opened.number), Suppressed(2, AT, AT))
-    job = CommentJob(9, AT, received("b" * 32), decision, opened.number, opened.url, 0, False)
+    job = CommentJob(9, AT, received("b" * 32), decision, opened.number, 0, False)
     posted = await harness.sink.post_comment(job)
     assert isinstance(posted, CommentPosted) and posted.alert_seq == 9
     again = await harness.sink.post_comment(replace(job, attempts=1, maybe_sent=True))

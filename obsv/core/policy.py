@@ -96,7 +96,6 @@ class Intent:
     recorded: bool = False
     attempts: int = 0
     next_attempt_at: datetime | None = None
-    last_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -281,8 +280,7 @@ def _failed(state: State, event: IssueFailed) -> None:
         return
     if event.retryable:
         state.intents[event.alert_seq] = replace(
-            intent, attempts=event.attempt, last_error=event.error,
-            next_attempt_at=event.next_attempt_at)
+            intent, attempts=event.attempt, next_attempt_at=event.next_attempt_at)
         return
     del state.intents[event.alert_seq]
     if intent.action == "open":

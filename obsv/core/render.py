@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from obsv.core.alert import Alert, tag_pairs
+from obsv.core.events import AlertDecided
 
 TITLE_MAX = 256
 BODY_MAX = 65_536
@@ -311,12 +312,14 @@ def _rule(body: Mapping[str, Any]) -> str | None:
     return f"### Alert rule\n{code(rule)}" if rule else None
 
 
-def render_comment(alert: Alert, alert_seq: int, suppressed: int,
-                   first: datetime | None, last: datetime | None) -> str:
+def render_comment(alert: Alert, decision: AlertDecided) -> str:
     """The recurrence comment: what cooldown held back since the last notification."""
-    if suppressed:
-        held = (f"{suppressed} more alert{'s' if suppressed != 1 else ''} of this issue "
-                f"arrived during the cooldown, from {code(_iso(first))} to {code(_iso(last))}.")
+    held_back = decision.suppressed
+    if held_back and held_back.count:
+        count = held_back.count
+        held = (f"{count} more alert{'s' if count != 1 else ''} of this issue arrived during "
+                f"the cooldown, from {code(_iso(held_back.first_at))} to "
+                f"{code(_iso(held_back.last_at))}.")
     else:
         held = "No alerts of this issue arrived during the cooldown."
     environment = code(alert.environment or "no environment")
@@ -327,7 +330,7 @@ def render_comment(alert: Alert, alert_seq: int, suppressed: int,
         "",
         f"Latest event: {_link(alert.web_url)}",
     ]
-    return "\n".join(lines) + "\n\n" + comment_marker_for(alert_seq) + "\n"
+    return "\n".join(lines) + "\n\n" + comment_marker_for(decision.alert_seq) + "\n"
 
 
 def _iso(at: datetime | None) -> str:

@@ -18,7 +18,7 @@ from obsv.core.codec import decode as decode_record
 from obsv.core.events import AlertDecided, AlertReceived, Envelope, Event
 from obsv.core.policy import Intent, Link, State
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -59,7 +59,7 @@ def snapshot_rows(state: State) -> Iterator[Row]:
     # strings with the links instead of holding second copies.
     for i in state.intents.values():
         yield ["i", i.alert_seq, i.action, i.link_seq, format_time(i.at), _record(i.received),
-               _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.last_error]
+               _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at)]
     for decision in state.unrecorded.values():
         yield ["u", _record(decision)]
 
@@ -100,7 +100,7 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             if not isinstance(received, AlertReceived) or not isinstance(decision, AlertDecided):
                 raise ValueError(f"bad intent row for alert {row[1]}")
             state.intents[row[1]] = Intent(row[1], row[2], row[3], parse_time(row[4]), received,
-                                           decision, row[7], row[8], _pt(row[9]), row[10])
+                                           decision, row[7], row[8], _pt(row[9]))
         case "u":
             decision = _event(row[1])
             if not isinstance(decision, AlertDecided):
