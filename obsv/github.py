@@ -1,6 +1,6 @@
 """The GitHub sink: gidgethub over one aiohttp session, retried with tenacity.
 
-Rules (CONTRACT §6):
+Rules (docs/reference.md §6):
 1. One request at a time, and at least ``write_interval`` (1 s) between writes
    (every POST, PATCH, PUT or DELETE), as GitHub asks of integrators; content
    creation is also capped by GitHub at 80 a minute and 500 an hour.

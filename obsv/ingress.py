@@ -1,4 +1,4 @@
-"""The Sentry webhook receiver: checks in CONTRACT §3 order, then one durable append.
+"""The Sentry webhook receiver: checks in docs/reference.md §3 order, then one durable append.
 
 1. 413 from ``Content-Length`` before reading, or as soon as a chunked body passes
    the limit: a huge body is never held in memory.

@@ -1,4 +1,4 @@
-"""Prometheus series of CONTRACT §3, one registry per app (tests build many apps)."""
+"""Prometheus series of docs/reference.md §3, one registry per app (tests build many apps)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every answer of CONTRACT §3 through the real app, and what each leaves in the log."""
+"""Every answer of docs/reference.md §3 through the real app, and what each leaves in the log."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""decide() and apply(): every row of CONTRACT §5, in order, at its boundaries."""
+"""decide() and apply(): every row of docs/reference.md §5, in order, at its boundaries."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Sentry webhook payload -> Alert: validation, ids, level and fingerprint key.
 
-Rules (CONTRACT §3 step 4 and §5):
+Rules (docs/reference.md §3 step 4 and §5):
 1. A usable delivery is a JSON object with a ``Sentry-Hook-Resource`` header.
 2. For ``event_alert``, ``data.event`` is an object with a string ``event_id``;
    ``level``, ``issue_id``, ``hashes``, ``fingerprint`` and ``tags`` have their
@@ -59,7 +59,7 @@ class InvalidPayload(Exception):
 
 
 def level_rank(level: str) -> int:
-    """Rank of a Sentry level; unknown levels count as ``error`` (CONTRACT §5)."""
+    """Rank of a Sentry level; unknown levels count as ``error`` (docs/reference.md §5)."""
     rank = _LEVEL_RANK.get(level)
     if rank is None:
         normal = level.lower()

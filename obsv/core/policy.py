@@ -1,6 +1,6 @@
 """The decision core: State, apply(state, record) and decide(state, alert, at, policy).
 
-Rules (CONTRACT §5), numbered like h11's state machine so the code can cite them:
+Rules (docs/reference.md §5), numbered like h11's state machine so the code can cite them:
 
  1. Records are folded in ``seq`` order. Each ``alert.received`` is decided exactly
     once, from the state built by the records before it, the policy of the last
@@ -288,7 +288,7 @@ def _failed(state: State, event: IssueFailed) -> None:
 
 
 def _unlink(state: State, link_seq: int) -> None:
-    """A permanently failed open leaves no linked issue (CONTRACT §5)."""
+    """A permanently failed open leaves no linked issue (docs/reference.md §5)."""
     link = state.links.pop(link_seq, None)
     if link is None:
         return

@@ -1,6 +1,6 @@
 """Alert -> IssueDraft: the GitHub issue (and recurrence comment) an operator triages.
 
-Rules (CONTRACT §6):
+Rules (docs/reference.md §6):
 1. Title ``[level] Type — file:line`` of the innermost in-app frame (else the
    innermost frame, else the culprit; Sentry's title when there is no exception).
    One line, at most 256 characters, never the exception message: it is volatile.
