@@ -14,6 +14,7 @@ import orjson
 from obsv.audit import Audit, Row, audit, next_alert_now
 from obsv.core.codec import format_time
 from obsv.core.events import Policy
+from obsv.errors import UsageError
 from obsv.eventlog import LogCorrupt
 from obsv.settings import load_settings
 
@@ -23,7 +24,6 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 def run(args: argparse.Namespace) -> int:
     """``obsv replay`` or ``obsv why``; returns the exit code."""
-    from obsv.cli import UsageError
 
     settings = load_settings(args.config, os.environ, require_secret=False)
     path = Path(getattr(args, "log", None) or settings.event_log)
@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _since(text: str) -> datetime:
-    from obsv.cli import UsageError
 
     if match := _DURATION.match(text.strip()):
         amount, unit = match.groups()

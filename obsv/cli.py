@@ -17,15 +17,12 @@ from typing import NoReturn
 import structlog
 
 from obsv import __version__
+from obsv.errors import StartupError, UsageError
 from obsv.eventlog import LogCorrupt, LogInUse
 from obsv.logs import configure
 from obsv.settings import ConfigError, Settings, load_settings
 
 log = structlog.get_logger("obsv.cli")
-
-
-class UsageError(Exception):
-    """A mistake of the caller's; printed as one line, exit 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)
-    except (ConfigError, UsageError, LogInUse) as exc:
+    except (ConfigError, UsageError, StartupError, LogInUse) as exc:
         print(f"obsv: {exc}", file=sys.stderr)
         return 2
     except LogCorrupt as exc:

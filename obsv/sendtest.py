@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from obsv.core.signature import sign
+from obsv.errors import UsageError
 
 WEBHOOK_PATH = "/webhooks/sentry"
 
@@ -36,7 +37,6 @@ def sample_body(payload: Path | None) -> bytes:
         try:
             return payload.read_bytes()
         except OSError as exc:
-            from obsv.cli import UsageError
             raise UsageError(f"--payload {payload}: {exc.strerror}") from None
     sample: dict[str, Any] = json.loads(
         resources.files("obsv.samples").joinpath("event_alert.json").read_text("utf-8"))
