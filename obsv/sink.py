@@ -132,7 +132,8 @@ def outbox_name(sentry_issue_id: str) -> str:
 
 
 class DryRunSink:
-    """Renders each issue to ``<outbox>/<sentry issue id>.md``; comments are appended."""
+    """Renders each issue to ``<outbox>/<outbox_name(id)>`` (``<id>.md`` for Sentry's
+    numeric ids); comments are appended to the same file."""
 
     dry_run = True
 
