@@ -3,8 +3,10 @@
 It implements the few endpoints obsv uses, keeps a journal of every request, checks
 every create-issue and create-comment body against GitHub's own JSON schemas
 (tests/samples/issues-create*.schema.json), and plays scripted faults: a status
-with headers, a delay, "created but answered 502", or a request held open until
-the test releases it.
+with headers, a delay, "created but answered 502", a request held open until
+the test releases it, an answer of hundreds of megabytes or one that trickles in
+forever. It can also misbehave as a whole: drop the labels of new issues (what
+GitHub does for a token without push access) or put a ``next`` link on every page.
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import jsonschema
 import jwt
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
-from .conftest import SAMPLES
+from obsv.github import GitHubSink, RetryPolicy
+from obsv.metrics import Metrics
+from obsv.server import create_app
+from obsv.settings import Settings
+
+from .conftest import SAMPLES, FakeClock, alert_body, post_signed, records_of, wait_ready
+
+T = TypeVar("T")
 
 SCHEMAS = {
     "create_issue": json.loads((SAMPLES / "issues-create.schema.json").read_text())[
@@ -43,6 +53,9 @@ class Fault:
     delay: float = 0.0
     apply_anyway: bool = False  # do the write, then answer with the fault
     hold: asyncio.Event | None = None  # wait for the test to release the request
+    body_bytes: int | None = None  # stream a body this long (declared in Content-Length)
+    endless: bool = False  # stream a body without end (chunked), as fast as it goes
+    trickle: float | None = None  # send one byte every this many seconds, forever
 
 
 @dataclass
@@ -77,9 +90,13 @@ class FakeGitHub:
         self.schema_errors: list[str] = []
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.drop_labels = False  # labels on new issues silently dropped (no push access)
+        self.endless_pages = False  # every list page links a next page, empty or not
+        self.next_host: str | None = None  # next links point to this host instead
+        self.streamed_bytes = 0  # body bytes of streamed faults written to the client
         self._server: TestServer | None = None
         self._comment_ids = 9000
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- scripting ---------------------------------------------------------------
 
@@ -142,20 +159,48 @@ class FakeGitHub:
         if fault is None:
             return await handler(request)
         # Like GitHub, finish the write even if the client hangs up meanwhile.
-        await asyncio.shield(self._background(self._held_write(fault, handler, request)))
+        written = await asyncio.shield(self._background(self._held_write(fault, handler,
+                                                                         request)))
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.body_bytes is not None or fault.endless or fault.trickle is not None:
+            return await self._stream(request, fault)
+        if written is not None and 200 <= fault.status < 300:  # the real answer, odd headers
+            written.headers.update(fault.headers)
+            return written
         return _error(fault.status, fault.message, fault.headers)
+
+    async def _stream(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        """A hostile answer: huge, endless or trickling, until the client hangs up."""
+        response = web.StreamResponse(status=fault.status, headers={
+            "Content-Type": "application/json", **fault.headers})
+        if fault.body_bytes is not None:
+            response.content_length = fault.body_bytes
+        await response.prepare(request)
+        chunk = b" " * (1 if fault.trickle is not None else 1 << 16)
+        left = fault.body_bytes if fault.body_bytes is not None else 1 << 40
+        try:
+            while left > 0:
+                piece = chunk[:left]
+                await response.write(piece)
+                self.streamed_bytes += len(piece)
+                left -= len(piece)
+                await asyncio.sleep(fault.trickle or 0)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client hung up: what a bounded client does
+        return response
 
     async def _held_write(self, fault: Fault,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-                          request: web.Request) -> None:
+                          request: web.Request) -> web.StreamResponse | None:
         if fault.hold is not None:
             await fault.hold.wait()
         if fault.apply_anyway:  # the write happens; only the answer goes wrong
-            await handler(request)
+            return await handler(request)
+        return None
 
-    def _background(self, work: Awaitable[None]) -> asyncio.Task[None]:
+    def _background(self, work: Awaitable[T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -189,13 +234,18 @@ class FakeGitHub:
             "url": f"https://api.github.com/repos/{self.repo}/issues/{number}",
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        issue["updated_at"] = issue["created_at"]
+        if self.drop_labels:
+            issue["labels"] = []
         self.issues.append(issue)
         return web.json_response(issue, status=201)
 
     async def _list_issues(self, request: web.Request) -> web.Response:
         label = request.query.get("labels")
+        since = request.query.get("since")  # GitHub: updated at or after
         found = [i for i in self.issues
-                 if label is None or label in {lb["name"] for lb in i["labels"]}]
+                 if (label is None or label in {lb["name"] for lb in i["labels"]})
+                 and (since is None or i.get("updated_at", i["created_at"]) >= since)]
         if request.query.get("direction", "desc") == "desc":
             found = list(reversed(found))
         return self._page(request, found)
@@ -242,8 +292,10 @@ class FakeGitHub:
         page = int(request.query.get("page", "1"))
         chunk = items[(page - 1) * per_page: page * per_page]
         headers = {}
-        if page * per_page < len(items):
+        if page * per_page < len(items) or self.endless_pages:
             url = request.url.update_query(page=str(page + 1))
+            if self.next_host is not None:
+                url = url.with_host(self.next_host)
             headers["Link"] = f'<{url}>; rel="next"'
         return web.json_response(chunk, headers=headers)
 
@@ -261,3 +313,45 @@ def _endpoint_of(request: web.Request) -> str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"message": message}, status=status, headers=headers)
+
+
+# Retry timings shrunk for tests: the rules stay, the waits are short.
+FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
+                   request_timeout=1.0)
+
+
+class Service:
+    """The real app with the real GitHub sink, against the fake."""
+
+    def __init__(self, client: TestClient[Any, Any], settings: Settings,
+                 metrics: Metrics) -> None:
+        self.client, self.settings, self.metrics = client, settings, metrics
+
+    @property
+    def log(self) -> Path:
+        return self.settings.event_log
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        return records_of(self.log, kind)
+
+    async def alert(self, event_id: str, **fields: Any) -> int:
+        response = await post_signed(self.client, alert_body(event_id=event_id, **fields))
+        assert response.status == 202
+        seq: int = (await response.json())["seq"]
+        return seq
+
+
+async def start_service_against(github: FakeGitHub, aiohttp_client: Any, settings: Settings,
+                                clock: FakeClock | None = None, retry: RetryPolicy = FAST,
+                                **overrides: Any) -> Service:
+    """The real app on loopback, posting to ``github`` through the real GitHub sink."""
+    settings = replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
+                                    "github_api_url": github.base_url, "dry_run": False,
+                                    **overrides})
+    clock = clock or FakeClock(datetime.now(UTC))
+    metrics = Metrics()
+    sink = GitHubSink(settings, clock, metrics, retry)
+    app = create_app(settings, clock=clock, sink=sink, metrics=metrics)
+    client = await aiohttp_client(app)
+    await wait_ready(client)
+    return Service(client, settings, metrics)

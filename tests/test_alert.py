@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from obsv.core.alert import InvalidPayload, alert_from_delivery, level_rank, validate_delivery
+from obsv.settings import Settings
 
-from .conftest import alert_body, sample
+from .conftest import ClientFactory, alert_body, post_signed, sample
 
 
 def event_of(**fields: Any) -> dict[str, Any]:
@@ -137,3 +138,42 @@ def test_validation_names_fields(body: object, resource: str | None, missing: li
         validate_delivery(resource, body)
     assert caught.value.missing == missing
     assert caught.value.invalid == invalid
+
+
+# An id longer than this bound is refused at the door (docs/reference.md §3 step 4): it
+# becomes a marker in GitHub and a file name in the outbox, and no Sentry id is close.
+LONG = 129
+
+
+@pytest.mark.parametrize("fields", [
+    {"issue_id": "x" * LONG},
+    {"issue_id": int("9" * 19), "hashes": ["h" * LONG]},  # a long hash is fine unused
+    {"issue_id": None, "issue_url": f"https://sentry.io/api/0/issues/{'1' * LONG}/"},
+    {"issue_id": None, "issue_url": None,
+     "web_url": f"https://sentry.io/organizations/o/issues/{'7' * LONG}/"},
+    {"issue_id": None, "issue_url": None, "web_url": None, "hashes": ["漢" * LONG]},
+], ids=["issue_id", "unused-hash", "issue_url", "web_url", "first-hash"])
+def test_a_too_long_sentry_issue_id_is_invalid(fields: dict[str, Any]) -> None:
+    body = event_of(**fields)
+    if fields.get("issue_id") is not None and len(str(fields["issue_id"])) < LONG:
+        assert alert_from_delivery(body).sentry_issue_id == str(fields["issue_id"])
+        return
+    with pytest.raises(InvalidPayload) as caught:
+        alert_from_delivery(body)
+    assert (caught.value.missing, caught.value.invalid) == ([], ["data.event.issue_id"])
+
+
+def test_an_id_at_the_bound_is_accepted() -> None:
+    body = event_of(issue_id=None, issue_url=None, web_url=None, hashes=["漢" * (LONG - 1)])
+    assert alert_from_delivery(body).sentry_issue_id == "漢" * (LONG - 1)
+
+
+async def test_a_too_long_id_is_422_and_nothing_is_recorded(make_client: ClientFactory,
+                                                            settings: Settings) -> None:
+    client = await make_client()
+    before = settings.event_log.read_bytes()
+    response = await post_signed(client, event_of(issue_id="x" * LONG))
+    assert response.status == 422
+    assert await response.json() == {"error": "invalid_payload", "missing": [],
+                                      "invalid": ["data.event.issue_id"]}
+    assert settings.event_log.read_bytes() == before

@@ -13,20 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from obsv.github import GitHubSink, RetryPolicy
-from obsv.metrics import Metrics
-from obsv.server import create_app
 from obsv.settings import Settings
 
-from .conftest import FakeClock, alert_body, post_signed, records_of, wait_ready, wait_until
-from .fakes import FakeGitHub, Fault
-
-FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
-                   request_timeout=1.0)
+from .conftest import FakeClock, post_signed, wait_until
+from .fakes import FAST, FakeGitHub, Fault, Service, start_service_against
 
 
 @pytest.fixture
@@ -38,44 +31,9 @@ async def github() -> AsyncIterator[FakeGitHub]:
 
 
 @pytest.fixture
-def gh_settings(settings: Settings, github: FakeGitHub) -> Settings:
-    return replace(settings, github_token="test-token", github_repo="acme/shop",
-                   github_api_url=github.base_url, dry_run=False)
-
-
-class Service:
-    """The real app with the real GitHub sink, against the fake."""
-
-    def __init__(self, client: TestClient[Any, Any], settings: Settings,
-                 metrics: Metrics) -> None:
-        self.client, self.settings, self.metrics = client, settings, metrics
-
-    @property
-    def log(self) -> Path:
-        return self.settings.event_log
-
-    def records(self, kind: str) -> list[dict[str, Any]]:
-        return records_of(self.log, kind)
-
-    async def alert(self, event_id: str, **fields: Any) -> int:
-        response = await post_signed(self.client, alert_body(event_id=event_id, **fields))
-        assert response.status == 202
-        seq: int = (await response.json())["seq"]
-        return seq
-
-
-@pytest.fixture
-def start_service(aiohttp_client: Any, gh_settings: Settings) -> Any:
-    async def start(clock: FakeClock | None = None, retry: RetryPolicy = FAST,
-                    **overrides: Any) -> Service:
-        settings = replace(gh_settings, **overrides)
-        clock = clock or FakeClock(datetime.now(UTC))
-        metrics = Metrics()
-        sink = GitHubSink(settings, clock, metrics, retry)
-        app = create_app(settings, clock=clock, sink=sink, metrics=metrics)
-        client = await aiohttp_client(app)
-        await wait_ready(client)
-        return Service(client, settings, metrics)
+def start_service(aiohttp_client: Any, settings: Settings, github: FakeGitHub) -> Any:
+    async def start(**options: Any) -> Service:
+        return await start_service_against(github, aiohttp_client, settings, **options)
     return start
 
 
@@ -256,7 +214,7 @@ async def test_github_down_longer_than_a_round_then_back(start_service: Any,
     assert len(github.issues) == 1
 
 
-async def test_nothing_listening_is_retryable(start_service: Any, gh_settings: Settings) -> None:
+async def test_nothing_listening_is_retryable(start_service: Any) -> None:
     from .process import free_port
 
     service = await start_service(github_api_url=f"http://127.0.0.1:{free_port()}")

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from obsv.core.alert import alert_from_delivery
+from obsv.core.alert import InvalidPayload, alert_from_delivery
 from obsv.core.events import AlertDecided, Suppressed
 from obsv.core.render import (
     BODY_MAX,
     TITLE_MAX,
     marker_for,
     mask_secrets,
+    parse_marker,
     render_comment,
     render_issue,
 )
@@ -105,7 +106,7 @@ def outside_code(text: str) -> str:
     """The body with code (fenced blocks and inline spans) and our own marker removed."""
     text = re.sub(r"```text\n.*?\n```", "", text, flags=re.S)
     text = re.sub(r"`[^`\n]*`", "", text)
-    return re.sub(r"<!-- obsv:[a-z-]+=[A-Za-z0-9._-]+ -->", "", text)
+    return re.sub(r"<!-- obsv:[a-z-]+=[A-Za-z0-9._%-]+ -->", "", text)
 
 
 def assert_inert(title: str, text: str) -> None:
@@ -230,3 +231,150 @@ def test_any_event_renders_inert_and_bounded(title: str, culprit: str, value: st
     assert len(text) <= BODY_MAX
     assert text.count(marker_for("1117540176")) == 1
     assert_inert(title_out, text)
+
+
+# -- the marker: one per Sentry issue, never another's, always a valid comment ------
+
+def marker_id(marker: str) -> str:
+    assert marker.startswith("<!-- obsv:sentry-issue=") and marker.endswith(" -->"), marker
+    return marker[len("<!-- obsv:sentry-issue="):-len(" -->")]
+
+
+@pytest.mark.parametrize("ids", [
+    ("web/checkout", "web:checkout", "web_checkout", "web checkout"),
+    ("a" * 128 + "1", "a" * 128 + "2"),
+    ("a--b", "a-%2Db", "a-_b"),
+])
+def test_similar_ids_get_different_markers(ids: tuple[str, ...]) -> None:
+    assert len({marker_for(i) for i in ids}) == len(ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=150) | st.from_regex(r"[0-9a-f-]{1,40}", fullmatch=True),
+                unique=True, max_size=8))
+def test_markers_are_injective_and_valid_html_comments(ids: list[str]) -> None:
+    markers = [marker_for(i) for i in ids]
+    assert len(set(markers)) == len(ids)
+    for sentry_id, marker in zip(ids, markers, strict=True):
+        inside = marker[len("<!--"):-len("-->")]
+        assert "--" not in inside and ">" not in inside and "<" not in inside
+        assert "\n" not in marker and marker.isascii()
+        assert parse_marker(f"text {marker}\n") == sentry_id
+        # No marker is a prefix of another's text: a search for one never hits another.
+        assert not any(marker in other for other in markers if other != marker)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=2**63))
+def test_numeric_ids_keep_the_documented_marker(number: int) -> None:
+    assert marker_for(str(number)) == f"<!-- obsv:sentry-issue={number} -->"
+
+
+# -- rendering is total and bounded, whatever JSON sits wherever -------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=25)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value[:3]):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+# Every place in the documented sample, and the ones it lacks that the renderer reads.
+EVENT_PATHS = [
+    *_paths(sample("event_alert-triggered.json")["data"]["event"]),
+    ("breadcrumbs",), ("breadcrumbs", "values"), ("breadcrumbs", "values", 0),
+    ("breadcrumbs", "values", 0, "data"), ("breadcrumbs", "values", 0, "category"),
+    ("breadcrumbs", "values", 0, "timestamp"), ("breadcrumbs", "values", 0, "message"),
+    ("stacktrace",), ("stacktrace", "frames"), ("exception", "values", 0, "mechanism"),
+]
+
+
+def place(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    """Put ``value`` at ``path`` inside ``data.event``, making the containers on the way."""
+    body["data"]["event"] = _put(body["data"]["event"], path, value)
+
+
+def _put(node: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    step, rest = path[0], path[1:]
+    if isinstance(step, int):
+        node = node if isinstance(node, list) else []
+        while len(node) <= step:
+            node.append({})
+        node[step] = _put(node[step], rest, value)
+    else:
+        node = node if isinstance(node, dict) else {}
+        node[step] = _put(node.get(step), rest, value)
+    return node
+
+
+def render_everything(body: dict[str, Any]) -> None:
+    """Render issue and comment; assert the limits. Validation may refuse the body;
+    the renderer still has to cope with it (it renders from the stored raw body)."""
+    try:
+        alert = alert_from_delivery(body)
+    except InvalidPayload:
+        alert = alert_from_delivery(sample("event_alert-triggered.json"))
+    draft = render_issue(alert, body, LABELS)
+    assert "\n" not in draft.title and len(draft.title) <= TITLE_MAX
+    assert len(draft.body) <= BODY_MAX
+    assert draft.body.rstrip().endswith(draft.marker)
+    decision = AlertDecided(9, alert.sentry_issue_id, "k", "comment", "recurrence", None,
+                            Suppressed(2, None, None))
+    assert len(render_comment(alert, decision)) <= BODY_MAX
+
+
+@settings(max_examples=200, deadline=None)
+@given(placements=st.lists(st.tuples(st.sampled_from(EVENT_PATHS), json_values),
+                           min_size=1, max_size=4))
+def test_any_json_anywhere_in_the_event_renders(
+        placements: list[tuple[tuple[Any, ...], Any]]) -> None:
+    body = copy.deepcopy(sample("event_alert-triggered.json"))
+    for path, value in placements:
+        place(body, path, value)
+    render_everything(body)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value] if depth % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("path", [
+    ("breadcrumbs", "values", 0, "category"), ("breadcrumbs", "values", 0, "data", "x"),
+    ("breadcrumbs", "values", 0, "timestamp"), ("breadcrumbs", "values", 0, "message"),
+    ("exception", "values", 0, "value"), ("exception", "values", 0, "type"),
+    ("exception", "values", 0, "stacktrace", "frames", 0, "filename"),
+    ("exception", "values", 0, "stacktrace", "frames", 0, "lineno"),
+    ("release",), ("datetime",), ("tags",), ("request",),
+])
+@pytest.mark.parametrize("depth", [999, 1000])
+def test_a_thousand_levels_deep_anywhere_renders(path: tuple[Any, ...], depth: int) -> None:
+    body = copy.deepcopy(sample("event_alert-triggered.json"))
+    place(body, path, nested(depth))
+    render_everything(body)
+
+
+def test_a_breadcrumb_shows_nested_data_within_its_bound() -> None:
+    body = alert_body(breadcrumbs={"values": [
+        {"level": "info", "category": "db", "data": {"rows": [1, 2, {"a": None}], "ok": True,
+                                                     "deep": nested(50)}}]})
+    _, text = rendered(body)
+    line = text.split("### Breadcrumbs")[1].split("```text\n")[1].splitlines()[0]
+    assert line.startswith("info db rows=[1, 2, {'a': None}] ok=True deep=")
+    assert len(line) <= 160

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -16,6 +16,7 @@ from obsv.core.events import (
     AlertReceived,
     CommentPosted,
     Delivery,
+    IssueFailed,
     IssueOpened,
     LinkedIssue,
     Suppressed,
@@ -90,3 +91,25 @@ async def test_comment_is_posted_once_per_decision(harness: Harness) -> None:
     again = await harness.sink.post_comment(replace(job, attempts=1, maybe_sent=True))
     assert isinstance(again, CommentPosted) and again.comment_id == posted.comment_id
     assert harness.count_comments() == 1
+
+
+async def test_a_payload_that_cannot_be_rendered_fails_for_good(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The renderer is total (tests/test_render.py); this is the net below it, for a bug
+    # it may still have: the same payload would raise again, so retrying cannot help.
+    def broken(*_args: object, **_kwargs: object) -> NoReturn:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("obsv.sink.render_issue", broken)
+    monkeypatch.setattr("obsv.sink.render_comment", broken)
+    failed = await harness.sink.open_issue(OpenJob(7, AT, received(), ("agent:builder",), 0,
+                                                   False))
+    assert isinstance(failed, IssueFailed)
+    assert (failed.retryable, failed.next_attempt_at, failed.attempt) == (False, None, 1)
+    assert "RecursionError" in failed.error
+    decision = AlertDecided(9, "1117540176", "k", "comment", "recurrence", LinkedIssue(7, 1),
+                            Suppressed(2, AT, AT))
+    failed = await harness.sink.post_comment(CommentJob(9, AT, received("b" * 32), decision, 1,
+                                                        0, False))
+    assert isinstance(failed, IssueFailed) and failed.retryable is False
+    assert harness.count_issues() == 0 and harness.count_comments() == 0

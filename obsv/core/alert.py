@@ -8,6 +8,9 @@ Rules (docs/reference.md §3 step 4 and §5):
    never a 5xx: Sentry retries 5xx, and a bad payload will not get better.
 3. The Sentry issue id is ``issue_id``; older payloads lack it, then the number in
    ``issue_url`` or ``web_url`` (``/issues/<id>/``); else the first of ``hashes``.
+   Whichever it came from, an id longer than ``ISSUE_ID_MAX`` is invalid
+   (``data.event.issue_id``): the id becomes a GitHub marker and an outbox file
+   name, and no real Sentry id comes close (see ``ISSUE_ID_MAX``).
 4. The literal default fingerprint ``["{{ default }}"]`` is shared by unrelated
    errors, so it is never a key by itself (see ``fingerprint_key``).
 """
@@ -29,6 +32,11 @@ _ISSUE_NUMBER_IN_URL = re.compile(r"/issues/(\d+)(?:/|$|\?)")
 _DEFAULT_VARIABLE = re.compile(r"^\{\{\s*default\s*\}\}$")
 
 EVENT_ALERT = "event_alert"
+# Sentry issue ids are 64-bit integers (at most 20 digits) and grouping hashes are 32
+# hex characters; 128 leaves room for other relays' ids while keeping markers, outbox
+# names and log lines small. Refused at the door (422), since a longer id will never
+# get better, rather than failing later where only a retry loop would notice.
+ISSUE_ID_MAX = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +123,12 @@ def _check_event_fields(event: Mapping[str, Any], problem: InvalidPayload) -> No
         value = event.get(name)
         if value is not None and not check(value):
             problem.invalid.append(f"data.event.{name}")
-    if not problem.invalid and _sentry_issue_id(event) is None:
-        problem.missing.append("data.event.issue_id")
+    if not problem.invalid:
+        sentry_issue_id = _sentry_issue_id(event)
+        if sentry_issue_id is None:
+            problem.missing.append("data.event.issue_id")
+        elif len(sentry_issue_id) > ISSUE_ID_MAX:
+            problem.invalid.append("data.event.issue_id")
 
 
 def _is_nonempty_str(value: object) -> bool:

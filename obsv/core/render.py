@@ -12,11 +12,22 @@ Rules (docs/reference.md §6):
    removed, and control characters dropped.
 4. The body is at most 65,536 characters, cut at a section boundary with a note;
    the hidden marker ``<!-- obsv:sentry-issue=<id> -->`` always ends it, once.
+5. The marker is injective: two Sentry issue ids never share one, so reconciliation
+   never adopts another issue's post. Letters, digits, ``.``, ``_`` and a lone ``-``
+   stand for themselves (a numeric id keeps exactly the documented marker, and every
+   marker obsv wrote before for such ids is still found); every other character,
+   ``%`` itself and the second ``-`` of a pair are percent-encoded (UTF-8). So the
+   comment never holds ``--``, ``<`` or ``>``, and ``parse_marker`` gets the id back.
+6. Rendering is total and bounded: nested event data is never turned into text by
+   ``str()`` (a breadcrumb nested a thousand levels deep would raise RecursionError,
+   and a payload that raises is retried forever), only by ``flat``, which stops at a
+   depth and a length.
 """
 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +43,7 @@ BREADCRUMBS_SHOWN = 8
 BREADCRUMB_MAX = 160
 VALUE_MAX = 2_000
 TAGS_SHOWN = 60
+FLAT_DEPTH = 4  # nesting shown by ``flat``; deeper containers become an ellipsis
 _ZWSP = "\u200b"
 _TRUNCATION_NOTE = "\n\n> Some sections were left out to stay within GitHub's size limit; " \
                    "see the full event in Sentry.\n"
@@ -39,7 +51,8 @@ _TRUNCATION_NOTE = "\n\n> Some sections were left out to stay within GitHub's si
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _LIVE = re.compile(r"(@|#(?=\d)|\bGH-(?=\d))", re.IGNORECASE)
 _COMMENT_DELIMITERS = re.compile(r"<!--|-->|--!>")
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+_MARKER_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
+_MARKER = re.compile(r"<!-- obsv:sentry-issue=([A-Za-z0-9._%-]*) -->")
 
 # Secrets in breadcrumbs: header values, key=value pairs, JSON pairs, URL userinfo.
 _SECRET_PATTERNS = (
@@ -66,8 +79,24 @@ class IssueDraft:
 
 
 def marker_for(sentry_issue_id: str) -> str:
-    """The hidden marker that ties a GitHub issue to its Sentry issue."""
-    return f"<!-- obsv:sentry-issue={_SAFE_ID.sub('_', sentry_issue_id)[:128]} -->"
+    """The hidden marker that ties a GitHub issue to its Sentry issue (rule 5)."""
+    encoded: list[str] = []
+    previous = ""
+    for char in sentry_issue_id:
+        if char in _MARKER_PLAIN or (char == "-" and previous != "-"):
+            encoded.append(char)
+        else:
+            encoded.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        previous = char
+    return f"<!-- obsv:sentry-issue={''.join(encoded)} -->"
+
+
+def parse_marker(text: str) -> str | None:
+    """The Sentry issue id of the first obsv marker in ``text`` (an issue body), if any."""
+    found = _MARKER.search(text)
+    if found is None:
+        return None
+    return urllib.parse.unquote(found.group(1), errors="surrogatepass")
 
 
 def comment_marker_for(alert_seq: int) -> str:
@@ -90,9 +119,65 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
+def flat(value: object, limit: int, depth: int = FLAT_DEPTH) -> str:
+    """Any JSON value as text of at most ``limit`` characters (rule 6): strings as they
+    are, containers like Python shows them, nesting below ``depth`` as ``…``. The work
+    stops once ``limit`` is reached, so a value of any size or depth costs little."""
+    out: list[str] = []
+    _flat_into(value, depth, out, [limit + 1])
+    return clip("".join(out), limit)
+
+
+def _flat_into(value: object, depth: int, out: list[str], budget: list[int],
+               quoted: bool = False) -> None:
+    """Append ``value`` to ``out`` while ``budget[0]`` (characters still wanted) lasts."""
+    if budget[0] <= 0:
+        return
+    if isinstance(value, str):
+        text = repr(value[:budget[0]]) if quoted else value[:budget[0]]
+    elif isinstance(value, bool) or value is None or isinstance(value, float):
+        text = str(value)
+    elif isinstance(value, int):  # str() of a huge int raises (sys.int_info digits limit)
+        text = str(value) if value.bit_length() <= 256 else f"<{value.bit_length()}-bit number>"
+    elif isinstance(value, list | tuple | dict):
+        _flat_container(value, depth, out, budget)
+        return
+    else:
+        text = f"<{type(value).__name__}>"
+    out.append(text)
+    budget[0] -= len(text)
+
+
+def _flat_container(value: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int,
+                    out: list[str], budget: list[int]) -> None:
+    opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+    if depth <= 0:
+        text = opening + "…" + closing if value else opening + closing
+        out.append(text)
+        budget[0] -= len(text)
+        return
+    out.append(opening)
+    budget[0] -= 1
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for index, (key, item) in enumerate(items):
+        if budget[0] <= 0:
+            return
+        if index:
+            out.append(", ")
+            budget[0] -= 2
+        if isinstance(value, dict):
+            _flat_into(key, 0, out, budget, quoted=True)
+            out.append(": ")
+            budget[0] -= 2
+        _flat_into(item, depth - 1, out, budget, quoted=True)
+    out.append(closing)
+    budget[0] -= 1
+
+
 def code(value: object, limit: int = 300) -> str:
     """One untrusted value as inline code on one line."""
-    text = clip(" ".join(defuse(str(value)).split()), limit)
+    # Whitespace runs collapse below, so more than ``limit`` characters are read first.
+    text = clip(" ".join(defuse(flat(value, 4 * limit + 64)).split()), limit)
     return "`" + (text.replace("`", "\u02cb") or " ") + "`"
 
 
@@ -268,13 +353,31 @@ def mask_secrets(text: str) -> str:
 
 
 def _breadcrumb_line(crumb: Mapping[str, Any]) -> str:
-    parts = [str(crumb.get(key)) for key in ("timestamp", "level", "category")
+    # Read a few times the shown length (whitespace collapses; secrets get masked whole
+    # within that window), and never more: masking costs time per character.
+    window = 4 * BREADCRUMB_MAX
+    parts = [flat(crumb.get(key), window) for key in ("timestamp", "level", "category")
              if crumb.get(key) is not None]
     message = crumb.get("message")
-    if not isinstance(message, str) or not message:
+    if isinstance(message, str) and message:
+        message = message[:window]
+    else:
         data = crumb.get("data")
-        message = " ".join(f"{k}={v}" for k, v in data.items()) if isinstance(data, dict) else ""
+        message = _pairs(data, window) if isinstance(data, dict) else ""
     return clip(" ".join(mask_secrets(" ".join([*parts, message])).split()), BREADCRUMB_MAX)
+
+
+def _pairs(data: Mapping[Any, Any], limit: int) -> str:
+    """``key=value`` pairs of a breadcrumb's data, at most about ``limit`` characters."""
+    pairs: list[str] = []
+    used = 0
+    for key, value in data.items():
+        if used >= limit:
+            break
+        pair = f"{flat(key, limit)}={flat(value, limit)}"
+        pairs.append(pair)
+        used += len(pair) + 1
+    return " ".join(pairs)
 
 
 def _breadcrumbs(event: Mapping[str, Any]) -> str | None:
