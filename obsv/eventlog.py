@@ -5,7 +5,8 @@ Rules:
    ever rewritten in place; the file only grows (or is cut back to a line boundary
    after a failed write, below).
 2. ``seq`` is contiguous from 1 and ``at`` never goes backwards: the writer assigns
-   both, taking ``max(clock(), last at)`` so a clock step back cannot reorder time.
+   both, one ``at`` per batch from the clock it is given (the service gives it the
+   trusted clock of obsv/clock.py), never below the last ``at``.
 3. Group commit: appends queue up while a write + fsync is in flight and the next
    batch goes out as one ``write`` and one ``fdatasync``. Every caller's future
    resolves only after the fsync that covers its record, so a 202 means durable.
@@ -32,11 +33,12 @@ from pathlib import Path
 
 import orjson
 
+from obsv.clock import Clock as Clock  # re-exported: the shells import it from here
+from obsv.clock import utc_now as utc_now
 from obsv.core.codec import CodecError, decode, encode
 from obsv.core.events import Envelope, Event
 from obsv.files import write_private
 
-Clock = Callable[[], datetime]
 Listener = Callable[[Sequence[Envelope]], None]
 
 _FILE_MODE = 0o600
@@ -68,11 +70,6 @@ class TornTail:
 
     side_file: Path
     size: int
-
-
-def utc_now() -> datetime:
-    """The wall clock, in UTC: the default ``Clock`` of the writer."""
-    return datetime.now(UTC)
 
 
 def decode_line(line: bytes) -> Envelope:
@@ -164,6 +161,11 @@ class EventLog:
     def last_seq(self) -> int:
         """The ``seq`` of the last durable record (0 for an empty log)."""
         return self._last_seq
+
+    @property
+    def last_at(self) -> datetime:
+        """The ``at`` of the last durable record (the epoch for an empty log)."""
+        return self._last_at
 
     @property
     def size(self) -> int:

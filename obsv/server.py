@@ -10,8 +10,9 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from obsv.clock import Clock, TrustedClock, utc_now
 from obsv.consumer import Consumer
-from obsv.eventlog import Clock, EventLog, utc_now
+from obsv.eventlog import EventLog
 from obsv.ingress import Receiver
 from obsv.metrics import Metrics
 from obsv.settings import Settings
@@ -20,7 +21,7 @@ from obsv.sink import DryRunSink, Sink
 log = structlog.get_logger("obsv.server")
 
 SETTINGS = web.AppKey("settings", Settings)
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+CLOCK = web.AppKey("clock", TrustedClock)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTLOG = web.AppKey("eventlog", EventLog)
 RECEIVER = web.AppKey("receiver", Receiver)
@@ -47,6 +48,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
                metrics: Metrics | None = None) -> web.Application:
     """The obsv web application; nothing is opened until it starts.
 
+    ``clock`` is the wall clock; everything in the app reads the time through one
+    ``TrustedClock`` over it (obsv/clock.py), which pairs it with ``clock.monotonic()``
+    when it has one (the tests' ``FakeClock``), else with ``time.monotonic``.
     ``sink`` defaults to what the settings choose: the dry-run outbox, or GitHub.
     A sink passed in should count into the same ``metrics``.
     """
@@ -54,9 +58,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     # aiohttp's own cap is set just above it so it never answers first.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
-    app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
-    app[SINK] = sink if sink is not None else default_sink(settings, clock, app[METRICS])
+    app[CLOCK] = TrustedClock(clock, metrics=app[METRICS])
+    app[SINK] = sink if sink is not None else default_sink(settings, app[CLOCK], app[METRICS])
     app.cleanup_ctx.append(_sink_ctx)
     app.cleanup_ctx.append(_eventlog_ctx)
     app.cleanup_ctx.append(_consumer_ctx)
@@ -70,6 +74,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
 async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     eventlog = EventLog.open(settings.event_log, app[CLOCK])
+    app[CLOCK].not_before(eventlog.last_at)
     if eventlog.torn is not None:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
