@@ -121,7 +121,7 @@ class Consumer:
     def _restore(self) -> State:
         loaded = self._snapshots.load()
         state, offset = loaded if loaded else (State(), 0)
-        for _, envelope in read_records(self._log.path, offset):
+        for _, envelope in read_records(self._log.path, offset, first_seq=state.last_seq + 1):
             apply(state, envelope)
         self._snapshot_seq = loaded[0].last_seq if loaded else 0
         log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),

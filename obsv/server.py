@@ -75,6 +75,10 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     eventlog = EventLog.open(settings.event_log, app[CLOCK])
     app[CLOCK].not_before(eventlog.last_at)
+    if eventlog.mode & 0o077:
+        # Not chmod'ed: the file may be shared on purpose, and may not be obsv's to change.
+        log.warning("log.mode_too_wide", path=str(eventlog.path), mode=oct(eventlog.mode),
+                    fix=f"chmod 600 {eventlog.path}: it holds alert contents")
     if eventlog.torn is not None:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
