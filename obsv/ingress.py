@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +45,11 @@ class Receiver:
     """Turns one webhook request into one durable record, or a clear rejection."""
 
     def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog,
-                 metrics: Metrics, accepting: Callable[[], bool] = lambda: True) -> None:
+                 metrics: Metrics) -> None:
         self._secret = secret
         self._max_body = max_body_bytes
         self._log = eventlog
         self._metrics = metrics
-        self._accepting = accepting
 
     async def handle(self, request: web.Request) -> web.Response:
         """The whole of ``POST /webhooks/sentry``."""
@@ -84,10 +83,6 @@ class Receiver:
             signature=signature,
         )
         event = to_event(delivery, body, text)
-        if not self._accepting():
-            # Still folding the log: an append now would be folded twice. Sentry
-            # retries a 503, by which time the service is ready.
-            raise Rejected(503, {"error": "starting"})
         started = time.perf_counter()
         try:
             envelope = await self._log.append(event)

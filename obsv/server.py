@@ -84,8 +84,10 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
     eventlog.start()
     app[EVENTLOG] = eventlog
+    # Deliveries are accepted from here on, while the consumer still folds the log:
+    # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
-                             eventlog, app[METRICS], accepting=lambda: _consumer_ready(app))
+                             eventlog, app[METRICS])
     yield
     await eventlog.close()
 
@@ -104,11 +106,6 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await app[STARTUP]
     await consumer.stop()
-
-
-def _consumer_ready(app: web.Application) -> bool:
-    consumer = app.get(CONSUMER)
-    return consumer is not None and consumer.ready
 
 
 async def _sentry_webhook(request: web.Request) -> web.Response:
@@ -140,7 +137,8 @@ def readiness_problems(app: web.Application) -> list[str]:
             and startup.exception() is not None):
         problems.append(f"consumer failed to start: {startup.exception()}")
     elif consumer is None or not consumer.ready:
-        problems.append("folding the event log (starting)")
+        # Deliveries are accepted meanwhile; decisions are not caught up yet.
+        problems.append("folding the event log (starting): decisions not caught up")
     elif not consumer.running:
         problems.append("consumer not running")
     return problems
