@@ -87,7 +87,9 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     # Deliveries are accepted from here on, while the consumer still folds the log:
     # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
-                             eventlog, app[METRICS])
+                             eventlog, app[METRICS], remembers=lambda event_id, margin: (
+                                 (consumer := app.get(CONSUMER)) is not None
+                                 and consumer.remembers(event_id, margin)))
     yield
     await eventlog.close()
 

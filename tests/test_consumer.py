@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -231,6 +232,14 @@ async def test_replay_filters_and_current_policy(make_client: ClientFactory, set
     assert main(["replay", str(settings.event_log), "--verify", "--policy", "current"]) == 1
 
 
+def sealed(header: dict[str, Any], rows: list[Any]) -> bytes:
+    """A snapshot file with a trailer that matches its rows (obsv/snapshots.py rule 2)."""
+    lines = [json.dumps(value, separators=(",", ":")).encode() + b"\n"
+             for value in [header, *rows]]
+    digest = hashlib.sha256(b"".join(lines)).hexdigest()
+    return b"".join(lines) + json.dumps({"rows": len(rows), "sha256": digest}).encode() + b"\n"
+
+
 @pytest.mark.parametrize("damage", ["garbage", "wrong_offset", "other_log"])
 async def test_a_snapshot_that_does_not_match_is_ignored(
         make_client: ClientFactory, settings: Settings, damage: str) -> None:
@@ -240,19 +249,24 @@ async def test_a_snapshot_that_does_not_match_is_ignored(
     await wait_until(lambda: len(records_of(log, "issue.opened")) == 1)
     await client.close()
     snapshot = log.with_name(log.name + ".snapshot")
-    lines = snapshot.read_bytes().split(b"\n", 1)
+    header, *rows, _ = (json.loads(line) for line in snapshot.read_bytes().splitlines())
     if damage == "garbage":
         snapshot.write_bytes(b"\x00not json\n")
-    elif damage == "wrong_offset":
-        snapshot.write_bytes(b'{"offset": 17}\n' + lines[1])
-    else:  # a snapshot of a longer log: its seq is not where its offset points
-        snapshot.write_bytes(lines[0] + b"\n" + lines[1].replace(b'["v",3,', b'["v",3,9', 1))
+    elif damage == "wrong_offset":  # whole, but its offset is not where its seq ends
+        snapshot.write_bytes(sealed({**header, "offset": 17}, rows))
+    else:  # whole, but of a longer log: its seq is not where its offset points
+        rows[0][2] += 9
+        snapshot.write_bytes(sealed(header, rows))
     before = len(read_log(log))
 
-    client = await make_client(cooldown_seconds=3600)
-    seq = await send(client, "b" * 32)
-    await wait_until(lambda: seq in decided(log))
-    await client.close()
+    with capture_logs() as logs:
+        client = await make_client(cooldown_seconds=3600)
+        seq = await send(client, "b" * 32)
+        await wait_until(lambda: seq in decided(log))
+        await client.close()
+    [ignored] = [e for e in logs if e["event"] == "snapshot.ignored"]
+    assert ignored["reason"].startswith("JSONDecodeError" if damage == "garbage" else
+                                        "does not match the log")
     assert decided(log)[seq] == ("suppress", "cooldown")  # the fold still knew the issue
     assert len(read_log(log)) == before + 2
     assert main(["replay", str(log), "--verify"]) == 0
