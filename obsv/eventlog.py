@@ -20,10 +20,11 @@ Rules:
    a ``seq`` out of turn: open checks that the last few records run on by one (a
    copied old line at the end would make new records reuse seqs), and the consumer's
    fold checks every record it reads (``read_records(first_seq=...)``).
-7. The log is a regular file reached without following a symlink, and obsv changes
-   the mode only of a file it creates: a log path pointing at ``/dev/null`` or at
-   another program's file is refused (``LogPathRefused``), never chmod'ed. An
-   existing log with a wider mode than 0600 is reported (``mode``), left as it is.
+7. The log is a regular file reached without following a symlink: a log path that
+   is a link (to ``/dev/null``, to another program's file) or a device, FIFO or
+   directory is refused (``LogPathRefused``, before anything is written). obsv
+   never chmods: a missing log is created 0600, and an existing one with a wider
+   mode is reported (``mode``) and left as it is, as it may not be obsv's to change.
 8. Open costs O(tail), whatever the tail holds: the last newline is found by
    scanning back in fixed chunks, and a torn tail is copied aside in bounded chunks.
 """

@@ -114,9 +114,10 @@ class Receiver:
 class StoredBodies:
     """Which event ids this process stored a whole body for, and with which signature.
 
-    Sentry redelivers a failed delivery byte for byte (a new ``Request-ID``, the same
-    body and so the same signature); storing each copy whole let one 1 MB alert sent
-    200 times fill 200 MB. A delivery whose event id and signature match a body
+    A redelivery (a new ``Request-ID``) normally has the same bytes, and so the same
+    signature; the same signature means the same bytes. Storing each copy whole let
+    one 1 MB alert sent 200 times fill 200 MB. A delivery whose event id and signature
+    match a body
     stored earlier is recorded with ``raw: null`` and ``raw_sha256`` instead, but
     only while the consumer's fold still holds that event id for ``_MARGIN`` more
     (``remembers``): such a record is then surely decided ``duplicate``, so nothing
@@ -153,12 +154,12 @@ class StoredBodies:
         if event.raw is None:
             return
         now = time.monotonic()
+        self._signatures.pop(event.alert.event_id, None)
         while self._signatures and (len(self._signatures) >= self._capacity or
                                     now - next(iter(self._signatures.values()))[1]
                                     > self._window):
             self._signatures.popitem(last=False)
         self._signatures[event.alert.event_id] = (event.delivery.signature, now)
-        self._signatures.move_to_end(event.alert.event_id)
 
 
 def header(request: web.Request, name: str) -> str | None:

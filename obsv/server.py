@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -13,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from obsv.clock import Clock, TrustedClock, utc_now
 from obsv.consumer import Consumer
 from obsv.eventlog import EventLog
-from obsv.ingress import Receiver
+from obsv.ingress import Receiver, Remembers
 from obsv.metrics import Metrics
 from obsv.settings import Settings
 from obsv.sink import DryRunSink, Sink
@@ -87,9 +88,7 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     # Deliveries are accepted from here on, while the consumer still folds the log:
     # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
-                             eventlog, app[METRICS], remembers=lambda event_id, margin: (
-                                 (consumer := app.get(CONSUMER)) is not None
-                                 and consumer.remembers(event_id, margin)))
+                             eventlog, app[METRICS], remembers=_fold_remembers(app))
     yield
     await eventlog.close()
 
@@ -108,6 +107,15 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await app[STARTUP]
     await consumer.stop()
+
+
+def _fold_remembers(app: web.Application) -> Remembers:
+    """The receiver may store a redelivery by hash only when the running consumer's
+    fold still holds its event id (obsv/ingress.py ``StoredBodies``)."""
+    def remembers(event_id: str, margin: timedelta) -> bool:
+        consumer = app.get(CONSUMER)
+        return consumer is not None and consumer.remembers(event_id, margin)
+    return remembers
 
 
 async def _sentry_webhook(request: web.Request) -> web.Response:

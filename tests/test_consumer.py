@@ -201,6 +201,7 @@ async def test_why_explains_one_issue(make_client: ClientFactory, settings: Sett
     await send(client, "a" * 32)
     await send(client, "b" * 32)
     await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await wait_until(lambda: len(decided(settings.event_log)) == 2)  # both recorded
     await client.close()
     capsys.readouterr()
     assert main(["why", "1117540176", "--log", str(settings.event_log)]) == 0
