@@ -5,11 +5,18 @@ Rules:
    fold itself is ``obsv.core.policy.apply``. There is no race to lock.
 2. Side effects follow records: the sink only sees an intent once its
    ``alert.decided`` record is fsync'd, and its outcome is the next record.
-3. Start: load the snapshot if it matches the log, fold the rest, record the policy
-   if it changed (``config.applied``), record decisions derived but not yet
-   recorded, and only then report ready. Nothing already decided is decided again:
-   a decision is a pure function of the records before it.
-4. Posting is one request at a time, in ``alert_seq`` order, never blocking the
+3. Start: the consumer follows the log from the moment it is made: its listener is
+   registered and the log's size and last seq are noted in one synchronous step.
+   The fold reads exactly the records up to that size (from the snapshot, if one is
+   usable: obsv/snapshots.py), checking every seq runs on by one; the listener has
+   queued every later record. So the receiver appends from the moment the log is
+   open, during the fold, and no record is folded twice or missed.
+4. Then: record the policy if it changed (``config.applied``), record decisions
+   derived but not yet recorded, and only then report ready (``/readyz``). Nothing
+   already decided is decided again: a decision is a pure function of the records
+   before it. Alerts that arrived during the fold come before that
+   ``config.applied`` and are decided by the policy recorded before them.
+5. Posting is one request at a time, in ``alert_seq`` order, never blocking the
    deciding; a failed round waits until its ``next_attempt_at`` while others go on.
 """
 
@@ -17,15 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
-import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
+from datetime import datetime, timedelta
 
-import orjson
 import structlog
 
 from obsv.core.events import (
@@ -37,18 +39,23 @@ from obsv.core.events import (
     IssueOpened,
     Policy,
 )
-from obsv.core.policy import Intent, State, apply, orphaned_comments, ready_intents
-from obsv.core.snapshot import snapshot_rows, state_from_rows
-from obsv.eventlog import Clock, EventLog, LogWriteError, decode_line, read_records
-from obsv.files import write_private
+from obsv.core.policy import (
+    EVENT_ID_WINDOW,
+    Intent,
+    State,
+    apply,
+    orphaned_comments,
+    ready_intents,
+)
+from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
 from obsv.metrics import Metrics
 from obsv.sink import CommentJob, OpenJob, Sink, retry_time
+from obsv.snapshots import Snapshots
 
 log = structlog.get_logger("obsv.consumer")
 
 _RETRY_APPEND_SECONDS = 1.0
 _MAX_RETRY_NAP = 1.0
-_MIN_SNAPSHOT_INTERVAL = 10.0
 
 
 class Consumer:
@@ -61,11 +68,7 @@ class Consumer:
         self._policy = policy
         self._clock = clock
         self._metrics = metrics
-        self._snapshots = SnapshotFile(eventlog.path)
-        self._snapshot_every = snapshot_every
-        self._snapshot_seq = 0
-        self._snapshot_at = float("-inf")
-        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshots = Snapshots(eventlog, metrics, snapshot_every)
         self.state = State()
         self._inbox: deque[Envelope] = deque()
         self._wake = asyncio.Event()
@@ -77,23 +80,30 @@ class Consumer:
         # Intents this process has handed to the sink without a recorded outcome
         # (the outcome's append failed): a new attempt must look before posting.
         self._attempted: set[int] = set()
+        self.caught_up = False  # the fold has reached the records the listener queued
         self.ready = False
+        # Rule 3, in one synchronous step: what the fold reads, and what the
+        # listener queues from now on.
+        self._fold_end, self._fold_seq = eventlog.size, eventlog.last_seq
+        eventlog.add_listener(self._on_records)
 
     @property
     def running(self) -> bool:
         """Started, and both tasks alive (``/readyz``)."""
         return self.ready and not any(task.done() for task in self._tasks)
 
-    async def start(self) -> None:
-        """Rule 3: restore, fold, record what is missing, then follow the log.
-
-        The fold runs on a worker thread so that ``/healthz`` answers meanwhile; the
-        receiver refuses deliveries (503) until ``ready``, so nothing is appended
-        while the file is being read.
-        """
-        self.state = await asyncio.get_running_loop().run_in_executor(None, self._restore)
+    async def catch_up(self) -> None:
+        """Rule 3: restore and fold the log as it was when this consumer was made (on a
+        worker thread, so the server answers meanwhile), then what came since."""
+        loop = asyncio.get_running_loop()
+        self.state = await loop.run_in_executor(None, self._restore)
         self._restarted = set(self.state.intents)
-        self._log.add_listener(self._on_records)
+        self.caught_up = True
+        self._drain_inbox()
+
+    async def start(self) -> None:
+        """Rules 3 and 4: catch up, record what is missing, then follow the log."""
+        await self.catch_up()
         if self.state.policy != self._policy:
             await self._log.append(ConfigApplied(self._policy))
         self._tasks = [asyncio.create_task(self._decide_loop(), name="obsv-decide"),
@@ -103,6 +113,14 @@ class Consumer:
         self.ready = True
         log.info("consumer.ready", last_seq=self.state.last_seq)
 
+    async def step(self) -> None:
+        """One round of deciding: fold the records that arrived, record the decisions
+        and failures still missing, start a snapshot if one is due, wake the poster."""
+        self._drain_inbox()
+        await self._record(self._missing_records())
+        self._snapshots.maybe_save(self.state)
+        self._poke.set()
+
     async def stop(self) -> None:
         """Stop both tasks and write a snapshot (clean shutdown)."""
         for task in self._tasks:
@@ -110,23 +128,34 @@ class Consumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._snapshot_task is not None:
-            await self._snapshot_task
         if self.ready:
             self._drain_inbox()
-            self._write_snapshot()
+        await self._snapshots.close(self.state if self.ready else None)
+
+    def remembers(self, event_id: str, margin: timedelta) -> bool:
+        """Whether the fold holds ``event_id`` as received and still will ``margin``
+        from now: a redelivery recorded without its body is then surely decided
+        ``duplicate`` (docs/reference.md §4, obsv/ingress.py)."""
+        if not self.ready:
+            return False
+        first = self.state.event_ids.get(event_id)
+        return first is not None and self._clock() - first < EVENT_ID_WINDOW - margin
 
     # -- restore ----------------------------------------------------------------
 
     def _restore(self) -> State:
-        loaded = self._snapshots.load()
+        loaded = self._snapshots.load(self._fold_end)
         state, offset = loaded if loaded else (State(), 0)
-        for _, envelope in read_records(self._log.path, offset):
+        for _, envelope in read_records(self._log.path, offset, self._fold_end,
+                                        first_seq=state.last_seq + 1):
             apply(state, envelope)
-        self._snapshot_seq = loaded[0].last_seq if loaded else 0
+        if state.last_seq != self._fold_seq:
+            raise LogCorrupt(self._log.path, None, self._fold_end,
+                             f"the fold ended at seq {state.last_seq}, the log at "
+                             f"{self._fold_seq}: was the file changed while obsv ran?")
         log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),
-                 snapshot_seq=self._snapshot_seq, pending_intents=len(state.intents),
-                 undecided=len(state.unrecorded))
+                 snapshot_seq=self._snapshots.seq, pending_intents=len(state.intents),
+                 undecided=len(state.unrecorded), arrived_meanwhile=len(self._inbox))
         return state
 
     # -- deciding ---------------------------------------------------------------
@@ -139,12 +168,11 @@ class Consumer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._drain_inbox()
-            await self._record(list(self._missing_records()))
-            self._maybe_snapshot()
-            self._poke.set()
+            await self.step()
 
     def _drain_inbox(self) -> None:
+        if not self.caught_up:  # rule 3: the fold owns the state until it is done
+            return
         while self._inbox:
             envelope = self._inbox.popleft()
             decision = apply(self.state, envelope)
@@ -195,48 +223,6 @@ class Consumer:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((seq, waiter))
         await waiter
-
-    # -- snapshots --------------------------------------------------------------
-
-    def _maybe_snapshot(self) -> None:
-        # Writing costs O(state); under a storm the record count alone would ask for
-        # one every second or two, so a snapshot also waits for a minimum interval.
-        if self._snapshot_task is not None and not self._snapshot_task.done():
-            return
-        if (self.state.last_seq - self._snapshot_seq >= self._snapshot_every
-                and time.monotonic() - self._snapshot_at >= _MIN_SNAPSHOT_INTERVAL):
-            self._snapshot_task = asyncio.create_task(self._snapshot_off_loop())
-
-    async def _snapshot_off_loop(self) -> None:
-        """Copy the state (containers only: links and intents are immutable) and write
-        it on a worker thread, so deliveries are not held up by serialising it."""
-        if self._consistent():
-            frozen, offset = self.state.copy(), self._log.size
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(None, self._save, frozen, offset):
-                self._saved(frozen.last_seq)
-
-    def _write_snapshot(self) -> None:
-        """Write a snapshot now, on this thread (at shutdown)."""
-        if self._consistent() and self._save(self.state, self._log.size):
-            self._saved(self.state.last_seq)
-
-    def _consistent(self) -> bool:
-        # Only a state that matches the log exactly is worth saving.
-        return self.state.last_seq == self._log.last_seq != 0
-
-    def _save(self, state: State, offset: int) -> bool:
-        try:
-            self._snapshots.save(state, offset)
-        except OSError as exc:
-            log.warning("snapshot.write_failed", error=str(exc))
-            return False
-        return True
-
-    def _saved(self, seq: int) -> None:
-        self._snapshot_seq = seq
-        self._snapshot_at = time.monotonic()
-        self._metrics.snapshot_seq.set(seq)
 
     # -- posting ----------------------------------------------------------------
 
@@ -314,57 +300,3 @@ class Consumer:
             self._metrics.issues_opened.labels(dry).inc()
         elif isinstance(outcome, CommentPosted):
             self._metrics.comments_posted.labels(dry).inc()
-
-
-class SnapshotFile:
-    """``<log>.snapshot``: the folded state at a ``seq`` and the log offset after it.
-
-    It is a cache, never a source of truth: written atomically (temp file, fsync,
-    rename), mode 0600 (it holds alert data), and ignored unless the record that
-    ends at its offset has its ``seq`` and ``at``.
-    """
-
-    def __init__(self, log_path: Path) -> None:
-        self.path = log_path.with_name(log_path.name + ".snapshot")
-        self.log_path = log_path
-
-    def save(self, state: State, offset: int) -> None:
-        """Write the snapshot for ``state``, which covers the log up to ``offset``."""
-        header = orjson.dumps({"offset": offset}) + b"\n"
-        rows = (orjson.dumps(row) + b"\n" for row in snapshot_rows(state))
-        write_private(self.path, itertools.chain([header], rows), how="replace")
-
-    def load(self) -> tuple[State, int] | None:
-        """The snapshot's state and offset, or None when absent or not matching the log."""
-        try:
-            with open(self.path, "rb") as f:
-                offset = int(orjson.loads(f.readline())["offset"])
-                state = state_from_rows(orjson.loads(line) for line in f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warning("snapshot.ignored", path=str(self.path), reason=repr(exc))
-            return None
-        if not self._matches(state.last_seq, offset):
-            log.warning("snapshot.ignored", path=str(self.path), reason="does not match the log")
-            return None
-        return state, offset
-
-    def _matches(self, seq: int, offset: int) -> bool:
-        try:
-            with open(self.log_path, "rb") as f:
-                if offset <= 0 or os.fstat(f.fileno()).st_size < offset:
-                    return False
-                start = max(0, offset - (1 << 20))
-                f.seek(start)
-                chunk = f.read(offset - start)
-        except OSError:
-            return False
-        if not chunk.endswith(b"\n"):
-            return False
-        line = chunk[:-1].rsplit(b"\n", 1)[-1]
-        try:
-            return decode_line(line).seq == seq
-        except ValueError:
-            return False
-

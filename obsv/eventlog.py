@@ -5,7 +5,8 @@ Rules:
    ever rewritten in place; the file only grows (or is cut back to a line boundary
    after a failed write, below).
 2. ``seq`` is contiguous from 1 and ``at`` never goes backwards: the writer assigns
-   both, taking ``max(clock(), last at)`` so a clock step back cannot reorder time.
+   both, one ``at`` per batch from the clock it is given (the service gives it the
+   trusted clock of obsv/clock.py), never below the last ``at``.
 3. Group commit: appends queue up while a write + fsync is in flight and the next
    batch goes out as one ``write`` and one ``fdatasync``. Every caller's future
    resolves only after the fsync that covers its record, so a 202 means durable.
@@ -15,15 +16,27 @@ Rules:
 5. On open, bytes after the last ``\\n`` are a torn write from a crash: they are moved
    to a side file (``<log>.torn-<seq>-<n>``) with a warning, never parsed into the
    log nor silently dropped; ``seq`` continues after the last whole record.
-6. A line that does not parse anywhere else is ``LogCorrupt`` naming the line.
+6. A line that does not parse anywhere else is ``LogCorrupt`` naming the line. So is
+   a ``seq`` out of turn: open checks that the last few records run on by one (a
+   copied old line at the end would make new records reuse seqs), and the consumer's
+   fold checks every record it reads (``read_records(first_seq=...)``).
+7. The log is a regular file reached without following a symlink: a log path that
+   is a link (to ``/dev/null``, to another program's file) or a device, FIFO or
+   directory is refused (``LogPathRefused``, before anything is written). obsv
+   never chmods: a missing log is created 0600, and an existing one with a wider
+   mode is reported (``mode``) and left as it is, as it may not be obsv's to change.
+8. Open costs O(tail), whatever the tail holds: the last newline is found by
+   scanning back in fixed chunks, and a torn tail is copied aside in bounded chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,16 +45,21 @@ from pathlib import Path
 
 import orjson
 
+from obsv.clock import Clock as Clock  # re-exported: the shells import it from here
+from obsv.clock import utc_now as utc_now
 from obsv.core.codec import CodecError, decode, encode
 from obsv.core.events import Envelope, Event
+from obsv.errors import StartupError
 from obsv.files import write_private
 
-Clock = Callable[[], datetime]
 Listener = Callable[[Sequence[Envelope]], None]
 
 _FILE_MODE = 0o600
 _TAIL_CHUNK = 64 * 1024
 _READ_CHUNK = 1 << 20
+_COPY_CHUNK = 1 << 20
+_CHECKED_LINES = 16  # rule 6: how many of the last records open checks ...
+_CHECKED_BYTES = 1 << 20  # ... as long as they fit in this (the last one always does)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -52,6 +70,10 @@ class LogCorrupt(Exception):
         where = f"line {line}" if line is not None else f"byte offset {offset}"
         super().__init__(f"{path}: {where} is not a valid record ({reason})")
         self.path, self.line, self.offset, self.reason = path, line, offset, reason
+
+
+class LogPathRefused(StartupError):
+    """Rule 7: the log path is not a regular file obsv may write (a symlink, a device)."""
 
 
 class LogInUse(Exception):
@@ -70,11 +92,6 @@ class TornTail:
     size: int
 
 
-def utc_now() -> datetime:
-    """The wall clock, in UTC: the default ``Clock`` of the writer."""
-    return datetime.now(UTC)
-
-
 def decode_line(line: bytes) -> Envelope:
     """One log line -> record; ``CodecError`` or ``orjson.JSONDecodeError`` if not."""
     record = orjson.loads(line)
@@ -88,44 +105,96 @@ def encode_line(envelope: Envelope) -> bytes:
     return orjson.dumps(encode(envelope)) + b"\n"
 
 
-def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(end offset, line)`` for each line from ``start``, the ``\n`` kept (JSON
-    parsers ignore it, and not slicing it off saves a copy of every line). A last
-    line without ``\n`` is yielded with a negative end offset so callers can report it."""
+def iter_lines(path: Path, start: int = 0, end: int | None = None
+               ) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(end offset, line)`` for each line from ``start`` (up to ``end``), the
+    ``\n`` kept (JSON parsers ignore it, and not slicing it off saves a copy of every
+    line). A last line without ``\n`` is yielded with a negative end offset so callers
+    can report it."""
     with open(path, "rb", buffering=_READ_CHUNK) as f:
         f.seek(start)
         offset = start
         for line in f:
             offset += len(line)
+            if end is not None and offset > end:
+                return
             yield (offset if line.endswith(b"\n") else -offset), line
 
 
-def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, Envelope]]:
-    """Yield ``(end offset, record)`` for every whole record from ``start``.
+def read_records(path: Path, start: int = 0, end: int | None = None,
+                 first_seq: int | None = None) -> Iterator[tuple[int, Envelope]]:
+    """Yield ``(end offset, record)`` for every whole record from ``start`` to ``end``.
 
-    Raises ``LogCorrupt`` at the first line that does not parse. A torn tail is not
-    a record and is not yielded (``EventLog.open`` sets it aside; ``replay --verify``
-    reports it through ``iter_lines``).
+    Raises ``LogCorrupt`` at the first line that does not parse, and, when
+    ``first_seq`` is given, at the first record whose ``seq`` is not the one due
+    (``first_seq``, then one more each line). A torn tail is not a record and is
+    not yielded (``EventLog.open`` sets it aside; ``replay --verify`` reports it
+    through ``iter_lines``).
     """
     line_no = 0 if start == 0 else None
-    for end, line in iter_lines(path, start):
-        if end < 0:
+    due = first_seq
+    for offset, line in iter_lines(path, start, end):
+        if offset < 0:
             return
         if line_no is not None:
             line_no += 1
         try:
-            yield end, decode_line(line)
+            record = decode_line(line)
         except (CodecError, orjson.JSONDecodeError) as exc:
-            raise LogCorrupt(path, line_no, end - len(line), str(exc)) from exc
+            raise _corrupt(path, line_no, offset - len(line), str(exc)) from exc
+        if due is not None:
+            if record.seq != due:
+                raise _corrupt(path, line_no, offset - len(line),
+                               f"seq {record.seq} where {due} was due")
+            due += 1
+        yield offset, record
+
+
+def record_ending_at(path: Path, offset: int) -> Envelope | None:
+    """The record whose line ends exactly at byte ``offset``, or None when no whole,
+    valid line ends there (how a snapshot proves it belongs to this log)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if offset <= 0 or os.fstat(fd).st_size < offset:
+            return None
+        if os.pread(fd, 1, offset - 1) != b"\n":
+            return None
+        start = _line_start(fd, offset - 1)
+        line = os.pread(fd, offset - start, start)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return decode_line(line)
+    except (CodecError, orjson.JSONDecodeError):
+        return None
+
+
+def line_number_at(path: Path, offset: int) -> int:
+    """The 1-based number of the line that starts at ``offset``: a count of every
+    newline before it, so only error paths call it."""
+    with open(path, "rb", buffering=0) as f:
+        return _count_newlines(f.fileno(), offset) + 1
+
+
+def _corrupt(path: Path, line: int | None, offset: int, reason: str) -> LogCorrupt:
+    if line is None:
+        line = line_number_at(path, offset)
+    return LogCorrupt(path, line, offset, reason)
 
 
 class EventLog:
     """Append-only, group-committed, fsync'd JSONL log with ``seq`` and ``at``."""
 
     def __init__(self, path: Path, fd: int, size: int, last: Envelope | None,
-                 clock: Clock, torn: TornTail | None) -> None:
+                 clock: Clock, torn: TornTail | None, mode: int = _FILE_MODE) -> None:
         self.path = path
         self.torn = torn
+        self.mode = mode  # as found on open: rule 7 reports a wider one, never changes it
         self._fd = fd
         self._size = size
         self._dirty = False
@@ -143,27 +212,35 @@ class EventLog:
 
     @classmethod
     def open(cls, path: Path, clock: Clock = utc_now) -> EventLog:
-        """Open (creating) the log, set aside a torn tail, find the last ``seq``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        """Open (creating) the log, check its last records, set aside a torn tail."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LogPathRefused(f"cannot create the directory of {path} ({exc.strerror}); "
+                                 "create it, or set OBSV_EVENT_LOG to a writable path") from None
+        fd, created = _open_regular(path)
         try:
             _lock(path, fd)
-            os.fchmod(fd, _FILE_MODE)
             if created:
                 _fsync_dir(path.parent)
-            size, last_line = _last_whole_line(fd)
-            last = _decode_last(path, last_line, size) if last_line else None
-            torn = _set_aside_tail(path, fd, size, last.seq if last else 0)
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            whole = _whole_end(fd)
+            last = _check_last_records(path, fd, whole)
+            torn = _set_aside_tail(path, fd, whole, last.seq if last else 0)
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, size, last, clock, torn)
+        return cls(path, fd, whole, last, clock, torn, mode)
 
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the last durable record (0 for an empty log)."""
         return self._last_seq
+
+    @property
+    def last_at(self) -> datetime:
+        """The ``at`` of the last durable record (the epoch for an empty log)."""
+        return self._last_at
 
     @property
     def size(self) -> int:
@@ -297,46 +374,157 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _last_whole_line(fd: int) -> tuple[int, bytes]:
-    """``(bytes up to and including the last \\n, that last line)`` of the file."""
-    end = os.fstat(fd).st_size
-    position, tail = end, b""
+def _open_regular(path: Path) -> tuple[int, bool]:
+    """Rule 7: ``(fd, created)`` of the log, a regular file reached without following a
+    symlink. A device or FIFO is refused before it is opened (opening one can block
+    or have effects of its own); the check after opening covers a swap in between."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE), True
+    except FileExistsError:
+        pass  # O_EXCL also refuses a symlink, dangling or not: looked at below
+    except OSError as exc:
+        raise _unusable(path, exc) from None
+    try:
+        _refuse_unless_regular(path, os.lstat(path).st_mode)
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _refuse_unless_regular(path, stat.S_IFLNK)
+        raise _unusable(path, exc) from None
+    try:
+        _refuse_unless_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, False
+
+
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device",
+          stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}
+
+
+def _refuse_unless_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISLNK(mode):
+        try:
+            target = f" to {os.readlink(path)}"
+        except OSError:
+            target = ""
+        raise LogPathRefused(
+            f"{path} is a symbolic link{target}; obsv opens its event log only as a regular "
+            "file, never through a link: set OBSV_EVENT_LOG to the file's real path")
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+    raise LogPathRefused(f"{path} is not a regular file ({kind}); set OBSV_EVENT_LOG to the "
+                         "path of a regular file (obsv creates it when missing)")
+
+
+def _unusable(path: Path, exc: OSError) -> LogPathRefused:
+    return LogPathRefused(f"cannot open {path} ({exc.strerror or exc}); make it readable and "
+                          "writable by this user, or set OBSV_EVENT_LOG to another path")
+
+
+def _whole_end(fd: int) -> int:
+    """The offset just after the last ``\n`` (0 when there is none): rule 8, each byte
+    of the tail is read once, whatever it holds."""
+    position = os.fstat(fd).st_size
     while position > 0:
         step = min(_TAIL_CHUNK, position)
         position -= step
-        tail = os.pread(fd, step, position) + tail
-        newline = tail.rfind(b"\n")
-        if newline < 0:
-            continue
-        whole = position + newline + 1
-        previous = tail.rfind(b"\n", 0, newline)
-        if previous >= 0 or position == 0:
-            return whole, tail[previous + 1:newline]
-        # The last line is longer than what we read: keep reading backwards.
-    return 0, b""
+        newline = os.pread(fd, step, position).rfind(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+    return 0
 
 
-def _decode_last(path: Path, line: bytes, size: int) -> Envelope:
-    try:
-        return decode_line(line)
-    except (CodecError, orjson.JSONDecodeError) as exc:
-        raise LogCorrupt(path, None, size - len(line) - 1, str(exc)) from exc
+def _line_start(fd: int, newline: int) -> int:
+    """The offset of the line whose ``\n`` is at ``newline``."""
+    position = newline
+    while position > 0:
+        step = min(_TAIL_CHUNK, position)
+        position -= step
+        previous = os.pread(fd, step, position).rfind(b"\n")
+        if previous >= 0:
+            return position + previous + 1
+    return 0
+
+
+def _last_lines(fd: int, whole: int) -> list[tuple[int, bytes]]:
+    """Up to ``_CHECKED_LINES`` whole lines before ``whole``, oldest first, as
+    ``(start offset, line without \n)``; fewer once they pass ``_CHECKED_BYTES``, but
+    always the last one whole. Chunks are joined once, so this is linear too."""
+    chunks: list[bytes] = []
+    position, newlines = whole, 0
+    while position > 0 and newlines <= _CHECKED_LINES:
+        if newlines >= 2 and whole - position >= _CHECKED_BYTES:
+            break
+        step = min(_TAIL_CHUNK, position)
+        position -= step
+        chunk = os.pread(fd, step, position)
+        chunks.append(chunk)
+        newlines += chunk.count(b"\n")
+    data = b"".join(reversed(chunks))
+    lines, start = [], position
+    for line in data[:-1].split(b"\n") if data else []:
+        lines.append((start, line))
+        start += len(line) + 1
+    if position > 0:
+        lines = lines[1:]  # the first piece began before what was read
+    return lines[-_CHECKED_LINES:]
+
+
+def _check_last_records(path: Path, fd: int, whole: int) -> Envelope | None:
+    """Rule 6: the last records parse and their seqs run on by one; the last one."""
+    previous: Envelope | None = None
+    for start, line in _last_lines(fd, whole):
+        try:
+            record = decode_line(line)
+        except (CodecError, orjson.JSONDecodeError) as exc:
+            raise LogCorrupt(path, _count_newlines(fd, start) + 1, start, str(exc)) from exc
+        if previous is not None and record.seq != previous.seq + 1:
+            raise LogCorrupt(path, _count_newlines(fd, start) + 1, start,
+                             f"seq {record.seq} after seq {previous.seq}: the last records "
+                             "must run on by one (an old line copied to the end?)")
+        previous = record
+    return previous
+
+
+def _count_newlines(fd: int, end: int) -> int:
+    count, position = 0, 0
+    while position < end:
+        chunk = os.pread(fd, min(_COPY_CHUNK, end - position), position)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        position += len(chunk)
+    return count
 
 
 def _set_aside_tail(path: Path, fd: int, whole: int, last_seq: int) -> TornTail | None:
     end = os.fstat(fd).st_size
     if end == whole:
         return None
-    torn = os.pread(fd, end - whole, whole)
     side = _free_side_path(path, last_seq)
-    write_private(side, torn, how="create")  # durable before the log forgets it
+    # Durable before the log forgets it; copied in chunks, never held whole (rule 8).
+    write_private(side, _chunks(fd, whole, end), how="create")
     os.ftruncate(fd, whole)
     os.fsync(fd)
-    return TornTail(side, len(torn))
+    return TornTail(side, end - whole)
+
+
+def _chunks(fd: int, start: int, end: int) -> Iterator[bytes]:
+    position = start
+    while position < end:
+        chunk = os.pread(fd, min(_COPY_CHUNK, end - position), position)
+        if not chunk:
+            raise OSError(errno.EIO, "the log shrank while its torn tail was copied")
+        position += len(chunk)
+        yield chunk
 
 
 def _free_side_path(path: Path, last_seq: int) -> Path:
     n = 1
-    while (candidate := path.with_name(f"{path.name}.torn-{last_seq}-{n}")).exists():
+    while os.path.lexists(candidate := path.with_name(f"{path.name}.torn-{last_seq}-{n}")):
         n += 1
     return candidate

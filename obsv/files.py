@@ -1,23 +1,35 @@
 """Writing the files beside the log that hold alert data (outbox, snapshot, torn tails).
 
 All of them: mode 0600 (they hold alert contents), fsync'd before this returns.
-``replace`` writes a temp file and renames it, so a reader sees the old file or the
-new one, never half of one; ``append`` adds at the end; ``create`` refuses to
+``replace`` writes a fresh temp file and renames it, so a reader sees the old file or
+the new one, never half of one; ``append`` adds at the end; ``create`` refuses to
 overwrite.
+
+No write follows a symlink or lands in anything but a regular file: a link planted
+at an outbox file or at a temp name would otherwise make obsv write (and truncate)
+whatever it points at. Opening is non-blocking so a FIFO put there cannot hang the
+writer; it is then refused like any other non-regular file (``OSError``, which the
+callers already record as a failed write).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 MODE = 0o600
+_SAFE = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _FLAGS = {
-    "replace": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-    "append": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-    "create": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    # The temp file is always created afresh (O_EXCL) after removing any leftover, so
+    # a link or file planted under that name is never written through.
+    "replace": _SAFE | os.O_CREAT | os.O_EXCL,
+    "append": _SAFE | os.O_CREAT | os.O_APPEND,
+    "create": _SAFE | os.O_CREAT | os.O_EXCL,
 }
 
 
@@ -26,8 +38,13 @@ def write_private(path: Path, data: bytes | Iterable[bytes], *,
     """Write ``data`` (bytes, or chunks written as they come) to ``path`` durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
     target = path.with_name(path.name + ".tmp") if how == "replace" else path
-    fd = os.open(target, _FLAGS[how] | os.O_CLOEXEC, MODE)
+    if how == "replace":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)  # a leftover of a crash (or a planted link: unlinked, not followed)
+    fd = os.open(target, _FLAGS[how], MODE)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(target))
         for chunk in [data] if isinstance(data, bytes) else data:
             view = memoryview(chunk)
             while view:

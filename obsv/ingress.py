@@ -8,13 +8,18 @@
    delivery. Both are 4xx on purpose: Sentry retries 5xx, and these will not heal.
 4. 202 ``{"status":"accepted","seq":N}`` for ``event_alert``, 200 for the rest, each
    only after the record is fsync'd. 503 + ``Retry-After`` when it cannot be.
+5. A redelivery of a body this process already stored whole is recorded with
+   ``raw: null`` and ``raw_sha256`` (docs/reference.md §4; ``StoredBodies``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,6 +28,7 @@ from aiohttp import web
 
 from obsv.core.alert import EVENT_ALERT, InvalidPayload, alert_from_delivery, validate_delivery
 from obsv.core.events import AlertReceived, Delivery, HookReceived
+from obsv.core.policy import EVENT_ID_WINDOW
 from obsv.core.signature import is_valid
 from obsv.eventlog import EventLog, LogWriteError
 from obsv.metrics import Metrics
@@ -31,6 +37,8 @@ log = structlog.get_logger("obsv.ingress")
 
 RETRY_AFTER_SECONDS = "5"
 _READ_STEP = 64 * 1024
+
+Remembers = Callable[[str, timedelta], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +53,12 @@ class Receiver:
     """Turns one webhook request into one durable record, or a clear rejection."""
 
     def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog,
-                 metrics: Metrics, accepting: Callable[[], bool] = lambda: True) -> None:
+                 metrics: Metrics, remembers: Remembers = lambda _id, _margin: False) -> None:
         self._secret = secret
         self._max_body = max_body_bytes
         self._log = eventlog
         self._metrics = metrics
-        self._accepting = accepting
+        self._bodies = StoredBodies(remembers)
 
     async def handle(self, request: web.Request) -> web.Response:
         """The whole of ``POST /webhooks/sentry``."""
@@ -84,10 +92,8 @@ class Receiver:
             signature=signature,
         )
         event = to_event(delivery, body, text)
-        if not self._accepting():
-            # Still folding the log: an append now would be folded twice. Sentry
-            # retries a 503, by which time the service is ready.
-            raise Rejected(503, {"error": "starting"})
+        if isinstance(event, AlertReceived):
+            event = self._bodies.shrink(event, raw)
         started = time.perf_counter()
         try:
             envelope = await self._log.append(event)
@@ -97,10 +103,63 @@ class Receiver:
         self._metrics.log_append_seconds.observe(time.perf_counter() - started)
         structlog.contextvars.bind_contextvars(seq=envelope.seq)
         if isinstance(event, AlertReceived):
-            log.info("alert.received", sentry_issue_id=event.alert.sentry_issue_id)
+            self._bodies.stored(event)
+            log.info("alert.received", sentry_issue_id=event.alert.sentry_issue_id,
+                     body_stored=event.raw is not None)
             return 202, {"status": "accepted", "seq": envelope.seq}
         log.info("hook.received", action=event.action)
         return 200, {"status": "recorded", "seq": envelope.seq}
+
+
+class StoredBodies:
+    """Which event ids this process stored a whole body for, and with which signature.
+
+    A redelivery (a new ``Request-ID``) normally has the same bytes, and so the same
+    signature; the same signature means the same bytes. Storing each copy whole let
+    one 1 MB alert sent 200 times fill 200 MB. A delivery whose event id and signature
+    match a body
+    stored earlier is recorded with ``raw: null`` and ``raw_sha256`` instead, but
+    only while the consumer's fold still holds that event id for ``_MARGIN`` more
+    (``remembers``): such a record is then surely decided ``duplicate``, so nothing
+    ever needs its body. Anything else (another body, an id the fold has not seen
+    or is about to forget) is stored whole, which is always safe.
+
+    Bounded: ``capacity`` ids, each kept ``EVENT_ID_WINDOW`` (as long as the policy
+    keeps event ids); O(1) per delivery. It starts empty at every start: seeding it
+    would mean reading bodies back from the log, and it must never claim a body it
+    has not seen written; the cost is one more whole body per event id redelivered
+    across a restart.
+    """
+
+    _MARGIN = timedelta(hours=1)  # far more than an append takes; Sentry retries in minutes
+
+    def __init__(self, remembers: Remembers, capacity: int = 100_000,
+                 window: timedelta = EVENT_ID_WINDOW) -> None:
+        self._remembers = remembers
+        self._capacity = capacity
+        self._window = window.total_seconds()
+        self._signatures: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def shrink(self, event: AlertReceived, raw: bytes) -> AlertReceived:
+        """``event`` itself, or the same record without its body when that is safe."""
+        known = self._signatures.get(event.alert.event_id)
+        if known is None or known[0] != event.delivery.signature:
+            return event
+        if not self._remembers(event.alert.event_id, self._MARGIN):
+            return event
+        return replace(event, raw=None, raw_sha256=hashlib.sha256(raw).hexdigest())
+
+    def stored(self, event: AlertReceived) -> None:
+        """``event`` is durable; if it carried its body, remember that body's signature."""
+        if event.raw is None:
+            return
+        now = time.monotonic()
+        self._signatures.pop(event.alert.event_id, None)
+        while self._signatures and (len(self._signatures) >= self._capacity or
+                                    now - next(iter(self._signatures.values()))[1]
+                                    > self._window):
+            self._signatures.popitem(last=False)
+        self._signatures[event.alert.event_id] = (event.delivery.signature, now)
 
 
 def header(request: web.Request, name: str) -> str | None:

@@ -42,3 +42,9 @@ class Metrics:
             "obsv_log_append_seconds", "Time from append request to durable (fsync'd)",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r)
+        self.clock_steps = Counter(
+            "obsv_clock_steps_total", "Wall clock steps seen (obsv/clock.py), by direction",
+            ["direction"], registry=r)
+        self.clock_offset = Gauge(
+            "obsv_clock_offset_seconds", "Wall clock minus the trusted time record times use",
+            registry=r)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from obsv.clock import Clock, TrustedClock, utc_now
 from obsv.consumer import Consumer
-from obsv.eventlog import Clock, EventLog, utc_now
-from obsv.ingress import Receiver
+from obsv.eventlog import EventLog
+from obsv.ingress import Receiver, Remembers
 from obsv.metrics import Metrics
 from obsv.settings import Settings
 from obsv.sink import DryRunSink, Sink
@@ -20,7 +22,7 @@ from obsv.sink import DryRunSink, Sink
 log = structlog.get_logger("obsv.server")
 
 SETTINGS = web.AppKey("settings", Settings)
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+CLOCK = web.AppKey("clock", TrustedClock)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTLOG = web.AppKey("eventlog", EventLog)
 RECEIVER = web.AppKey("receiver", Receiver)
@@ -47,6 +49,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
                metrics: Metrics | None = None) -> web.Application:
     """The obsv web application; nothing is opened until it starts.
 
+    ``clock`` is the wall clock; everything in the app reads the time through one
+    ``TrustedClock`` over it (obsv/clock.py), which pairs it with ``clock.monotonic()``
+    when it has one (the tests' ``FakeClock``), else with ``time.monotonic``.
     ``sink`` defaults to what the settings choose: the dry-run outbox, or GitHub.
     A sink passed in should count into the same ``metrics``.
     """
@@ -54,9 +59,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     # aiohttp's own cap is set just above it so it never answers first.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
-    app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
-    app[SINK] = sink if sink is not None else default_sink(settings, clock, app[METRICS])
+    app[CLOCK] = TrustedClock(clock, metrics=app[METRICS])
+    app[SINK] = sink if sink is not None else default_sink(settings, app[CLOCK], app[METRICS])
     app.cleanup_ctx.append(_sink_ctx)
     app.cleanup_ctx.append(_eventlog_ctx)
     app.cleanup_ctx.append(_consumer_ctx)
@@ -70,13 +75,20 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
 async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     eventlog = EventLog.open(settings.event_log, app[CLOCK])
+    app[CLOCK].not_before(eventlog.last_at)
+    if eventlog.mode & 0o077:
+        # Not chmod'ed: the file may be shared on purpose, and may not be obsv's to change.
+        log.warning("log.mode_too_wide", path=str(eventlog.path), mode=oct(eventlog.mode),
+                    fix=f"chmod 600 {eventlog.path}: it holds alert contents")
     if eventlog.torn is not None:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
     eventlog.start()
     app[EVENTLOG] = eventlog
+    # Deliveries are accepted from here on, while the consumer still folds the log:
+    # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
-                             eventlog, app[METRICS], accepting=lambda: _consumer_ready(app))
+                             eventlog, app[METRICS], remembers=_fold_remembers(app))
     yield
     await eventlog.close()
 
@@ -97,9 +109,13 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     await consumer.stop()
 
 
-def _consumer_ready(app: web.Application) -> bool:
-    consumer = app.get(CONSUMER)
-    return consumer is not None and consumer.ready
+def _fold_remembers(app: web.Application) -> Remembers:
+    """The receiver may store a redelivery by hash only when the running consumer's
+    fold still holds its event id (obsv/ingress.py ``StoredBodies``)."""
+    def remembers(event_id: str, margin: timedelta) -> bool:
+        consumer = app.get(CONSUMER)
+        return consumer is not None and consumer.remembers(event_id, margin)
+    return remembers
 
 
 async def _sentry_webhook(request: web.Request) -> web.Response:
@@ -131,7 +147,8 @@ def readiness_problems(app: web.Application) -> list[str]:
             and startup.exception() is not None):
         problems.append(f"consumer failed to start: {startup.exception()}")
     elif consumer is None or not consumer.ready:
-        problems.append("folding the event log (starting)")
+        # Deliveries are accepted meanwhile; decisions are not caught up yet.
+        problems.append("folding the event log (starting): decisions not caught up")
     elif not consumer.running:
         problems.append("consumer not running")
     return problems

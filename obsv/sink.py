@@ -86,6 +86,10 @@ class Sink(Protocol):
 
 def body_of(received: AlertReceived) -> dict[str, object]:
     """The parsed webhook body of a recorded alert (validated when it was received)."""
+    if received.raw is None:
+        # A redelivery recorded by hash only (obsv/ingress.py) is always decided
+        # duplicate, so nothing renders it; were one rendered, the alert fields suffice.
+        return {}
     body = orjson.loads(received.raw)
     assert isinstance(body, dict)
     return body

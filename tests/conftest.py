@@ -130,15 +130,29 @@ async def post_signed(client: TestClient[Any, Any], body: object,
 
 
 class FakeClock:
-    """A settable clock for the app: record times, cooldowns and retries follow it."""
+    """A settable clock for the app: record times, cooldowns and retries follow it.
+
+    ``advance`` is time passing (the wall clock and elapsed time move together);
+    ``step`` moves only the wall clock, as a bad NTP server or an operator would
+    (obsv/clock.py trusts it only when elapsed time agrees)."""
 
     def __init__(self, start: datetime) -> None:
         self.now = start
+        self.elapsed = 0.0
 
     def __call__(self) -> datetime:
         return self.now
 
+    def monotonic(self) -> float:
+        """Elapsed seconds: the monotonic clock paired with this wall clock."""
+        return self.elapsed
+
     def advance(self, **delta: float) -> None:
+        step = timedelta(**delta)
+        self.now += step
+        self.elapsed += step.total_seconds()
+
+    def step(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
 

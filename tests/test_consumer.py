@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from obsv.cli import main
 from obsv.settings import Settings
@@ -199,6 +201,7 @@ async def test_why_explains_one_issue(make_client: ClientFactory, settings: Sett
     await send(client, "a" * 32)
     await send(client, "b" * 32)
     await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await wait_until(lambda: len(decided(settings.event_log)) == 2)  # both recorded
     await client.close()
     capsys.readouterr()
     assert main(["why", "1117540176", "--log", str(settings.event_log)]) == 0
@@ -230,6 +233,14 @@ async def test_replay_filters_and_current_policy(make_client: ClientFactory, set
     assert main(["replay", str(settings.event_log), "--verify", "--policy", "current"]) == 1
 
 
+def sealed(header: dict[str, Any], rows: list[Any]) -> bytes:
+    """A snapshot file with a trailer that matches its rows (obsv/snapshots.py rule 2)."""
+    lines = [json.dumps(value, separators=(",", ":")).encode() + b"\n"
+             for value in [header, *rows]]
+    digest = hashlib.sha256(b"".join(lines)).hexdigest()
+    return b"".join(lines) + json.dumps({"rows": len(rows), "sha256": digest}).encode() + b"\n"
+
+
 @pytest.mark.parametrize("damage", ["garbage", "wrong_offset", "other_log"])
 async def test_a_snapshot_that_does_not_match_is_ignored(
         make_client: ClientFactory, settings: Settings, damage: str) -> None:
@@ -239,19 +250,24 @@ async def test_a_snapshot_that_does_not_match_is_ignored(
     await wait_until(lambda: len(records_of(log, "issue.opened")) == 1)
     await client.close()
     snapshot = log.with_name(log.name + ".snapshot")
-    lines = snapshot.read_bytes().split(b"\n", 1)
+    header, *rows, _ = (json.loads(line) for line in snapshot.read_bytes().splitlines())
     if damage == "garbage":
         snapshot.write_bytes(b"\x00not json\n")
-    elif damage == "wrong_offset":
-        snapshot.write_bytes(b'{"offset": 17}\n' + lines[1])
-    else:  # a snapshot of a longer log: its seq is not where its offset points
-        snapshot.write_bytes(lines[0] + b"\n" + lines[1].replace(b'["v",3,', b'["v",3,9', 1))
+    elif damage == "wrong_offset":  # whole, but its offset is not where its seq ends
+        snapshot.write_bytes(sealed({**header, "offset": 17}, rows))
+    else:  # whole, but of a longer log: its seq is not where its offset points
+        rows[0][2] += 9
+        snapshot.write_bytes(sealed(header, rows))
     before = len(read_log(log))
 
-    client = await make_client(cooldown_seconds=3600)
-    seq = await send(client, "b" * 32)
-    await wait_until(lambda: seq in decided(log))
-    await client.close()
+    with capture_logs() as logs:
+        client = await make_client(cooldown_seconds=3600)
+        seq = await send(client, "b" * 32)
+        await wait_until(lambda: seq in decided(log))
+        await client.close()
+    [ignored] = [e for e in logs if e["event"] == "snapshot.ignored"]
+    assert ignored["reason"].startswith("JSONDecodeError" if damage == "garbage" else
+                                        "does not match the log")
     assert decided(log)[seq] == ("suppress", "cooldown")  # the fold still knew the issue
     assert len(read_log(log)) == before + 2
     assert main(["replay", str(log), "--verify"]) == 0
@@ -274,3 +290,74 @@ async def test_snapshot_is_written_while_running(make_client: ClientFactory,
     await client.close()
     assert decided(log)[seq] == ("suppress", "cooldown")
     assert main(["replay", str(log), "--verify"]) == 0
+
+
+def write_hook_log(path: Path, count: int) -> None:
+    """``count`` hook.received records, written as bytes: a log that takes a while to
+    fold (each line is parsed and decoded) without taking a while to write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = b'{"seq":'
+    tail = (b',"at":"2026-05-01T09:00:00.000000Z","type":"hook.received","v":1,"delivery":'
+            b'{"request_id":"r","resource":"installation","hook_timestamp":null,'
+            b'"signature":"s"},"action":"created","raw":"{\\"action\\":\\"created\\"}"}\n')
+    with open(path, "wb") as f:
+        for start in range(1, count + 1, 10_000):
+            f.write(b"".join(head + str(seq).encode() + tail
+                             for seq in range(start, min(count, start + 9_999) + 1)))
+    path.chmod(0o600)
+
+
+async def test_deliveries_are_accepted_while_the_log_is_folded(
+        aiohttp_client: Any, settings: Settings) -> None:
+    """The receiver appends as soon as the log is open; /readyz is 503 until the
+    consumer has caught up, and then the alert is decided exactly once."""
+    from obsv.server import create_app
+
+    from .conftest import wait_ready
+
+    count = 200_000  # folds in about a second here; a delivery takes milliseconds
+    write_hook_log(settings.event_log, count)
+    client = await aiohttp_client(create_app(settings))  # listening, not waiting for ready
+    with capture_logs() as logs:
+        seq = await send(client, "a" * 32)
+        readiness = await client.get("/readyz")
+        assert readiness.status == 503, "the fold ended before the delivery: make the log longer"
+        assert "not caught up" in (await readiness.json())["problems"][0]
+        await wait_ready(client, timeout=60)
+    assert seq == count + 1
+    [restored] = [e for e in logs if e["event"] == "consumer.restored"]
+    assert (restored["last_seq"], restored["arrived_meanwhile"]) == (count, 1)
+    await wait_until(lambda: len(records_of(settings.event_log, "issue.opened")) == 1)
+    await client.close()
+    assert [r["alert_seq"] for r in records_of(settings.event_log, "alert.decided")] == [seq]
+    assert_contiguous(settings.event_log)
+
+
+async def test_one_consumer_step_decides_what_was_appended(settings: Settings) -> None:
+    """Consumer.step() drives one round of deciding, without the background tasks."""
+    from obsv.consumer import Consumer
+    from obsv.core.alert import alert_from_delivery
+    from obsv.core.events import AlertReceived, Delivery, Policy
+    from obsv.eventlog import EventLog
+    from obsv.metrics import Metrics
+    from obsv.sink import DryRunSink
+
+    eventlog = EventLog.open(settings.event_log)
+    eventlog.start()
+    clock = FakeClock(START)
+    consumer = Consumer(eventlog, DryRunSink(settings.outbox_dir, None, clock), Policy(),
+                        clock=clock, metrics=Metrics())
+    await consumer.catch_up()
+    body = alert_body(event_id="a" * 32)
+    await eventlog.append(AlertReceived(Delivery("r", "event_alert", None, "s"),
+                                        alert_from_delivery(body), json.dumps(body)))
+    assert records_of(settings.event_log, "alert.decided") == []
+    await consumer.step()
+    [decision] = records_of(settings.event_log, "alert.decided")
+    assert (decision["alert_seq"], decision["action"]) == (1, "open")
+    assert set(consumer.state.intents) == {1}
+    await consumer.step()  # folds the decision record: the intent may now be posted
+    assert consumer.state.intents[1].recorded and consumer.state.unrecorded == {}
+    assert len(read_log(settings.event_log)) == 2  # nothing recorded twice
+    await consumer.stop()
+    await eventlog.close()

@@ -93,8 +93,11 @@ def encode(envelope: Envelope) -> Json:
 
 def _event_fields(event: Event) -> Json:
     match event:
-        case AlertReceived(delivery, alert, raw):
-            return {"delivery": _delivery(delivery), "alert": _alert(alert), "raw": raw}
+        case AlertReceived(delivery, alert, raw, raw_sha256):
+            fields = {"delivery": _delivery(delivery), "alert": _alert(alert), "raw": raw}
+            if raw_sha256 is not None:
+                fields["raw_sha256"] = raw_sha256
+            return fields
         case HookReceived(delivery, action, raw):
             return {"delivery": _delivery(delivery), "action": action, "raw": raw}
         case AlertDecided():
@@ -233,7 +236,11 @@ def _decode_event(kind: str, r: Json) -> Event:
 
 
 def _read_received(r: Json) -> AlertReceived:
-    return AlertReceived(_read_delivery(r["delivery"]), _read_alert(r["alert"]), r["raw"])
+    raw, raw_sha256 = r["raw"], r.get("raw_sha256")  # older lines have no raw_sha256
+    if not isinstance(raw, str) and not (raw is None and isinstance(raw_sha256, str)):
+        raise CodecError("an alert.received needs its raw body, or raw null and raw_sha256")
+    return AlertReceived(_read_delivery(r["delivery"]), _read_alert(r["alert"]), raw,
+                         raw_sha256)
 
 
 def _read_hook(r: Json) -> HookReceived:

@@ -49,11 +49,13 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class AlertReceived:
-    """A verified ``event_alert`` delivery, with its exact body."""
+    """A verified ``event_alert`` delivery, with its exact body; a redelivery of a body
+    already in the log carries only its sha256 (``raw`` None, docs/reference.md §4)."""
 
     delivery: Delivery
     alert: Alert
-    raw: str
+    raw: str | None
+    raw_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

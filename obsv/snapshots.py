@@ -1,0 +1,217 @@
+"""Snapshots of the folded state, ``<log>.snapshot``: when to write one, and the file.
+
+Rules:
+1. A snapshot is a cache, never a source of truth. It is used only when it proves
+   that it is whole (rule 2) and that it belongs to this log (rule 3); otherwise it
+   is ignored with a warning (``snapshot.ignored``) and the fold starts at seq 1.
+2. Whole: the first line is a header (format, log offset), then one line per row of
+   ``obsv.core.snapshot``, then a trailer with the number of rows and the sha256 of
+   every byte before it. A file cut anywhere, even at a row boundary, has no
+   trailer or a wrong one.
+3. This log's: the record whose line ends at the header's offset (read through
+   obsv/eventlog.py, the only code that opens the log) has the snapshot's seq, and
+   that offset is within the part of the log being folded.
+4. Written atomically (a fresh temp file, fsync, rename) with mode 0600, since it
+   holds alert data; neither written nor read through a symlink.
+5. Written once ``every`` records have been folded since the last one, but at most
+   every 10 s (writing costs O(state)), from a copy of the state on a worker thread
+   so deliveries are not held up; and at a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import structlog
+
+from obsv.core.policy import State
+from obsv.core.snapshot import snapshot_rows, state_from_rows
+from obsv.eventlog import EventLog, record_ending_at
+from obsv.files import write_private
+from obsv.metrics import Metrics
+
+log = structlog.get_logger("obsv.snapshots")
+
+FORMAT = 2  # 1 had no trailer: such a file cannot prove it is whole, so it is ignored
+_MIN_INTERVAL = 10.0
+_WRITE_CHUNK = 1 << 20
+_READ_BUFFER = 1 << 20
+
+
+class Unusable(ValueError):
+    """Why a snapshot is ignored (rules 1 to 3)."""
+
+
+class SnapshotFile:
+    """The file itself: rules 1 to 4."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path.with_name(log_path.name + ".snapshot")
+        self.log_path = log_path
+
+    def save(self, state: State, offset: int) -> None:
+        """Write the snapshot for ``state``, which covers the log up to ``offset``."""
+        write_private(self.path, _batched(_lines(state, offset)), how="replace")
+
+    def load(self, limit: int) -> tuple[State, int] | None:
+        """The snapshot's state and log offset, or None when it is absent or cannot be
+        used (rules 1 to 3); ``limit`` is where the part of the log being folded ends."""
+        try:
+            return self._load(limit)
+        except Unusable as exc:
+            log.warning("snapshot.ignored", path=str(self.path), reason=str(exc),
+                        consequence="folding the whole log")
+            return None
+
+    def _load(self, limit: int) -> tuple[State, int] | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise Unusable(f"cannot open it: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "rb", buffering=_READ_BUFFER) as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise Unusable("not a regular file")
+                offset, state = _read(f)
+        except Unusable:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise Unusable(repr(exc)) from None
+        if not 0 < offset <= limit:
+            raise Unusable(f"its offset {offset} is outside the log (0, {limit}]")
+        record = record_ending_at(self.log_path, offset)
+        if record is None or record.seq != state.last_seq:
+            raise Unusable("does not match the log: no record of its seq ends at its offset")
+        return state, offset
+
+
+def _lines(state: State, offset: int) -> Iterator[bytes]:
+    """Rule 2: header, rows, and the trailer that proves them."""
+    digest = hashlib.sha256()
+    header = orjson.dumps({"format": FORMAT, "offset": offset}) + b"\n"
+    digest.update(header)
+    yield header
+    rows = 0
+    for row in snapshot_rows(state):
+        line = orjson.dumps(row) + b"\n"
+        digest.update(line)
+        rows += 1
+        yield line
+    yield orjson.dumps({"rows": rows, "sha256": digest.hexdigest()}) + b"\n"
+
+
+def _batched(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """About a megabyte per write: one syscall per row was most of a snapshot's cost."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        batch.append(line)
+        size += len(line)
+        if size >= _WRITE_CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def _read(f: BinaryIO) -> tuple[int, State]:
+    header_line = f.readline()
+    header = orjson.loads(header_line)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise Unusable(f"not a format {FORMAT} snapshot (an older obsv wrote it, "
+                         "without the trailer that proves it whole)")
+    offset = header["offset"]
+    if not isinstance(offset, int):
+        raise Unusable("its offset is not a number")
+    return offset, state_from_rows(_proven_rows(f, header_line))
+
+
+def _proven_rows(f: BinaryIO, header_line: bytes) -> Iterator[Any]:
+    """Every row but the last line, which must be the trailer that matches them; the
+    check runs when the rows run out, before ``state_from_rows`` returns a state."""
+    digest = hashlib.sha256(header_line)
+    count = 0
+    pending: bytes | None = None
+    for line in f:
+        if pending is not None:
+            digest.update(pending)
+            count += 1
+            yield orjson.loads(pending)
+        pending = line
+    trailer = orjson.loads(pending) if pending and pending.endswith(b"\n") else None
+    if not isinstance(trailer, dict):
+        raise Unusable("it has no trailer: the file was cut short")
+    if trailer.get("rows") != count or trailer.get("sha256") != digest.hexdigest():
+        raise Unusable(f"its trailer does not match its {count} rows: cut or changed")
+
+
+class Snapshots:
+    """When to write a snapshot (rule 5), for one consumer."""
+
+    def __init__(self, eventlog: EventLog, metrics: Metrics, every: int) -> None:
+        self.file = SnapshotFile(eventlog.path)
+        self._log = eventlog
+        self._metrics = metrics
+        self._every = every
+        self._seq = 0
+        self._at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    def load(self, limit: int) -> tuple[State, int] | None:
+        """The usable snapshot, if any (runs on the fold's thread)."""
+        loaded = self.file.load(limit)
+        self._seq = loaded[0].last_seq if loaded else 0
+        return loaded
+
+    @property
+    def seq(self) -> int:
+        """The seq the last snapshot loaded or written covers."""
+        return self._seq
+
+    def maybe_save(self, state: State) -> None:
+        """Start writing a snapshot off the loop if one is due and none is being written."""
+        if self._task is not None and not self._task.done():
+            return
+        if (state.last_seq - self._seq >= self._every
+                and time.monotonic() - self._at >= _MIN_INTERVAL and self._matches(state)):
+            frozen, offset = state.copy(), self._log.size
+            self._task = asyncio.create_task(self._save_off_loop(frozen, offset))
+
+    async def close(self, state: State | None) -> None:
+        """Wait for a snapshot being written; then write ``state``'s now (clean stop)."""
+        if self._task is not None:
+            await self._task
+        if state is not None and self._matches(state) and self._save(state, self._log.size):
+            self._saved(state.last_seq)
+
+    async def _save_off_loop(self, frozen: State, offset: int) -> None:
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self._save, frozen, offset):
+            self._saved(frozen.last_seq)
+
+    def _matches(self, state: State) -> bool:
+        # Only a state that covers the log exactly is worth saving.
+        return state.last_seq == self._log.last_seq != 0
+
+    def _save(self, state: State, offset: int) -> bool:
+        try:
+            self.file.save(state, offset)
+        except OSError as exc:
+            log.warning("snapshot.write_failed", error=str(exc))
+            return False
+        return True
+
+    def _saved(self, seq: int) -> None:
+        self._seq = seq
+        self._at = time.monotonic()
+        self._metrics.snapshot_seq.set(seq)
