@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from obsv.settings import Settings
 
-from .conftest import ClientFactory, alert_body, assert_contiguous, deliveries, post_signed
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs mounted under tmp_path (needs root; CI runs as root)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(disk: Path, leave_bytes: int) -> Path:
-    """Fill ``disk`` with one file until about ``leave_bytes`` are free."""
-    filler = disk / "filler"
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    filler.write_bytes(b"\0" * max(0, free - leave_bytes))
-    return filler
+from .conftest import (
+    ClientFactory,
+    alert_body,
+    assert_contiguous,
+    deliveries,
+    fill,
+    post_signed,
+)
 
 
 async def test_full_disk_is_503_and_recovers(make_client: ClientFactory, settings: Settings,

@@ -3,7 +3,6 @@ such, and an unusable outbox refused at startup (docs/reference.md §6, Dry run)
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from .conftest import (
     SECRET,
     ClientFactory,
     alert_body,
+    fill,
     post_signed,
     records_of,
     sentry_bytes,
@@ -126,17 +126,15 @@ async def test_a_name_too_long_for_the_filesystem_is_permanent(tmp_path: Path) -
     assert (outcome.retryable, outcome.next_attempt_at) == (False, None)
 
 
-async def test_a_full_disk_stays_retryable(tmp_path: Path) -> None:
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full here")
-    sink = DryRunSink(tmp_path, None, lambda: AT)
+async def test_a_full_disk_stays_retryable(tiny_disk: Path) -> None:
+    sink = DryRunSink(tiny_disk / "outbox", None, lambda: AT)
     await sink.start()
-    (tmp_path / "1117540176.md.tmp").symlink_to("/dev/full")  # every write: ENOSPC
+    filler = fill(tiny_disk, 0)  # every write from now on: ENOSPC
     outcome = await sink.open_issue(job())
     assert isinstance(outcome, IssueFailed)
     assert outcome.retryable is True and outcome.next_attempt_at is not None
     assert "No space left" in outcome.error
-    (tmp_path / "1117540176.md.tmp").unlink()
+    filler.unlink()
     assert isinstance(await sink.open_issue(job()), IssueOpened)
 
 
