@@ -40,7 +40,7 @@ class Row:
     reason: str | None = None
     derived_action: str | None = None
     derived_reason: str | None = None
-    linked_seq: int | None = None
+    link_seq: int | None = None
     outcome: str = ""
     history: list[tuple[datetime, str]] = field(default_factory=list)
 
@@ -52,7 +52,7 @@ class Row:
             "level": self.alert.level, "environment": self.alert.environment,
             "fingerprint_key": self.alert.fingerprint_key, "title": self.alert.title,
             "action": self.action, "reason": self.reason, "github": self.outcome or None,
-            "linked_alert_seq": self.linked_seq,
+            "linked_alert_seq": self.link_seq,
         }
 
 
@@ -75,7 +75,7 @@ class Audit:
 
     rows: dict[int, Row] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
-    undecided: list[int] = field(default_factory=list)
+    unrecorded: list[int] = field(default_factory=list)
     state: State = field(default_factory=State)
     records: int = 0
 
@@ -103,7 +103,7 @@ def audit(path: Path, policy_override: Policy | None = None,
                                            f"seq {envelope.seq} where {expected_seq} was due"))
         expected_seq = envelope.seq + 1
         _fold(result, envelope, issue)
-    result.undecided = sorted(result.state.unrecorded)
+    result.unrecorded = sorted(result.state.unrecorded)
     return result
 
 
@@ -118,7 +118,7 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
             result.rows[envelope.seq] = Row(
                 envelope.seq, envelope.at, event.alert, derived_action=derived.action,
                 derived_reason=derived.reason,
-                linked_seq=derived.linked_issue.alert_seq if derived.linked_issue else None)
+                link_seq=derived.linked_issue.alert_seq if derived.linked_issue else None)
         return
     row = result.rows.get(getattr(event, "alert_seq", -1))
     if row is None:
@@ -149,7 +149,7 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
     derived = result.state.unrecorded.get(recorded.alert_seq)
     if derived is None:
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
-                                       "which has no undecided alert.received before it"))
+                                       "with no alert.received awaiting a decision before it"))
         return
     if (derived.action, derived.reason, derived.linked_issue, derived.suppressed) != (
             recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed):

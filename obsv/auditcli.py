@@ -101,8 +101,8 @@ def _print_rows(rows: list[Row], *, as_json: bool, current: bool) -> None:
 def _github_column(row: Row, rows_by_seq: dict[int, Row]) -> str:
     if row.outcome:
         return row.outcome
-    if row.linked_seq is not None:
-        linked = rows_by_seq.get(row.linked_seq)
+    if row.link_seq is not None:
+        linked = rows_by_seq.get(row.link_seq)
         return f"(linked: {linked.outcome if linked and linked.outcome else 'pending'})"
     return "pending" if (row.action or row.derived_action) in ("open", "comment") else ""
 
@@ -112,10 +112,10 @@ def _print_verify(path: Path, result: Audit, override: Policy | None) -> int:
         print(f"MISMATCH {finding}")
     against = "today's settings" if override else "the policies recorded in the log"
     alerts = len(result.rows)
-    if result.undecided:
-        shown = ", ".join(map(str, result.undecided[:10]))
-        more = " …" if len(result.undecided) > 10 else ""
-        print(f"note: {len(result.undecided)} alert(s) not decided yet (seq {shown}{more})")
+    if result.unrecorded:
+        shown = ", ".join(map(str, result.unrecorded[:10]))
+        more = " …" if len(result.unrecorded) > 10 else ""
+        print(f"note: {len(result.unrecorded)} alert(s) decided but not recorded yet (seq {shown}{more})")
     if result.findings:
         print(f"{path}: {len(result.findings)} finding(s) in {result.records} records "
               f"({alerts} alerts), decisions checked against {against}")
@@ -162,8 +162,8 @@ _EXPLANATIONS = {
 
 def _explain(reason: str, row: Row, result: Audit) -> str:
     text = f"{reason}: {_EXPLANATIONS.get(reason, reason)}"
-    if row.linked_seq is not None:
-        linked = result.rows.get(row.linked_seq)
+    if row.link_seq is not None:
+        linked = result.rows.get(row.link_seq)
         target = linked.outcome if linked and linked.outcome else None
-        text += f"; linked issue {target or f'opened by alert {row.linked_seq}'}"
+        text += f"; linked issue {target or f'opened by alert {row.link_seq}'}"
     return text
