@@ -63,6 +63,7 @@ class Finding:
     seq: int | None
     line: int | None
     message: str
+    kind: str = "decision"  # or "unreadable", "torn", "gap"
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else f"seq {self.seq}"
@@ -78,6 +79,15 @@ class Audit:
     unrecorded: list[int] = field(default_factory=list)
     state: State = field(default_factory=State)
     records: int = 0
+    # The first line that is not a record: the pass stopped there, so nothing after it
+    # was read and no answer about the log is complete.
+    unreadable: Finding | None = None
+    # An unterminated last line: a crash, or a write still in progress on a live log.
+    torn: Finding | None = None
+
+    def of_kind(self, *kinds: str) -> list[Finding]:
+        """The findings of the given kinds, in log order."""
+        return [f for f in self.findings if f.kind in kinds]
 
 
 def audit(path: Path, policy_override: Policy | None = None,
@@ -87,8 +97,9 @@ def audit(path: Path, policy_override: Policy | None = None,
     expected_seq = 1
     for line_no, (end, line) in enumerate(iter_lines(path), 1):
         if end < 0:
-            result.findings.append(Finding(None, line_no, f"torn last line ({len(line)} bytes, "
-                                           "no newline): set aside on the next start"))
+            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
+                                  "no newline): set aside on the next start", "torn")
+            result.findings.append(result.torn)
             break
         try:
             record = orjson.loads(line)
@@ -96,11 +107,14 @@ def audit(path: Path, policy_override: Policy | None = None,
                 raise CodecError("not a JSON object")
             envelope = decode(record)
         except (orjson.JSONDecodeError, CodecError) as exc:
-            result.findings.append(Finding(None, line_no, f"not a valid record: {exc}"))
+            result.unreadable = Finding(None, line_no, f"not a valid record ({exc})",
+                                        "unreadable")
+            result.findings.append(result.unreadable)
             break
         if envelope.seq != expected_seq:
             result.findings.append(Finding(envelope.seq, line_no,
-                                           f"seq {envelope.seq} where {expected_seq} was due"))
+                                           f"seq {envelope.seq} where {expected_seq} was due",
+                                           "gap"))
         expected_seq = envelope.seq + 1
         _fold(result, envelope, issue)
     result.unrecorded = sorted(result.state.unrecorded)

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay", help="audit a log offline: one row per alert",
         description="Fold an event log offline (never contacting GitHub) and print one row "
-                    "per alert: its decision, reason and GitHub issue.")
+                    "per alert: its decision, reason and GitHub issue. Exit 0 for a complete "
+                    "answer, 1 when something is named on stderr (a seq gap, a decision "
+                    "that differs), 2 when a line of the log is not a record.")
     replay.add_argument("log", nargs="?", metavar="LOG",
                         help="the event log (default: the configured OBSV_EVENT_LOG)")
     replay.add_argument("--config", metavar="PATH", help="settings file (for LOG and --policy)")
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "mismatch")
     replay.add_argument("--policy", choices=("recorded", "current"), default="recorded",
                         help="decide with the policies recorded in the log (default) or with "
-                             "today's settings")
+                             "today's settings; exit 1 when any decision differs from the "
+                             "recorded one")
     replay.add_argument("--issue", metavar="ID", help="only alerts of this Sentry issue id")
     replay.add_argument("--since", metavar="TIME",
                         help="only alerts at or after TIME: RFC 3339 (2026-11-27T08:00:00Z), "
@@ -87,10 +90,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a shell reports for a command whose reader went away (128 + SIGPIPE), as for any
+# Unix tool that `| head` cut short.
+BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        code = _run(parser, args)
+        sys.stdout.flush()  # here, so a closed stdout is seen inside the try
+    except BrokenPipeError:
+        return _stdout_gone()
+    return code
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout left (``obsv replay | head``): not an error of the log or
+    of the command, so nothing is printed. Python's docs (signal, "Note on SIGPIPE"):
+    point stdout at /dev/null so the flush at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE_STATUS
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
