@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import structlog
@@ -158,7 +160,13 @@ async def _run_server(settings: Settings) -> int:
     # In-flight requests get 10 s to finish on shutdown (they only wait for an fsync).
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
                            shutdown_timeout=10)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the log (and the sink) before anything listens
+    except BaseException as exc:
+        await runner.cleanup()  # what did start (a GitHub session) closes quietly
+        if isinstance(exc, OSError):
+            raise StartupError(cannot_open(exc, settings)) from None
+        raise
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
@@ -184,3 +192,34 @@ async def _run_server(settings: Settings) -> int:
     finally:
         await runner.cleanup()
     return 0
+
+
+def cannot_open(exc: OSError, settings: Settings) -> str:
+    """One line for a file obsv could not open or write at start: which path, for which
+    setting, what is wrong, and the fix."""
+    configured = settings.event_log
+    setting = "OBSV_EVENT_LOG"
+    if exc.filename and Path(exc.filename).is_relative_to(settings.outbox_dir):
+        configured, setting = settings.outbox_dir, "OBSV_OUTBOX_DIR"
+    # os.write and fsync name no file: the log (or its torn tail's side file) it was.
+    where = Path(exc.filename) if exc.filename else configured
+    problem, fix = exc.strerror or str(exc), f"point {setting} at a writable location"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        where = _file_on_the_way(where)
+        problem = "it is a file, not a directory"
+    elif exc.errno == errno.EISDIR:
+        problem = "it is a directory, not a file"
+        fix = f"set {setting} to a file inside it, e.g. {where / 'events.jsonl'}"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = ("free space on that disk, then start again (a torn last line is copied "
+               "beside the log before serving)")
+    shown = "" if where == configured else f" ({configured})"
+    return f"cannot use {where} for {setting}{shown}: {problem}; {fix}"
+
+
+def _file_on_the_way(path: Path) -> Path:
+    """The first component of ``path`` that exists and is not a directory."""
+    for part in (*reversed(path.parents), path):
+        if part.exists() and not part.is_dir():
+            return part
+    return path
