@@ -12,7 +12,7 @@ from obsv.cli import main
 
 from .conftest import SECRET
 from .process import free_port
-from .test_disk_full import fill, tiny_disk  # noqa: F401 - the fixture, used by name
+from .test_disk_full import fill, tiny_disk  # noqa: F401 - a fixture: pytest finds it here
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -104,7 +104,8 @@ def test_an_unusable_log_path_is_one_line_before_listening(tmp_path: Path, log: 
     assert result.stderr.count("\n") == 1, result.stderr  # nothing else: no serving, no trace
 
 
-def test_a_torn_tail_on_a_full_disk_is_one_line_and_the_log_is_kept(tiny_disk: Path) -> None:
+def test_a_torn_tail_on_a_full_disk_is_one_line_and_the_log_is_kept(
+        tiny_disk: Path) -> None:  # noqa: F811 - the fixture imported above
     log = tiny_disk / "events.jsonl"
     record = ('{"seq":1,"at":"2026-01-01T00:00:00.000000Z","type":"config.applied","v":1,'
               '"policy":{"min_level":"error","environments":[],"cooldown_seconds":1,'
