@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -163,7 +164,8 @@ async def _run_server(settings: Settings) -> int:
     try:
         await runner.setup()  # opens the log (and the sink) before anything listens
     except BaseException as exc:
-        await runner.cleanup()  # what did start (a GitHub session) closes quietly
+        with contextlib.suppress(Exception):  # the reason to report is exc, not this
+            await runner.cleanup()  # what did start (a GitHub session) closes quietly
         if isinstance(exc, OSError):
             raise StartupError(cannot_open(exc, settings)) from None
         raise
