@@ -156,11 +156,16 @@ async def _run_server(settings: Settings) -> int:
     # Imported here: the offline commands (replay, why) start faster without aiohttp.
     from aiohttp import web
 
+    from obsv.httpserver import GuardedSite
     from obsv.server import STARTUP, create_app
 
+    timeout = settings.request_timeout_seconds
     # In-flight requests get 10 s to finish on shutdown (they only wait for an fsync).
+    # An idle keep-alive connection, or an unread body after the answer, is held no
+    # longer than a slow request would be (obsv.httpserver has the other deadlines).
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
-                           shutdown_timeout=10)
+                           shutdown_timeout=10, keepalive_timeout=timeout,
+                           lingering_time=min(2, timeout))
     try:
         await runner.setup()  # opens the log (and the sink) before anything listens
     except BaseException as exc:
@@ -170,7 +175,7 @@ async def _run_server(settings: Settings) -> int:
             raise StartupError(cannot_open(exc, settings)) from None
         raise
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = GuardedSite(runner, settings.host, settings.port, timeout=timeout)
         try:
             await site.start()
         except OSError as exc:
@@ -182,7 +187,8 @@ async def _run_server(settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         log.info("serving", url=f"http://{settings.host}:{settings.port}",
-                 event_log=str(settings.event_log), dry_run=settings.dry_run)
+                 event_log=str(settings.event_log), dry_run=settings.dry_run,
+                 max_connections=site.max_connections, request_timeout_seconds=timeout)
         startup = runner.app[STARTUP]
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopping, startup], return_when=asyncio.FIRST_COMPLETED)

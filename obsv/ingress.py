@@ -25,6 +25,7 @@ from obsv.core.alert import EVENT_ALERT, InvalidPayload, alert_from_delivery, va
 from obsv.core.events import AlertReceived, Delivery, HookReceived
 from obsv.core.signature import is_valid
 from obsv.eventlog import EventLog, LogWriteError
+from obsv.httpserver import BodyTimeout
 from obsv.metrics import Metrics
 
 log = structlog.get_logger("obsv.ingress")
@@ -121,7 +122,8 @@ def header(request: web.Request, name: str) -> str | None:
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
     """The raw body, or 413 as soon as it is known to exceed ``limit``; 400 when a
-    ``Content-Encoding`` (deflate, gzip) does not decode, which no retry can heal."""
+    ``Content-Encoding`` (deflate, gzip) does not decode, which no retry can heal; 408
+    when it has not arrived within the server's request timeout (``obsv.httpserver``)."""
     too_large = Rejected(413, {"error": "body_too_large", "max_bytes": limit})
     if request.content_length is not None and request.content_length > limit:
         raise too_large
@@ -133,6 +135,10 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
             if size > limit:
                 raise too_large
             chunks.append(chunk)
+    except BodyTimeout:
+        # obsv.httpserver ends a body that has not arrived in time; the client is too
+        # slow (or hostile), and Sentry itself gives up after one second.
+        raise Rejected(408, {"error": "body_timeout"}, close=True) from None
     except web.RequestPayloadError:
         # aiohttp decompresses as it reads; a body that is not what its encoding says
         # (or a broken chunked framing) cannot be the JSON Sentry sent. Its rest cannot

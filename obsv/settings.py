@@ -36,6 +36,7 @@ class Settings:
     port: int = 8000
     event_log: Path = Path("var/events.jsonl")
     max_body_bytes: int = 1_048_576
+    request_timeout_seconds: int = 10
     min_level: str = "error"
     environments: tuple[str, ...] = ()
     cooldown_seconds: int = 21_600
@@ -196,6 +197,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "port": _integer(0, 65535),
     "event_log": _path,
     "max_body_bytes": _integer(1),
+    "request_timeout_seconds": _integer(1, 3600),
     "min_level": _level,
     "environments": _names,
     "cooldown_seconds": _integer(0),
