@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import resource
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import aiohttp
 import pytest
 
 from .conftest import SECRET, alert_body, deliveries, sentry_bytes, signed_headers
-from .process import ServeProcess
+from .process import ServeProcess, free_port
 
 TIMEOUT_SECONDS = 1  # OBSV_REQUEST_TIMEOUT_SECONDS of the server under test
 DEADLINE = 30.0  # how long the test waits for anything, far above what it should take
@@ -162,3 +166,59 @@ def test_request_timeout_must_be_a_positive_number(value: str) -> None:
     with pytest.raises(ConfigError, match="OBSV_REQUEST_TIMEOUT_SECONDS"):
         load_settings(None, {"OBSV_SENTRY_CLIENT_SECRET": "s",
                              "OBSV_REQUEST_TIMEOUT_SECONDS": value})
+
+
+# A server on GuardedSite whose cap is set above what its descriptors allow, so that
+# accept() really fails with EMFILE: the path the cap normally keeps it from.
+OVERCOMMITTED_SERVER = """
+import asyncio, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from aiohttp import web
+from obsv.httpserver import GuardedSite
+from obsv.logs import configure
+
+async def healthz(request):
+    return web.json_response({"status": "ok"})
+
+async def main(port):
+    configure("json")
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=1)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", port, timeout=1, max_connections=1000)
+    await site.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("listening", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+async def test_accept_out_of_descriptors_is_logged_once_and_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    stderr_path = tmp_path / "server.log"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", OVERCOMMITTED_SERVER, str(port)],
+                                stdout=subprocess.PIPE, stderr=stderr)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), DEADLINE)
+        assert line == b"listening\n", stderr_path.read_text()
+        heads = [await half_sent_head(port) for _ in range(100)]  # more than 64 descriptors
+
+        assert await healthz(f"http://127.0.0.1:{port}") == 200
+        closed = await asyncio.gather(*(until_closed(stream) for stream in heads))
+        assert closed == [b""] * len(heads)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE)
+    log = stderr_path.read_text()
+    exhausted = [json.loads(line) for line in log.splitlines()
+                 if "accept.out_of_resources" in line]
+    assert len(exhausted) == 1, log[-2000:]  # once a minute, and this took seconds
+    assert exhausted[0]["errno"] == errno.EMFILE
+    assert "Traceback" not in log and "out of system resource" not in log
