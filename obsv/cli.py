@@ -82,14 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser(
         "send-test", help="send a signed sample alert to a running server",
-        description="Sign and send a sample event_alert to a running obsv and print the "
-                    "answer: the setup check for the URL and the shared secret.")
+        description="Sign and send a sample delivery (an event_alert unless --resource "
+                    "says otherwise) to a running obsv and print the answer: the setup "
+                    "check for the URL and the shared secret.")
     send.add_argument("--config", metavar="PATH", help="settings file giving URL and secret")
     send.add_argument("--url", help="server base URL (default: from the settings' host/port)")
     send.add_argument("--secret", help="client secret (default: from the settings)")
     send.add_argument("--payload", metavar="FILE",
                       help="JSON body to send as is (default: Sentry's documented sample "
-                           "with a fresh event_id, so it is never a duplicate)")
+                           "of the resource, an event_alert with a fresh event_id, so it is "
+                           "never a duplicate)")
+    send.add_argument("--resource", metavar="NAME", default="event_alert",
+                      help="the Sentry-Hook-Resource to send (default: event_alert); with a "
+                           "sample for event_alert, issue, error, installation, comment, "
+                           "metric_alert")
     return parser
 
 

@@ -20,7 +20,7 @@ from .test_disk_full import fill, tiny_disk  # noqa: F401 - a fixture: pytest fi
     (["serve", "--help"], ["--config"]),
     (["replay", "--help"], ["--json", "--verify", "--policy", "--issue", "--since", "LOG"]),
     (["why", "--help"], ["SENTRY_ISSUE_ID", "--log"]),
-    (["send-test", "--help"], ["--url", "--secret", "--payload", "--config"]),
+    (["send-test", "--help"], ["--url", "--secret", "--payload", "--config", "--resource"]),
 ])
 def test_help_is_complete(argv: list[str], expected: list[str],
                           capsys: pytest.CaptureFixture[str]) -> None:
