@@ -107,8 +107,8 @@ BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # may print --help
         code = _run(parser, args)
         sys.stdout.flush()  # here, so a closed stdout is seen inside the try
     except BrokenPipeError:
@@ -121,7 +121,8 @@ def _stdout_gone() -> int:
     of the command, so nothing is printed. Python's docs (signal, "Note on SIGPIPE"):
     point stdout at /dev/null so the flush at exit cannot raise again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+        os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return BROKEN_PIPE_STATUS
 
