@@ -179,7 +179,7 @@ async def _run_server(settings: Settings) -> int:
         with contextlib.suppress(Exception):  # the reason to report is exc, not this
             await runner.cleanup()  # what did start (a GitHub session) closes quietly
         if isinstance(exc, OSError):
-            raise StartupError(cannot_open(exc, settings)) from None
+            raise StartupError(_cannot_open(exc, settings)) from None
         raise
     try:
         site = GuardedSite(runner, settings.host, settings.port, timeout=timeout)
@@ -209,7 +209,7 @@ async def _run_server(settings: Settings) -> int:
     return 0
 
 
-def cannot_open(exc: OSError, settings: Settings) -> str:
+def _cannot_open(exc: OSError, settings: Settings) -> str:
     """One line for a file obsv could not open or write at start: which path, for which
     setting, what is wrong, and the fix."""
     configured = settings.event_log
@@ -219,12 +219,13 @@ def cannot_open(exc: OSError, settings: Settings) -> str:
     # os.write and fsync name no file: the log (or its torn tail's side file) it was.
     where = Path(exc.filename) if exc.filename else configured
     problem, fix = exc.strerror or str(exc), f"point {setting} at a writable location"
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        where = _file_on_the_way(where)
-        problem = "it is a file, not a directory"
+    blocking = _file_on_the_way(where)
+    if (exc.errno in (errno.EEXIST, errno.ENOTDIR) and blocking is not None
+            and blocking != configured and configured.is_relative_to(blocking)):
+        where, problem = blocking, "it is a file, not a directory"
     elif exc.errno == errno.EISDIR:
         problem = "it is a directory, not a file"
-        fix = f"set {setting} to a file inside it, e.g. {where / 'events.jsonl'}"
+        fix = f"set {setting} to a file inside it, e.g. {where / configured.name}"
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = ("free space on that disk, then start again (a torn last line is copied "
                "beside the log before serving)")
@@ -232,9 +233,9 @@ def cannot_open(exc: OSError, settings: Settings) -> str:
     return f"cannot use {where} for {setting}{shown}: {problem}; {fix}"
 
 
-def _file_on_the_way(path: Path) -> Path:
-    """The first component of ``path`` that exists and is not a directory."""
+def _file_on_the_way(path: Path) -> Path | None:
+    """The first component of ``path`` that exists and is not a directory, if any."""
     for part in (*reversed(path.parents), path):
         if part.exists() and not part.is_dir():
             return part
-    return path
+    return None
