@@ -115,7 +115,7 @@ async def _post(url: str, secret: str, body: bytes, resource: str) -> tuple[int,
 
 
 def _explain(status: int, resource: str) -> int:
-    if status == 202:
+    if 200 <= status < 300 and resource == EVENT_ALERT:
         print("accepted: the alert is in the event log; see `obsv replay` and the outbox "
               "(dry run) or the GitHub repo", file=sys.stderr)
         return 0
