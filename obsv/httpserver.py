@@ -165,18 +165,18 @@ class GuardedSite(web.BaseSite):
             connection = _Connection(self, server())
             try:
                 await loop.connect_accepted_socket(_returning(connection), conn)
-            except OSError as exc:
+            except Exception as exc:  # this loop must outlive any one client
                 conn.close()
                 connection.release()
                 self._accept_failed(exc)
 
-    def _accept_failed(self, exc: OSError) -> None:
+    def _accept_failed(self, exc: Exception) -> None:
         held = self._out_of_resources.due()
         if held is None:
             return
-        event = ("accept.out_of_resources" if exc.errno in _OUT_OF_RESOURCES
-                 else "accept.failed")
-        log.error(event, error=exc.strerror or str(exc), errno=exc.errno,
+        code = getattr(exc, "errno", None)
+        event = "accept.out_of_resources" if code in _OUT_OF_RESOURCES else "accept.failed"
+        log.error(event, error=getattr(exc, "strerror", None) or repr(exc), errno=code,
                   open_connections=self.open_connections,
                   max_connections=self.max_connections, not_logged_since=held)
 
