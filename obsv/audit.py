@@ -40,7 +40,7 @@ class Row:
     reason: str | None = None
     derived_action: str | None = None
     derived_reason: str | None = None
-    linked_seq: int | None = None
+    link_seq: int | None = None
     outcome: str = ""
     history: list[tuple[datetime, str]] = field(default_factory=list)
 
@@ -52,7 +52,7 @@ class Row:
             "level": self.alert.level, "environment": self.alert.environment,
             "fingerprint_key": self.alert.fingerprint_key, "title": self.alert.title,
             "action": self.action, "reason": self.reason, "github": self.outcome or None,
-            "linked_alert_seq": self.linked_seq,
+            "linked_alert_seq": self.link_seq,
         }
 
 
@@ -63,6 +63,7 @@ class Finding:
     seq: int | None
     line: int | None
     message: str
+    kind: str = "decision"  # or "unreadable", "torn", "gap"
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else f"seq {self.seq}"
@@ -75,9 +76,18 @@ class Audit:
 
     rows: dict[int, Row] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
-    undecided: list[int] = field(default_factory=list)
+    unrecorded: list[int] = field(default_factory=list)
     state: State = field(default_factory=State)
     records: int = 0
+    # The first line that is not a record: the pass stopped there, so nothing after it
+    # was read and no answer about the log is complete.
+    unreadable: Finding | None = None
+    # An unterminated last line: a crash, or a write still in progress on a live log.
+    torn: Finding | None = None
+
+    def of_kind(self, *kinds: str) -> list[Finding]:
+        """The findings of the given kinds, in log order."""
+        return [f for f in self.findings if f.kind in kinds]
 
 
 def audit(path: Path, policy_override: Policy | None = None,
@@ -87,8 +97,9 @@ def audit(path: Path, policy_override: Policy | None = None,
     expected_seq = 1
     for line_no, (end, line) in enumerate(iter_lines(path), 1):
         if end < 0:
-            result.findings.append(Finding(None, line_no, f"torn last line ({len(line)} bytes, "
-                                           "no newline): set aside on the next start"))
+            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
+                                  "no newline): set aside on the next start", "torn")
+            result.findings.append(result.torn)
             break
         try:
             record = orjson.loads(line)
@@ -96,14 +107,17 @@ def audit(path: Path, policy_override: Policy | None = None,
                 raise CodecError("not a JSON object")
             envelope = decode(record)
         except (orjson.JSONDecodeError, CodecError) as exc:
-            result.findings.append(Finding(None, line_no, f"not a valid record: {exc}"))
+            result.unreadable = Finding(None, line_no, f"not a valid record ({exc})",
+                                        "unreadable")
+            result.findings.append(result.unreadable)
             break
         if envelope.seq != expected_seq:
             result.findings.append(Finding(envelope.seq, line_no,
-                                           f"seq {envelope.seq} where {expected_seq} was due"))
+                                           f"seq {envelope.seq} where {expected_seq} was due",
+                                           "gap"))
         expected_seq = envelope.seq + 1
         _fold(result, envelope, issue)
-    result.undecided = sorted(result.state.unrecorded)
+    result.unrecorded = sorted(result.state.unrecorded)
     return result
 
 
@@ -118,7 +132,7 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
             result.rows[envelope.seq] = Row(
                 envelope.seq, envelope.at, event.alert, derived_action=derived.action,
                 derived_reason=derived.reason,
-                linked_seq=derived.linked_issue.alert_seq if derived.linked_issue else None)
+                link_seq=derived.linked_issue.alert_seq if derived.linked_issue else None)
         return
     row = result.rows.get(getattr(event, "alert_seq", -1))
     if row is None:
@@ -149,7 +163,7 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
     derived = result.state.unrecorded.get(recorded.alert_seq)
     if derived is None:
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
-                                       "which has no undecided alert.received before it"))
+                                       "with no alert.received awaiting a decision before it"))
         return
     if (derived.action, derived.reason, derived.linked_issue, derived.suppressed) != (
             recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed):

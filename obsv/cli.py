@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import structlog
@@ -50,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay", help="audit a log offline: one row per alert",
         description="Fold an event log offline (never contacting GitHub) and print one row "
-                    "per alert: its decision, reason and GitHub issue.")
+                    "per alert: its decision, reason and GitHub issue. Exit 0 for a complete "
+                    "answer, 1 when something is named on stderr (a seq gap, a decision "
+                    "that differs), 2 when a line of the log is not a record.")
     replay.add_argument("log", nargs="?", metavar="LOG",
                         help="the event log (default: the configured OBSV_EVENT_LOG)")
     replay.add_argument("--config", metavar="PATH", help="settings file (for LOG and --policy)")
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "mismatch")
     replay.add_argument("--policy", choices=("recorded", "current"), default="recorded",
                         help="decide with the policies recorded in the log (default) or with "
-                             "today's settings")
+                             "today's settings; exit 1 when any decision differs from the "
+                             "recorded one")
     replay.add_argument("--issue", metavar="ID", help="only alerts of this Sentry issue id")
     replay.add_argument("--since", metavar="TIME",
                         help="only alerts at or after TIME: RFC 3339 (2026-11-27T08:00:00Z), "
@@ -76,21 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser(
         "send-test", help="send a signed sample alert to a running server",
-        description="Sign and send a sample event_alert to a running obsv and print the "
-                    "answer: the setup check for the URL and the shared secret.")
+        description="Sign and send a sample delivery (an event_alert unless --resource "
+                    "says otherwise) to a running obsv and print the answer: the setup "
+                    "check for the URL and the shared secret.")
     send.add_argument("--config", metavar="PATH", help="settings file giving URL and secret")
     send.add_argument("--url", help="server base URL (default: from the settings' host/port)")
     send.add_argument("--secret", help="client secret (default: from the settings)")
     send.add_argument("--payload", metavar="FILE",
                       help="JSON body to send as is (default: Sentry's documented sample "
-                           "with a fresh event_id, so it is never a duplicate)")
+                           "of the resource, an event_alert with a fresh event_id, so it is "
+                           "never a duplicate)")
+    send.add_argument("--resource", metavar="NAME", default="event_alert",
+                      help="the Sentry-Hook-Resource to send (default: event_alert); with a "
+                           "sample for event_alert, issue, error, installation, comment, "
+                           "metric_alert")
     return parser
+
+
+# What a shell reports for a command whose reader went away (128 + SIGPIPE), as for any
+# Unix tool that `| head` cut short.
+BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # may print --help
+        code = _run(parser, args)
+        sys.stdout.flush()  # here, so a closed stdout is seen inside the try
+    except BrokenPipeError:
+        return _stdout_gone()
+    return code
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout left (``obsv replay | head``): not an error of the log or
+    of the command, so nothing is printed. Python's docs (signal, "Note on SIGPIPE"):
+    point stdout at /dev/null so the flush at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE_STATUS
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
@@ -126,14 +163,26 @@ async def _run_server(settings: Settings) -> int:
     # Imported here: the offline commands (replay, why) start faster without aiohttp.
     from aiohttp import web
 
+    from obsv.httpserver import GuardedSite
     from obsv.server import STARTUP, create_app
 
+    timeout = settings.request_timeout_seconds
     # In-flight requests get 10 s to finish on shutdown (they only wait for an fsync).
+    # An idle keep-alive connection, or an unread body after the answer, is held no
+    # longer than a slow request would be (obsv.httpserver has the other deadlines).
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
-                           shutdown_timeout=10)
-    await runner.setup()
+                           shutdown_timeout=10, keepalive_timeout=timeout,
+                           lingering_time=min(2, timeout))
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        await runner.setup()  # opens the log (and the sink) before anything listens
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the reason to report is exc, not this
+            await runner.cleanup()  # what did start (a GitHub session) closes quietly
+        if isinstance(exc, OSError):
+            raise StartupError(_cannot_open(exc, settings)) from None
+        raise
+    try:
+        site = GuardedSite(runner, settings.host, settings.port, timeout=timeout)
         try:
             await site.start()
         except OSError as exc:
@@ -145,7 +194,8 @@ async def _run_server(settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         log.info("serving", url=f"http://{settings.host}:{settings.port}",
-                 event_log=str(settings.event_log), dry_run=settings.dry_run)
+                 event_log=str(settings.event_log), dry_run=settings.dry_run,
+                 max_connections=site.max_connections, request_timeout_seconds=timeout)
         startup = runner.app[STARTUP]
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopping, startup], return_when=asyncio.FIRST_COMPLETED)
@@ -157,3 +207,35 @@ async def _run_server(settings: Settings) -> int:
     finally:
         await runner.cleanup()
     return 0
+
+
+def _cannot_open(exc: OSError, settings: Settings) -> str:
+    """One line for a file obsv could not open or write at start: which path, for which
+    setting, what is wrong, and the fix."""
+    configured = settings.event_log
+    setting = "OBSV_EVENT_LOG"
+    if exc.filename and Path(exc.filename).is_relative_to(settings.outbox_dir):
+        configured, setting = settings.outbox_dir, "OBSV_OUTBOX_DIR"
+    # os.write and fsync name no file: the log (or its torn tail's side file) it was.
+    where = Path(exc.filename) if exc.filename else configured
+    problem, fix = exc.strerror or str(exc), f"point {setting} at a writable location"
+    blocking = _file_on_the_way(where)
+    if (exc.errno in (errno.EEXIST, errno.ENOTDIR) and blocking is not None
+            and blocking != configured and configured.is_relative_to(blocking)):
+        where, problem = blocking, "it is a file, not a directory"
+    elif exc.errno == errno.EISDIR:
+        problem = "it is a directory, not a file"
+        fix = f"set {setting} to a file inside it, e.g. {where / configured.name}"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = ("free space on that disk, then start again (a torn last line is copied "
+               "beside the log before serving)")
+    shown = "" if where == configured else f" ({configured})"
+    return f"cannot use {where} for {setting}{shown}: {problem}; {fix}"
+
+
+def _file_on_the_way(path: Path) -> Path | None:
+    """The first component of ``path`` that exists and is not a directory, if any."""
+    for part in (*reversed(path.parents), path):
+        if part.exists() and not part.is_dir():
+            return part
+    return None

@@ -31,6 +31,7 @@ from obsv.core.events import AlertReceived, Delivery, HookReceived
 from obsv.core.policy import EVENT_ID_WINDOW
 from obsv.core.signature import is_valid
 from obsv.eventlog import EventLog, LogWriteError
+from obsv.httpserver import BodyTimeout
 from obsv.metrics import Metrics
 
 log = structlog.get_logger("obsv.ingress")
@@ -47,6 +48,9 @@ class Rejected(Exception):
 
     status: int
     body: Mapping[str, Any]
+    # The request was not read to its end (a body that does not decode, or is too
+    # slow): the connection cannot carry another request, so the answer closes it.
+    close: bool = False
 
 
 class Receiver:
@@ -64,18 +68,22 @@ class Receiver:
         """The whole of ``POST /webhooks/sentry``."""
         resource = header(request, "Sentry-Hook-Resource") or ""
         request_id = header(request, "Request-ID")
+        close = False
         with structlog.contextvars.bound_contextvars(
             request_id=request_id, resource=resource or None
         ):
             try:
                 status, body = await self._accept(request, resource, request_id)
             except Rejected as rejected:
-                status, body = rejected.status, dict(rejected.body)
+                status, body, close = rejected.status, dict(rejected.body), rejected.close
                 log.info("delivery.rejected", status=status, error=body.get("error"))
         self._metrics.deliveries.labels(_resource_label(resource), str(status)).inc()
         headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-        return web.json_response(body, status=status, headers=headers,
-                                 dumps=lambda v: orjson.dumps(v).decode())
+        response = web.json_response(body, status=status, headers=headers,
+                                     dumps=lambda v: orjson.dumps(v).decode())
+        if close:
+            response.force_close()
+        return response
 
     async def _accept(self, request: web.Request, resource: str,
                       request_id: str | None) -> tuple[int, dict[str, Any]]:
@@ -172,17 +180,31 @@ def header(request: web.Request, name: str) -> str | None:
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The raw body, or 413 as soon as it is known to exceed ``limit``."""
+    """The raw body, or 413 as soon as it is known to exceed ``limit``; 400 when a
+    ``Content-Encoding`` (deflate, gzip) does not decode, which no retry can heal; 408
+    when it has not arrived within the server's request timeout (``obsv.httpserver``)."""
     too_large = Rejected(413, {"error": "body_too_large", "max_bytes": limit})
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(_READ_STEP):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.read(_READ_STEP):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except BodyTimeout:
+        # obsv.httpserver ends a body that has not arrived in time; the client is too
+        # slow (or hostile), and Sentry itself gives up after one second.
+        raise Rejected(408, {"error": "body_timeout"}, close=True) from None
+    except web.RequestPayloadError:
+        # aiohttp decompresses as it reads; a body that is not what its encoding says
+        # (or a broken chunked framing) cannot be the JSON Sentry sent. Its rest cannot
+        # be read either: ending the stream here stops aiohttp from draining it after
+        # the answer (which would raise the same error again, as a logged traceback).
+        request.content.feed_eof()
+        raise Rejected(400, {"error": "invalid_json"}, close=True) from None
     return b"".join(chunks)
 
 

@@ -7,7 +7,7 @@ one line naming the setting and the fix; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
-import os
+import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -36,6 +36,7 @@ class Settings:
     port: int = 8000
     event_log: Path = Path("var/events.jsonl")
     max_body_bytes: int = 1_048_576
+    request_timeout_seconds: int = 10
     min_level: str = "error"
     environments: tuple[str, ...] = ()
     cooldown_seconds: int = 21_600
@@ -78,7 +79,13 @@ class Settings:
         )
 
 
+# Settings whose values are credentials: never shown (repr, error messages), and each
+# may be read from a file named by ``<key>_file`` / ``OBSV_<KEY>_FILE`` (docs/reference.md §2).
 _SECRETS = {"sentry_client_secret", "github_token"}
+_FILE_SUFFIX = "_file"
+# A secret file holds one token; anything larger is the wrong file (or /dev/zero).
+_MAX_SECRET_FILE_BYTES = 64 * 1024
+_MAX_KEY_FILE_BYTES = 1024 * 1024
 
 
 def _text(name: str, raw: object) -> str:
@@ -89,6 +96,30 @@ def _text(name: str, raw: object) -> str:
 
 def _optional_text(name: str, raw: object) -> str | None:
     return _text(name, raw) or None
+
+
+def _secret(name: str, raw: object) -> str:
+    if not isinstance(raw, str):  # the value is not shown: it may be the secret itself
+        raise ConfigError(f"{name}: expected a string in quotes; the value is not shown "
+                          "because it is a secret")
+    return raw.strip()
+
+
+def _optional_secret(name: str, raw: object) -> str | None:
+    return _secret(name, raw) or None
+
+
+def _github_id(name: str, raw: object) -> str | None:
+    """A GitHub App or installation id: a positive whole number, kept as text."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return str(raw)
+    text = raw.strip() if isinstance(raw, str) else None
+    if text == "":
+        return None
+    if text is None or not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise ConfigError(f"{name}: {raw!r} is not a positive whole number; copy the id from "
+                          "the GitHub App's settings page (App ID) or the installation's URL")
+    return str(int(text))
 
 
 def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, object], int]:
@@ -161,20 +192,21 @@ def _log_format(name: str, raw: object) -> str:
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "sentry_client_secret": _text,
+    "sentry_client_secret": _secret,
     "host": _text,
     "port": _integer(0, 65535),
     "event_log": _path,
     "max_body_bytes": _integer(1),
+    "request_timeout_seconds": _integer(1, 3600),
     "min_level": _level,
     "environments": _names,
     "cooldown_seconds": _integer(0),
     "max_issues_per_hour": _integer(0),
     "github_repo": _repo,
-    "github_token": _optional_text,
-    "github_app_id": _optional_text,
+    "github_token": _optional_secret,
+    "github_app_id": _github_id,
     "github_app_private_key_path": _optional_path,
-    "github_installation_id": _optional_text,
+    "github_installation_id": _github_id,
     "github_api_url": _url,
     "github_labels": _names,
     "dry_run": _boolean,
@@ -194,20 +226,90 @@ def load_settings(config_path: str | None, env: Mapping[str, str], *,
     """Defaults, then the TOML file, then ``OBSV_*``; validated as a whole.
 
     The offline commands (replay, why) pass ``require_secret=False``: they read a
-    log and a policy, and must work on a laptop that has no production secret.
+    log and a policy, and must work on a laptop that has no production secret
+    (nor the GitHub App's key file).
     """
+    _check_variables(env)
     values: dict[str, Any] = {}
     path = config_path or env.get("OBSV_CONFIG") or None
     if path:
-        for key, raw in _read_toml(Path(path)).items():
-            values[key] = _PARSERS[key](f"{key} in {path}", raw)
-    for key, parse in _PARSERS.items():
-        if env_name(key) in env:
-            values[key] = parse(env_name(key), env[env_name(key)])
+        values.update(_parse_source(_read_toml(Path(path)), lambda key: key, f" in {path}"))
+    values.update(_parse_source(env, env_name, ""))
     values.setdefault("log_format", "console" if stderr_is_tty else "json")
     if not require_secret:
         values.setdefault("sentry_client_secret", "-")
-    return _complete(values)
+    settings = _complete(values)
+    if require_secret and settings.github_app_private_key_path is not None:
+        _check_app_key(settings.github_app_private_key_path)
+    return settings
+
+
+def _parse_source(source: Mapping[str, Any], spelled: Callable[[str], str],
+                  where: str) -> dict[str, Any]:
+    """Every setting one source (the TOML file, or the environment) gives, parsed.
+    ``spelled`` is how the source names a key; ``where`` says which file, for messages."""
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        direct, from_file = spelled(key), spelled(key + _FILE_SUFFIX)
+        if key in _SECRETS and from_file in source:
+            if direct in source:
+                raise ConfigError(f"{direct} and {from_file} are both set{where}: keep one "
+                                  "of them")
+            secret = _read_secret_file(from_file + where, source[from_file])
+            values[key] = parse(direct + where, secret)
+        elif direct in source:
+            values[key] = parse(direct + where, source[direct])
+    return values
+
+
+def _read_secret_file(name: str, raw: object) -> str:
+    """The secret in the file ``raw`` names, without its trailing newline (the
+    Docker and Kubernetes secrets convention)."""
+    path = _path(name, raw)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: {path} cannot be read ({exc.strerror}); point it at the "
+                          "file that holds the secret") from None
+    if len(data) > _MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{name}: {path} is larger than {_MAX_SECRET_FILE_BYTES} bytes; "
+                          "a secret file holds only the secret")
+    try:
+        secret = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path} is not UTF-8 text; a secret file holds only "
+                          "the secret") from None
+    if not secret.strip():
+        raise ConfigError(f"{name}: {path} is empty; write the secret into it")
+    return secret
+
+
+def _known_variables() -> set[str]:
+    return ({"OBSV_CONFIG"} | {env_name(key) for key in _PARSERS}
+            | {env_name(key + _FILE_SUFFIX) for key in _SECRETS})
+
+
+def _check_variables(env: Mapping[str, str]) -> None:
+    """A misspelt ``OBSV_*`` variable would otherwise be ignored in silence, and the
+    setting it meant to change would keep its default."""
+    known = _known_variables()
+    for name in sorted(env):
+        if name.startswith("OBSV_") and name not in known:
+            raise ConfigError(f"{name} is not a setting{_hint(name, known)}; unset it, or see "
+                              "config/obsv.toml for every setting (key k is OBSV_K)")
+
+
+def _hint(name: str, known: set[str]) -> str:
+    if name.endswith(_FILE_SUFFIX.upper()) and name[:-5] in known:
+        secrets = ", ".join(sorted(env_name(key) for key in _SECRETS))
+        return f": only secret settings ({secrets}) can be read from a file"
+    bare = name.removeprefix("OBSV_")
+    candidates = {n.removeprefix("OBSV_"): n for n in known}
+    longer = sorted(n for b, n in candidates.items() if b.startswith(bare + "_"))
+    close = longer or [candidates[b] for b in difflib.get_close_matches(bare, candidates, 1,
+                                                                        0.75)]
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -221,7 +323,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(_PARSERS))
+    known = set(_PARSERS) | {key + _FILE_SUFFIX for key in _SECRETS}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
             f"{path}: unknown key {unknown[0]!r}; config/obsv.toml lists every key"
@@ -259,9 +362,31 @@ def _check_app(values: dict[str, Any]) -> None:
         raise ConfigError(f"{env_name(missing)} is not set: a GitHub App needs "
                           "OBSV_GITHUB_APP_ID, OBSV_GITHUB_APP_PRIVATE_KEY_PATH and "
                           "OBSV_GITHUB_INSTALLATION_ID together")
-    key_path = values.get("github_app_private_key_path")
-    if key_path is not None and given and not os.access(key_path, os.R_OK):
-        raise ConfigError(f"OBSV_GITHUB_APP_PRIVATE_KEY_PATH: {key_path} cannot be read; "
-                          "point it at the App's .pem private key")
     if given and values.get("github_token"):
         raise ConfigError("both OBSV_GITHUB_TOKEN and a GitHub App are set: keep one of them")
+
+
+def _check_app_key(path: Path) -> None:
+    """The App's key must parse now: otherwise the first alert would find out, as a
+    failed token request (whose error from PyJWT even speaks of a public key)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    name = "OBSV_GITHUB_APP_PRIVATE_KEY_PATH"
+    fix = "download a private key from the GitHub App's settings page and point it there"
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: {path} cannot be read ({exc.strerror}); {fix}") from None
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # TypeError: a key protected by a passphrase. The library's message is not
+        # shown: it can quote the file, and the file is a secret.
+        raise ConfigError(f"{name}: {path} is not a PEM private key without a passphrase; "
+                          f"{fix}") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError(f"{name}: {path} is not an RSA private key (GitHub Apps sign with "
+                          f"RS256); {fix}")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +26,9 @@ def free_port() -> int:
 class ServeProcess:
     """``python -m obsv serve`` with settings passed as ``OBSV_*`` variables."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str],
+                 preexec_fn: Callable[[], None] | None = None) -> None:
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. setrlimit)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -38,7 +41,7 @@ class ServeProcess:
         stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - the child keeps it open
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "obsv", "serve"], cwd=self.workdir, env=self.env,
-            stdout=stderr, stderr=stderr)
+            stdout=stderr, stderr=stderr, preexec_fn=self.preexec_fn)
         stderr.close()
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:

@@ -42,8 +42,9 @@ async def send(client: Any, event_id: str, **fields: Any) -> int:
     return seq
 
 
-def replay_json(log: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict[str, Any]]:
-    assert main(["replay", str(log), "--json", *extra]) == 0
+def replay_json(log: Path, capsys: pytest.CaptureFixture[str], *extra: str,
+                code: int = 0) -> list[dict[str, Any]]:
+    assert main(["replay", str(log), "--json", *extra]) == code
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -228,7 +229,7 @@ async def test_replay_filters_and_current_policy(make_client: ClientFactory, set
     assert [r["sentry_issue_id"] for r in replay_json(
         settings.event_log, capsys, "--since", "2026-05-01T10:00:00Z")] == ["2"]
     monkeypatch.setenv("OBSV_MIN_LEVEL", "warning")
-    rows = replay_json(settings.event_log, capsys, "--policy", "current")
+    rows = replay_json(settings.event_log, capsys, "--policy", "current", code=1)
     assert (rows[0]["action"], rows[0]["recorded_action"]) == ("open", "suppress")
     assert main(["replay", str(settings.event_log), "--verify", "--policy", "current"]) == 1
 

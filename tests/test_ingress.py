@@ -252,3 +252,17 @@ async def test_undecodable_header_bytes_are_recorded_safely(
     assert other_response.status == 202
     records = deliveries(settings.event_log)
     assert {r["delivery"]["request_id"] for r in records} == {"caf\ufffd-\ufffd", "plain"}
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+async def test_a_body_that_does_not_decode_is_400(make_client: ClientFactory, settings: Settings,
+                                                  encoding: str) -> None:
+    client = await make_client()
+    raw = b"this is not " + encoding.encode() + b" data" * 50
+    response = await client.post("/webhooks/sentry", data=raw, headers={
+        **signed_headers(raw), "Content-Encoding": encoding})
+    assert response.status == 400
+    assert await response.json() == {"error": "invalid_json"}
+    assert response.headers["Connection"] == "close"  # the rest of that body is never read
+    assert deliveries(settings.event_log) == []
+    assert (await post_signed(client, alert_body())).status == 202  # the server is fine

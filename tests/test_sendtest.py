@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import SECRET, deliveries
+import pytest
+
+import obsv
+
+from .conftest import SECRET, deliveries, read_log
 from .process import ServeProcess, free_port
 
 
@@ -60,3 +65,50 @@ def test_send_test_without_secret_names_the_setting(tmp_path: Path) -> None:
     result = send_test("--url", "http://127.0.0.1:9", cwd=tmp_path)
     assert result.returncode == 2
     assert "OBSV_SENTRY_CLIENT_SECRET is not set" in result.stderr
+
+
+def record_of(log: Path, resource: str) -> list[dict[str, object]]:
+    return [r for r in read_log(log)
+            if isinstance(r.get("delivery"), dict) and r["delivery"]["resource"] == resource]
+
+
+async def test_send_test_other_resources(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    server = ServeProcess(tmp_path, {"OBSV_SENTRY_CLIENT_SECRET": SECRET,
+                                     "OBSV_EVENT_LOG": str(log),
+                                     "OBSV_OUTBOX_DIR": str(tmp_path / "outbox")})
+    payload = tmp_path / "resolved.json"
+    payload.write_text('{"action":"resolved","data":{"metric_alert":{"id":"7"}}}')
+    await server.start()
+    try:
+        issue = send_test("--url", server.url, "--secret", SECRET, "--resource", "issue",
+                          cwd=tmp_path)
+        own = send_test("--url", server.url, "--secret", SECRET, "--resource", "metric_alert",
+                        "--payload", str(payload), cwd=tmp_path)
+    finally:
+        server.stop()
+
+    assert issue.returncode == 0, issue.stderr
+    assert issue.stdout.startswith("200 ") and "the issue delivery is recorded" in issue.stderr
+    [record] = record_of(log, "issue")
+    assert json.loads(str(record["raw"]))["data"]["issue"]["id"] == "1170820242"
+    assert own.returncode == 0, own.stderr
+    [record] = record_of(log, "metric_alert")
+    assert record["raw"] == payload.read_text()
+    assert record_of(log, "event_alert") == []
+
+
+@pytest.mark.parametrize("name", ["nope", "Issue", "../cli"])
+def test_send_test_resource_without_a_sample(tmp_path: Path, name: str) -> None:
+    result = send_test("--url", "http://127.0.0.1:9", "--secret", "x", "--resource", name,
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"obsv: --resource {name!r}") and "issue" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_send_test_help_lists_every_sample() -> None:
+    samples = sorted(p.stem for p in (Path(obsv.__file__).parent / "samples").glob("*.json"))
+    assert len(samples) >= 6
+    help_text = send_test("--help", cwd=Path.cwd()).stdout
+    assert all(name in help_text for name in samples), (samples, help_text)
