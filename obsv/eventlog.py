@@ -213,11 +213,9 @@ class EventLog:
     @classmethod
     def open(cls, path: Path, clock: Clock = utc_now) -> EventLog:
         """Open (creating) the log, check its last records, set aside a torn tail."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LogPathRefused(f"cannot create the directory of {path} ({exc.strerror}); "
-                                 "create it, or set OBSV_EVENT_LOG to a writable path") from None
+        # An OSError here (a read-only or virtual file system, a file on the way) is
+        # turned into one line naming the culprit by the CLI, which knows the setting.
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, created = _open_regular(path)
         try:
             _lock(path, fd)

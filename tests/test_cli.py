@@ -10,9 +10,8 @@ import pytest
 
 from obsv.cli import main
 
-from .conftest import SECRET
+from .conftest import SECRET, fill
 from .process import free_port
-from .test_disk_full import fill, tiny_disk  # noqa: F401 - a fixture: pytest finds it here
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -87,7 +86,6 @@ def serve_once(cwd: object, **env: str) -> subprocess.CompletedProcess[str]:
     ("/sys/obsv/events.jsonl", "/sys/obsv", "Operation not permitted"),
     ("{tmp}/afile/events.jsonl", "{tmp}/afile", "a file, not a directory"),
     ("{tmp}/afile/sub/events.jsonl", "{tmp}/afile", "a file, not a directory"),
-    ("{tmp}", "{tmp}", "a directory, not a file"),
 ])
 @pytest.mark.parametrize("sink", ["dry run", "github"])
 def test_an_unusable_log_path_is_one_line_before_listening(tmp_path: Path, log: str, where: str,
@@ -104,8 +102,20 @@ def test_an_unusable_log_path_is_one_line_before_listening(tmp_path: Path, log: 
     assert result.stderr.count("\n") == 1, result.stderr  # nothing else: no serving, no trace
 
 
+@pytest.mark.parametrize("sink", ["dry run", "github"])
+def test_a_directory_as_the_log_is_one_line_before_listening(tmp_path: Path, sink: str) -> None:
+    github = {"OBSV_GITHUB_TOKEN": "t", "OBSV_GITHUB_REPO": "o/r",
+              "OBSV_GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"} if sink == "github" else {}
+    result = serve_once(tmp_path, OBSV_EVENT_LOG=str(tmp_path),
+                        OBSV_OUTBOX_DIR=str(tmp_path / "outbox"), **github)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"obsv: {tmp_path} is not a regular file (a directory)")
+    assert "OBSV_EVENT_LOG" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_a_torn_tail_on_a_full_disk_is_one_line_and_the_log_is_kept(
-        tiny_disk: Path) -> None:  # noqa: F811 - the fixture imported above
+        tiny_disk: Path) -> None:
     log = tiny_disk / "events.jsonl"
     record = ('{"seq":1,"at":"2026-01-01T00:00:00.000000Z","type":"config.applied","v":1,'
               '"policy":{"min_level":"error","environments":[],"cooldown_seconds":1,'
