@@ -49,13 +49,19 @@ from obsv.core.events import (
     CommentPosted,
     ConfigApplied,
     Envelope,
+    GitHubIssueObserved,
     HookReceived,
+    IssueClosed,
     IssueFailed,
     IssueOpened,
+    IssueReopened,
     LinkedIssue,
     Policy,
     Reason,
+    SentryIssueChanged,
+    SentryResolved,
     Suppressed,
+    SyncDecided,
 )
 
 EVENT_ID_WINDOW = timedelta(hours=24)
@@ -200,6 +206,9 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
             _failed(state, event)
         case HookReceived():
             pass
+        case (SentryIssueChanged() | GitHubIssueObserved() | IssueReopened() | IssueClosed()
+              | SentryResolved() | SyncDecided()):
+            pass  # the issue lifecycle is folded from the next commit on
         case _:
             assert_never(event)
     return None
