@@ -45,6 +45,7 @@ RETRY = RetryPolicy(waits=(0.01, 0.01), write_interval=0.0, max_inline_wait=3.0,
                     request_timeout=1.0)
 LABELS = ("agent:builder",)
 MUTE = "obsv:mute"
+LIMITS = Limits()
 
 SinkFactory = Callable[..., Awaitable[GitHubSink]]
 
@@ -62,7 +63,7 @@ async def make_sink(settings: Settings, github: FakeGitHub) -> AsyncIterator[Sin
     """A GitHub sink against the fake; several may be made, like process restarts."""
     sinks: list[GitHubSink] = []
 
-    async def make(retry: RetryPolicy = RETRY, limits: Limits = Limits(),
+    async def make(retry: RetryPolicy = RETRY, limits: Limits = LIMITS,
                    metrics: Metrics | None = None) -> GitHubSink:
         gh_settings = replace(settings, github_token="test-token", github_repo=github.repo,
                               github_api_url=github.base_url, dry_run=False)
