@@ -154,15 +154,22 @@ async def test_reopen_sends_one_patch_with_the_labels_back_then_the_comment(
         "obsv_github_requests_total", {"endpoint": "get_issue", "status": "200"}) == 1
 
 
-async def test_a_patch_is_a_write_spaced_from_the_next(make_sink: SinkFactory,
-                                                      github: FakeGitHub) -> None:
+async def test_a_patch_is_a_write_spaced_from_the_writes_around_it(
+        make_sink: SinkFactory, github: FakeGitHub) -> None:
     sink = await make_sink(retry=replace(RETRY, write_interval=0.3))
-    number = await closed_issue(sink, github)
-    await sink.reopen_issue(reopen_job(number))
+    number = await opened_issue(sink)
+    await sink.close_issue(close_job(number))  # its comment, then its PATCH
+    await asyncio.sleep(0.35)  # nothing written lately
+    github.reopen_by_human(number)
+    github.close_by_human(number)
+    await sink.reopen_issue(reopen_job(number))  # a PATCH, then at once a comment
     await sink.post_comment(CommentJob(9, AT, received(), reopen_decision(number), number, 0,
                                        False))
-    patch, comment = github.writes()
-    assert comment.at - patch.at >= 0.29
+    close_comment, close_patch, reopen_patch, comment = github.writes()[-4:]
+    assert [w.endpoint for w in (close_comment, close_patch, reopen_patch, comment)] == [
+        "create_comment", "update_issue", "update_issue", "create_comment"]
+    assert close_patch.at - close_comment.at >= 0.29  # a PATCH waits for the last write
+    assert comment.at - reopen_patch.at >= 0.29  # and the next write waits for it
 
 
 async def test_reopen_never_puts_the_mute_label_back(make_sink: SinkFactory,
