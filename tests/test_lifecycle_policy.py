@@ -423,6 +423,34 @@ def test_the_echo_of_obsvs_close_during_a_reopen_is_stale() -> None:
     assert log.state.links[next(iter(log.state.links))].state == "open"
 
 
+def test_a_late_echo_of_obsvs_close_after_the_reopen_is_stale() -> None:
+    log, _ = opened_issue(close_on_resolve=True)
+    sync = log.sentry("resolved", after=seconds(5))
+    assert sync is not None
+    reopen = log.alert(seconds(1), issue="1")
+    log.closed(sync.cause_seq, 12)
+    closed_on_github = log.now + seconds(1)
+    log.now += seconds(2)
+    log.reopened(reopen.alert_seq, 12)
+    # GitHub's webhook of the close comes only now, after the reopen's PATCH.
+    log.github(12, closed_at=closed_on_github, after=seconds(3))
+    assert log.alert(seconds(1), issue="1").reason == "cooldown"
+
+
+def test_the_echo_of_obsvs_resolve_after_a_new_alert_closes_nothing() -> None:
+    log, _ = opened_issue(close_on_resolve=True, resolve_in_sentry=True)
+    resolve = log.github(12, after=seconds(5))
+    assert resolve is not None
+    log.resolved(resolve.cause_seq)
+    reopen = log.alert(seconds(1), issue="1")  # the error is back: reopen
+    assert reopen.action == "reopen"
+    # Sentry's webhook for obsv's own resolve arrives late: not a reason to close.
+    assert log.sentry("resolved", after=seconds(1)) is None
+    # A human resolving it afterwards is.
+    log.sentry("unresolved", after=seconds(1))
+    assert log.sentry("resolved", after=seconds(1)) is not None
+
+
 def test_a_close_that_fails_for_good_leaves_the_issue_open() -> None:
     log, _ = opened_issue(close_on_resolve=True)
     sync = log.sentry("resolved", after=seconds(5))

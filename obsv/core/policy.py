@@ -54,14 +54,17 @@ cite them:
     redelivery (a ``delivery_id`` already folded) is skipped.
  9. GitHub can lag obsv's own writes: while a reopen is not yet done, a report that
     the issue is closed is stale (so is one whose closed_at is not after the close
-    obsv reopened), and while a close is not yet done, a report that it is open is
+    obsv reopened, nor after its ``issue.reopened``: GitHub's webhooks may come late
+    and out of order), and while a close is not yet done, a report that it is open is
     stale. Their labels still count, and a close as not_planned or duplicate always
     counts: a human's decision wins.
 10. A ``sentry.issue`` is matched by its Sentry issue id. ``resolved`` marks it known
     resolved and due a regression comment (row 9) until the next notification, even
     if ``unresolved`` follows (Sentry sends that around the alert, in either order).
     Any other status, or a new alert of that Sentry issue (Sentry regresses a
-    resolved issue on a new event), makes it no longer known resolved.
+    resolved issue on a new event), makes it no longer known resolved. After obsv's
+    own ``sentry.resolved``, the next ``sentry.issue`` of it may be Sentry's webhook
+    for that very change: a ``resolved`` then is its echo.
 11. Sync decisions are derived while folding their cause and recorded after it as
     ``sync.decided``, exactly like alert decisions; their intents are keyed by the
     cause's seq:
@@ -152,10 +155,11 @@ class Link:
     state_reason: str | None = None
     closed_at: datetime | None = None
     labels: tuple[str, ...] | None = None
-    reopened_from: datetime | None = None  # closed_at of the close obsv last reopened
+    reopened_from: datetime | None = None  # a close at or before this was reopened by obsv
     # Sentry's side (rule 10).
     sentry_resolved: bool = False
     resolved_since: datetime | None = None  # reported resolved since the last notification
+    resolve_echo_due: bool = False  # obsv resolved it; Sentry's webhook for that may follow
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +314,7 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
         case CommentPosted():
             state.intents.pop(event.alert_seq, None)
         case IssueReopened():
-            _reopened(state, event)
+            _reopened(state, event, at)
         case IssueClosed():
             _closed(state, event, at)
         case SentryResolved():
@@ -418,10 +422,16 @@ def _opened(state: State, event: IssueOpened) -> None:
         state.links_by_number[(event.repo, event.number)] = event.alert_seq
 
 
-def _reopened(state: State, event: IssueReopened) -> None:
+def _reopened(state: State, event: IssueReopened, at: datetime) -> None:
     intent = state.intents.get(event.alert_seq)
-    if intent is not None and intent.action == "reopen":
-        state.intents[event.alert_seq] = replace(intent, reopened=True)
+    if intent is None or intent.action != "reopen":
+        return
+    state.intents[event.alert_seq] = replace(intent, reopened=True)
+    link = state.links.get(intent.link_seq)
+    # Rule 9: GitHub has it open since the PATCH, so any close it reports from before
+    # then (a late webhook of obsv's own close, say) is stale.
+    if link is not None and (link.reopened_from is None or link.reopened_from < at):
+        state.links[intent.link_seq] = replace(link, reopened_from=at)
 
 
 def _closed(state: State, event: IssueClosed, at: datetime) -> None:
@@ -441,7 +451,8 @@ def _sentry_resolved(state: State, event: SentryResolved, at: datetime) -> None:
         event.sentry_issue_id)
     link = None if link_seq is None else state.links.get(link_seq)
     if link is not None:
-        state.links[link.alert_seq] = replace(link, sentry_resolved=True, resolved_since=at)
+        state.links[link.alert_seq] = replace(link, sentry_resolved=True, resolved_since=at,
+                                              resolve_echo_due=True)
 
 
 def _failed(state: State, event: IssueFailed) -> None:
@@ -490,6 +501,11 @@ def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: 
         return
     link = state.links[link_seq]
     was_resolved = link.sentry_resolved
+    # The echo of obsv's own resolve: Sentry's webhook for it, before or after its
+    # sentry.resolved (a new alert in between may have made it "not resolved" again).
+    echo = event.action == "resolved" and (
+        link.resolve_echo_due or _unfinished(state, link_seq, "resolve_sentry"))
+    link = replace(link, resolve_echo_due=False)
     resolved = _resolved_in_sentry(event)
     if resolved is not None:
         link = replace(link, sentry_resolved=resolved)
@@ -497,10 +513,9 @@ def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: 
         link = replace(link, resolved_since=at)
     state.links[link_seq] = link
     policy = state.effective_policy
-    if (event.action == "resolved" and not was_resolved and policy.close_on_resolve
-            and link.state == "open" and not is_wont_fix(link, policy)
-            and not _unfinished(state, link_seq, "resolve_sentry")
-            and not _unfinished(state, link_seq, "close")):
+    if (event.action == "resolved" and not was_resolved and not echo
+            and policy.close_on_resolve and link.state == "open"
+            and not is_wont_fix(link, policy) and not _unfinished(state, link_seq, "close")):
         state.links[link_seq] = replace(link, state="closed", state_reason="completed",
                                         closed_at=at)
         _sync(state, seq, at, event, link, "close", "resolved_in_sentry")

@@ -63,7 +63,8 @@ def snapshot_rows(state: State) -> Iterator[Row]:
                _t(link.suppressed_last), link.repo, link.web_url, link.state,
                link.state_reason, _t(link.closed_at),
                None if link.labels is None else list(link.labels), _t(link.reopened_from),
-               link.sentry_resolved, _t(link.resolved_since), _held(state, link)]
+               link.sentry_resolved, _t(link.resolved_since), link.resolve_echo_due,
+               _held(state, link)]
     # The indexes are not written out: a link nearly always holds the entries of its
     # own Sentry issue id and key (an open claims both, an unlink drops those pointing
     # to it), so loading rebuilds them from the links, sharing their strings instead of
@@ -146,9 +147,9 @@ def _load_link(state: State, row: Row) -> None:
                 state_reason=row[15], closed_at=_pt(row[16]),
                 labels=None if row[17] is None else tuple(row[17]),
                 reopened_from=_pt(row[18]), sentry_resolved=row[19],
-                resolved_since=_pt(row[20]))
+                resolved_since=_pt(row[20]), resolve_echo_due=row[21])
     state.links[link.alert_seq] = link
-    held = row[21]
+    held = row[22]
     if held & 1:
         state.links_by_issue[link.sentry_issue_id] = link.alert_seq
     if held & 2:
