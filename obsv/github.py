@@ -13,7 +13,8 @@ Rules (docs/reference.md §6):
    negative) means the default backoff. After a failed round: ``issue.failed``
    with ``retryable: true`` and the next round 30 s later, doubling up to an hour.
    A wait longer than a minute ends the round at once with that time, so one rate
-   limit never holds the poster.
+   limit never holds the poster. (``obsv.retry.Rounds`` runs the rounds, shared with
+   the Sentry sink; ``classify`` below is GitHub's part.)
 3. Other 4xx (404, 410, 422 …) are permanent: ``retryable: false``. A 401 first
    refreshes the credentials once (an App's installation token may have expired).
 4. Never posted twice: when an earlier attempt may have reached GitHub (a timeout,
@@ -50,7 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import gidgethub
@@ -79,7 +80,6 @@ from obsv.sink import (
 )
 
 log = structlog.get_logger("obsv.github")
-T = TypeVar("T")
 
 USER_AGENT = "obsv (Sentry alerts to GitHub issues)"
 LABEL_COLOR = "5319e7"
@@ -93,7 +93,7 @@ DEFAULT_RETRY = RetryPolicy()
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Rule 5: how much one answer and one reconciliation may read.
+    """Rule 5: how much one answer, one reconciliation and one poll may read.
 
     A page of 30 issues (GitHub's default) whose bodies are at GitHub's limit of
     65,536 characters of 4-byte UTF-8 is under 8 MiB, so a real answer always fits;
