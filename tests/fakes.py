@@ -39,7 +39,7 @@ import jwt
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from obsv.github import GitHubSink, RetryPolicy
+from obsv.github import GitHubSink, Limits, RetryPolicy
 from obsv.metrics import Metrics
 from obsv.server import create_app
 from obsv.settings import Settings
@@ -504,6 +504,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 # Retry timings shrunk for tests: the rules stay, the waits are short.
 FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
                    request_timeout=1.0)
+LIMITS = Limits()
 
 
 class Service:
@@ -527,13 +528,28 @@ class Service:
         return seq
 
 
+def settings_against(github: FakeGitHub, settings: Settings, **overrides: Any) -> Settings:
+    """``settings`` pointed at ``github`` with its token: the real GitHub sink's settings."""
+    return replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
+                                "github_api_url": github.base_url, "dry_run": False,
+                                **overrides})
+
+
+async def sink_against(github: FakeGitHub, settings: Settings, clock: Callable[[], datetime],
+                       retry: RetryPolicy = FAST, limits: Limits = LIMITS,
+                       metrics: Metrics | None = None) -> GitHubSink:
+    """A started GitHub sink (no app around it) posting to ``github``; close it after."""
+    sink = GitHubSink(settings_against(github, settings), clock, metrics or Metrics(), retry,
+                      limits)
+    await sink.start()
+    return sink
+
+
 async def start_service_against(github: FakeGitHub, aiohttp_client: Any, settings: Settings,
                                 clock: FakeClock | None = None, retry: RetryPolicy = FAST,
                                 **overrides: Any) -> Service:
     """The real app on loopback, posting to ``github`` through the real GitHub sink."""
-    settings = replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
-                                    "github_api_url": github.base_url, "dry_run": False,
-                                    **overrides})
+    settings = settings_against(github, settings, **overrides)
     clock = clock or FakeClock(datetime.now(UTC))
     metrics = Metrics()
     sink = GitHubSink(settings, clock, metrics, retry)

@@ -37,7 +37,7 @@ from obsv.settings import Settings
 from obsv.sink import CloseJob, CommentJob, OpenJob, ReopenJob
 
 from .conftest import alert_body, sentry_bytes
-from .fakes import FakeGitHub, Fault, label_names
+from .fakes import FakeGitHub, Fault, label_names, sink_against
 
 AT = datetime.now(UTC)
 CLOSED_AT = AT - timedelta(days=2)
@@ -65,10 +65,7 @@ async def make_sink(settings: Settings, github: FakeGitHub) -> AsyncIterator[Sin
 
     async def make(retry: RetryPolicy = RETRY, limits: Limits = LIMITS,
                    metrics: Metrics | None = None) -> GitHubSink:
-        gh_settings = replace(settings, github_token="test-token", github_repo=github.repo,
-                              github_api_url=github.base_url, dry_run=False)
-        sink = GitHubSink(gh_settings, lambda: AT, metrics or Metrics(), retry, limits)
-        await sink.start()
+        sink = await sink_against(github, settings, lambda: AT, retry, limits, metrics)
         sinks.append(sink)
         return sink
 

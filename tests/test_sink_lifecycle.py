@@ -25,12 +25,11 @@ from obsv.core.events import (
     Suppressed,
     SyncDecided,
 )
-from obsv.github import GitHubSink, RetryPolicy
-from obsv.metrics import Metrics
+from obsv.github import RetryPolicy
 from obsv.settings import Settings
 from obsv.sink import CloseJob, DryRunSink, OpenJob, ReopenJob, Sink
 
-from .fakes import FakeGitHub
+from .fakes import FakeGitHub, sink_against
 from .test_sink_contract import received
 
 AT = datetime.now(UTC)
@@ -61,11 +60,8 @@ async def harness(request: pytest.FixtureRequest, settings: Settings,
         return
     github = FakeGitHub()
     await github.start()
-    gh_settings = replace(settings, github_token="test-token", github_repo="acme/shop",
-                          github_api_url=github.base_url, dry_run=False)
-    sink = GitHubSink(gh_settings, lambda: AT, Metrics(),
-                      RetryPolicy(waits=(0.01, 0.01), write_interval=0.0))
-    await sink.start()
+    sink = await sink_against(github, settings, lambda: AT,
+                              RetryPolicy(waits=(0.01, 0.01), write_interval=0.0))
 
     def human_closes(number: int | None) -> None:
         assert number is not None
