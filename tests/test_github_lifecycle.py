@@ -41,8 +41,9 @@ from .fakes import FakeGitHub, Fault, label_names, sink_against
 
 AT = datetime.now(UTC)
 CLOSED_AT = AT - timedelta(days=2)
+# A generous timeout: on a busy machine a slow answer must not become a second attempt.
 RETRY = RetryPolicy(waits=(0.01, 0.01), write_interval=0.0, max_inline_wait=3.0,
-                    request_timeout=1.0)
+                    request_timeout=10.0)
 LABELS = ("agent:builder",)
 MUTE = "obsv:mute"
 LIMITS = Limits()

@@ -19,7 +19,9 @@ from obsv.sink import ResolveJob
 from .fake_sentry import FakeSentry, SentryFault
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-RETRY = RetryPolicy(waits=(0.01, 0.01), max_inline_wait=3.0, request_timeout=0.5)
+# A generous timeout, so a busy machine never turns one request into two; the test of
+# timeouts shortens it.
+RETRY = RetryPolicy(waits=(0.01, 0.01), max_inline_wait=3.0, request_timeout=10.0)
 WEB_URL = "https://sentry.io/organizations/test-org/issues/1117540176/events/e48/"
 
 SinkFactory = Callable[..., Awaitable[SentrySink]]
@@ -37,8 +39,9 @@ async def sentry() -> AsyncIterator[FakeSentry]:
 async def make_sink(sentry: FakeSentry) -> AsyncIterator[SinkFactory]:
     sinks: list[SentrySink] = []
 
-    async def make(token: str | None = "sentry-api-token") -> SentrySink:
-        sink = SentrySink(sentry.base_url, token, lambda: NOW, RETRY)
+    async def make(token: str | None = "sentry-api-token",
+                   retry: RetryPolicy = RETRY) -> SentrySink:
+        sink = SentrySink(sentry.base_url, token, lambda: NOW, retry)
         await sink.start()
         sinks.append(sink)
         return sink
@@ -107,7 +110,7 @@ async def test_a_long_retry_after_ends_the_round_with_its_time(
 async def test_a_slow_sentry_times_out_and_is_retryable(make_sink: SinkFactory,
                                                         sentry: FakeSentry) -> None:
     sentry.faults.extend([SentryFault(200, apply_anyway=True, delay=2.0)] * 3)
-    sink = await make_sink()
+    sink = await make_sink(retry=replace(RETRY, request_timeout=0.3))
     failed = await sink.resolve(job())
     assert isinstance(failed, IssueFailed)
     assert (failed.retryable, failed.error, failed.attempt) == (True, "timed out", 3)
