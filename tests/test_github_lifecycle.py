@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 
 from obsv.core.alert import alert_from_delivery
@@ -417,3 +418,25 @@ async def test_a_failed_poll_says_why(make_sink: SinkFactory, github: FakeGitHub
     assert failure.wait_hint == hint
     assert len(github.requests("list_issues")) == 1  # a poll is not retried in place
     assert isinstance(await sink.poll_issues(None), IssuePoll)  # the next poll works
+
+
+# -- the fake checks what it is sent ------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    {"state": "closed", "state_reason": "reopened"},
+    {"state": "open", "state_reason": "completed"},
+    {"state": "shut"},
+    {"state_reasons": "completed"},
+    {"labels": "agent:builder"},
+])
+async def test_the_fake_refuses_an_update_github_documents_no_such_way(
+        github: FakeGitHub, body: dict[str, Any]) -> None:
+    # Without this, the "no schema errors" checks above could never fail.
+    github.issues.append({"id": 1, "number": 1, "title": "t", "state": "open", "labels": [],
+                          "body": "", "created_at": "2026-01-01T00:00:00Z",
+                          "updated_at": "2026-01-01T00:00:00Z"})
+    async with aiohttp.ClientSession() as session, session.patch(
+            f"{github.base_url}/repos/acme/shop/issues/1", json=body,
+            headers={"Authorization": "token test-token"}) as answer:
+        assert answer.status == 422
+    assert len(github.schema_errors) == 1 and github.issues[0]["state"] == "open"
