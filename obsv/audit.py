@@ -161,12 +161,13 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
 def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
     """Compare a recorded decision with the one derived at its alert's position."""
     derived = result.state.unrecorded.get(recorded.alert_seq)
-    if derived is None:
+    if not isinstance(derived, AlertDecided):
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
                                        "with no alert.received awaiting a decision before it"))
         return
-    if (derived.action, derived.reason, derived.linked_issue, derived.suppressed) != (
-            recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed):
+    if (derived.action, derived.reason, derived.linked_issue, derived.suppressed,
+            derived.since) != (recorded.action, recorded.reason, recorded.linked_issue,
+                               recorded.suppressed, recorded.since):
         result.findings.append(Finding(seq, None, (
             f"alert {recorded.alert_seq}: recorded {recorded.action} ({recorded.reason}), "
             f"derived {derived.action} ({derived.reason})"

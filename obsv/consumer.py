@@ -31,6 +31,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
     CommentPosted,
     ConfigApplied,
     Envelope,
@@ -44,7 +46,7 @@ from obsv.core.policy import (
     Intent,
     State,
     apply,
-    orphaned_comments,
+    orphaned_intents,
     ready_intents,
 )
 from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
@@ -195,7 +197,7 @@ class Consumer:
         """Decisions derived but not recorded, and failures owed to orphaned comments."""
         missing: list[tuple[int, Event]] = [
             (seq, d) for seq, d in self.state.unrecorded.items() if seq not in self._in_flight]
-        for intent in orphaned_comments(self.state):
+        for intent in orphaned_intents(self.state):
             if intent.alert_seq not in self._in_flight:
                 missing.append((intent.alert_seq, IssueFailed(
                     intent.alert_seq, intent.attempts, None,
@@ -285,13 +287,18 @@ class Consumer:
         maybe_sent = (intent.attempts > 0 or intent.alert_seq in self._restarted
                       or intent.alert_seq in self._attempted)
         self._attempted.add(intent.alert_seq)
+        received, decision = intent.received, intent.decision
+        if not isinstance(received, AlertReceived) or not isinstance(decision, AlertDecided):
+            # Sync decisions (close, resolve_sentry) have no sink yet.
+            return IssueFailed(intent.alert_seq, intent.attempts + 1, None,
+                               f"no sink for {intent.action} yet", False, None)
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
-                intent.alert_seq, intent.at, intent.received, self.state.effective_policy.labels,
+                intent.alert_seq, intent.at, received, self.state.effective_policy.labels,
                 intent.attempts, maybe_sent))
         link = self.state.links[intent.link_seq]
         return await self._sink.post_comment(CommentJob(
-            intent.alert_seq, intent.at, intent.received, intent.decision, link.number,
+            intent.alert_seq, intent.at, received, decision, link.number,
             intent.attempts, maybe_sent))
 
     def _count(self, outcome: Event) -> None:

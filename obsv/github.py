@@ -1,4 +1,4 @@
-"""The GitHub sink: gidgethub over one aiohttp session, retried with tenacity.
+"""The GitHub sink: gidgethub over one aiohttp session, retried in rounds (obsv/retry.py).
 
 Rules (docs/reference.md §6):
 1. One request at a time, and at least ``write_interval`` (1 s) between writes
@@ -13,7 +13,8 @@ Rules (docs/reference.md §6):
    negative) means the default backoff. After a failed round: ``issue.failed``
    with ``retryable: true`` and the next round 30 s later, doubling up to an hour.
    A wait longer than a minute ends the round at once with that time, so one rate
-   limit never holds the poster.
+   limit never holds the poster. (``obsv.retry.Rounds`` runs the rounds, shared with
+   the Sentry sink; ``classify`` below is GitHub's part.)
 3. Other 4xx (404, 410, 422 …) are permanent: ``retryable: false``. A 401 first
    refreshes the credentials once (an App's installation token may have expired).
 4. Never posted twice: when an earlier attempt may have reached GitHub (a timeout,
@@ -28,21 +29,29 @@ Rules (docs/reference.md §6):
    ``max_pages`` pages and follows ``next`` links only on the API's own origin.
    Running out is a retryable failure that says so, never "not found, post
    again". A request, including reading its answer, ends after ``request_timeout``.
+6. An issue's fate (docs/reference.md §5 row 7, §7): a reopen is one PATCH (state,
+   ``state_reason: reopened``, labels back), made only when a read of the issue shows
+   it is not already open with those labels, so a reopen is never done twice across
+   crashes. A close is one comment (found again by its marker, like any comment),
+   then one PATCH (``closed``, ``completed``), neither made when a read shows the
+   issue already closed: a human who closed it first keeps their reason. A deleted
+   (410) or vanished (404) issue is a permanent failure.
+7. Polling reads the list endpoint with the previous answer's ``ETag`` as
+   ``If-None-Match``: an unchanged answer is a 304 that costs no rate limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import math
+import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import gidgethub
@@ -51,25 +60,26 @@ import gidgethub.apps
 import gidgethub.sansio
 import structlog
 from multidict import CIMultiDict
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from obsv.core.codec import parse_time
-from obsv.core.events import CommentPosted, IssueFailed, IssueOpened
-from obsv.core.render import comment_marker_for
+from obsv.core.events import CommentPosted, IssueClosed, IssueFailed, IssueOpened, IssueReopened
+from obsv.core.render import close_marker_for, comment_marker_for
 from obsv.eventlog import Clock
 from obsv.metrics import Metrics
+from obsv.retry import Failure, RetryPolicy, Rounds, wait_hint
 from obsv.settings import Settings
 from obsv.sink import (
-    MAX_RETRY_SECONDS,
+    CloseJob,
     CommentJob,
     OpenJob,
+    ReopenJob,
+    render_close_job,
     render_comment_job,
     render_job,
-    retry_time,
+    reopen_labels,
 )
 
 log = structlog.get_logger("obsv.github")
-T = TypeVar("T")
 
 USER_AGENT = "obsv (Sentry alerts to GitHub issues)"
 LABEL_COLOR = "5319e7"
@@ -77,22 +87,13 @@ LABEL_COLOR = "5319e7"
 RECONCILE_MARGIN = timedelta(minutes=10)
 # An installation token is replaced this long before GitHub says it expires.
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Timings of rule 1 and 2; tests shrink them, production keeps the defaults."""
-
-    attempts: int = 3
-    waits: tuple[float, ...] = (2.0, 8.0)
-    write_interval: float = 1.0
-    max_inline_wait: float = 60.0
-    request_timeout: float = 30.0
+_ONE_ISSUE = re.compile(r"/issues/[0-9]+$")
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Rule 5: how much one answer and one reconciliation may read.
+    """Rule 5: how much one answer, one reconciliation and one poll may read.
 
     A page of 30 issues (GitHub's default) whose bodies are at GitHub's limit of
     65,536 characters of 4-byte UTF-8 is under 8 MiB, so a real answer always fits;
@@ -102,6 +103,50 @@ class Limits:
     max_response_bytes: int = 8 << 20
     max_pages: int = 40
     per_page: int = 30
+    # A poll asks for GitHub's largest page. 100 issues at the body limit in 4-byte
+    # characters could pass ``max_response_bytes``; such a poll fails (and says so).
+    poll_per_page: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One answer of a list endpoint: its items and ``next`` link, or ``unchanged`` (a 304
+    to ``If-None-Match``), and the answer's ``ETag``."""
+
+    items: list[Any]
+    next_url: str | None
+    etag: str | None
+    unchanged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IssuePoll:
+    """What one poll of the repository's issues found (rule 7).
+
+    ``issues`` are the REST issue objects updated at or after ``since``, newest update
+    first (pull requests included: GitHub lists them as issues). ``unchanged`` means
+    GitHub answered 304: nothing changed since the answer whose ``etag`` was sent.
+    Keep the poll and pass it back as ``previous`` for the same ``since``: its
+    ``etag`` is only sent again for that query. ``complete`` is false when the walk
+    stopped at ``Limits.max_pages``; such a poll carries no ``etag``, so the next one
+    reads again instead of being told "unchanged".
+    """
+
+    repo: str
+    since: datetime | None
+    etag: str | None
+    unchanged: bool
+    issues: tuple[Mapping[str, Any], ...] = ()
+    complete: bool = True
+
+
+class PollFailed(Exception):
+    """A poll could not read GitHub; ``failure`` says why and how long GitHub asked to
+    wait (``wait_hint``). Nothing was recorded: the next poll simply tries again."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 class ResponseTooLarge(Exception):
@@ -117,24 +162,12 @@ class Inconclusive(Exception):
     tell whether the post exists; posting again could make a duplicate."""
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """What went wrong with one request, classified by rule 2 and 3."""
-
-    status: int | None
-    message: str
-    retryable: bool
-    maybe_sent: bool
-    wait_hint: float | None = None
-    again_now: bool = True  # another attempt in this round may help
-
-
 def classify(exc: BaseException, now: float) -> Failure:
     """Rule 2, 3 and 5 for one exception (``now`` is epoch seconds, for reset headers)."""
     if isinstance(exc, gidgethub.HTTPException):
         status = int(exc.status_code)
         message = f"{status} {exc}"
-        hint = _wait_hint(exc.headers, now)
+        hint = wait_hint(exc.headers, now)
         if status >= 500:
             return Failure(status, message, True, True, hint)
         if status == 429 or (status == 403 and _rate_limited(exc)):
@@ -158,48 +191,6 @@ def _rate_limited(exc: gidgethub.HTTPException) -> bool:
     headers = exc.headers or {}
     return ("retry-after" in headers or headers.get("x-ratelimit-remaining") == "0"
             or "rate limit" in str(exc).lower())
-
-
-def _wait_hint(headers: Mapping[str, str] | None, now: float) -> float | None:
-    """Seconds GitHub asks us to wait (``retry-after``, else the primary limit's reset),
-    at most ``MAX_RETRY_SECONDS``; None when it asks nothing usable (rule 2)."""
-    if headers is None:
-        return None
-    retry_after = headers.get("retry-after")
-    if retry_after is not None:
-        return _retry_after_seconds(retry_after, now)
-    if headers.get("x-ratelimit-remaining") == "0":
-        reset = _number(headers.get("x-ratelimit-reset"))
-        return None if reset is None else _capped(reset - now)
-    return None
-
-
-def _retry_after_seconds(value: str, now: float) -> float | None:
-    """``Retry-After`` as seconds to wait: delay-seconds or an HTTP date."""
-    seconds = _number(value)
-    if seconds is not None:
-        return None if seconds < 0 else _capped(seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
-        when = when.replace(tzinfo=UTC)
-    return _capped(when.timestamp() - now)
-
-
-def _number(value: str | None) -> float | None:
-    """A header's number, or None when it is not one (NaN is not one)."""
-    try:
-        number = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return None if math.isnan(number) else number
-
-
-def _capped(seconds: float) -> float:
-    """A wait between now and ``MAX_RETRY_SECONDS`` (a time already past: now)."""
-    return min(float(MAX_RETRY_SECONDS), max(0.0, seconds))
 
 
 def _sane_rate_limit_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -241,6 +232,8 @@ def _endpoint(method: str, url: str) -> str:
         return "create_comment" if method == "POST" else "list_comments"
     if path.endswith("/issues"):
         return "create_issue" if method == "POST" else "list_issues"
+    if _ONE_ISSUE.search(path):
+        return "update_issue" if method == "PATCH" else "get_issue"
     return "other"
 
 
@@ -258,29 +251,48 @@ class GitHubAPI(gidgethub.aiohttp.GitHubAPI):
         self._last_write = float("-inf")
         self._one_at_a_time = asyncio.Lock()
 
-    async def pages(self, url: str, url_vars: Mapping[str, str], *,
-                    oauth_token: str) -> AsyncIterator[list[Any]]:
-        """The pages of a list endpoint, at most ``max_pages`` of them (rule 5).
+    async def pages(self, url: str, url_vars: Mapping[str, str], *, oauth_token: str,
+                    etag: str | None = None) -> AsyncIterator[Page]:
+        """The pages of a list endpoint, at most ``max_pages`` of them (rule 5); with
+        ``etag``, the first page may come back ``unchanged`` and the walk ends there.
 
         gidgethub's ``getiter`` follows ``next`` links for as long as the server sends
         them; this walk raises ``Inconclusive`` instead of reading one more page.
         """
         origin = urllib.parse.urlsplit(self.base_url)[:2]
         for _ in range(self._limits.max_pages):
-            # _make_request is gidgethub's one request-and-decode step (what getiter and
-            # getitem call); it is the only way to see the next link of a page.
-            data, next_url, _ = await self._make_request(
-                "GET", url, url_vars, b"", gidgethub.sansio.accept_format(),
-                oauth_token=oauth_token)
-            yield data if isinstance(data, list) else []
-            if not next_url:
+            page = await self.page(url, url_vars, oauth_token=oauth_token, etag=etag)
+            yield page
+            next_url = page.next_url
+            if page.unchanged or not next_url:
                 return
             if urllib.parse.urlsplit(next_url)[:2] != origin:  # our token goes nowhere else
                 raise Inconclusive(f"GitHub's next page is on another host ({next_url[:100]})"
-                                   "; reconciliation stopped there")
-            url, url_vars = next_url, {}
-        raise Inconclusive(f"reconciliation read {self._limits.max_pages} pages without "
-                           "reaching the alert's time; not posting again blind")
+                                   "; the walk stopped there")
+            url, url_vars, etag = next_url, {}, None
+        raise Inconclusive(f"read {self._limits.max_pages} pages without reaching the end; "
+                           "not posting again blind")
+
+    async def page(self, url: str, url_vars: Mapping[str, str], *, oauth_token: str,
+                   etag: str | None = None) -> Page:
+        """One GET of a list endpoint, conditional when ``etag`` is given (rule 7).
+
+        gidgethub's request-and-decode step (``_make_request``) neither sends
+        ``If-None-Match`` per call nor returns the answer's headers, so this is that
+        step with both: its own headers and URL filling, gidgethub's decoding.
+        """
+        filled = gidgethub.sansio.format_url(url, url_vars, base_url=self.base_url)
+        headers = gidgethub.sansio.create_headers(
+            self.requester, accept=gidgethub.sansio.accept_format(), oauth_token=oauth_token)
+        if etag is not None:
+            headers["if-none-match"] = etag
+        status, response_headers, body = await self._request("GET", filled, headers)
+        if status == 304:
+            return Page([], None, response_headers.get("etag") or etag, unchanged=True)
+        data, self.rate_limit, next_url = gidgethub.sansio.decipher_response(
+            status, response_headers, body)
+        return Page(data if isinstance(data, list) else [], next_url,
+                    response_headers.get("etag"))
 
     async def _request(self, method: str, url: str, headers: Mapping[str, str],
                        body: bytes = b"") -> tuple[int, Mapping[str, str], bytes]:
@@ -377,12 +389,13 @@ def auth_from(settings: Settings, clock: Clock) -> Auth:
 
 
 class GitHubSink:
-    """Posts decisions as GitHub issues and comments, exactly once each."""
+    """Carries out decisions on GitHub, exactly once each: opens issues, comments on
+    them, reopens and closes them; and lists them for the poller."""
 
     dry_run = False
 
     def __init__(self, settings: Settings, clock: Clock, metrics: Metrics,
-                 retry: RetryPolicy = RetryPolicy(), limits: Limits = Limits()) -> None:
+                 retry: RetryPolicy = DEFAULT_RETRY, limits: Limits = Limits()) -> None:
         assert settings.github_repo is not None
         self.repo = settings.github_repo
         self._settings = settings
@@ -395,6 +408,7 @@ class GitHubSink:
         self._gh: GitHubAPI | None = None
         self._labels_ready = False
         self._labels_task: asyncio.Task[None] | None = None
+        self._rounds = Rounds(retry, classify, clock, peer="github", on_retry=self._count_retry)
 
     async def start(self) -> None:
         """Open the one shared HTTP session, and create missing labels in the background.
@@ -424,7 +438,7 @@ class GitHubSink:
         except Exception as exc:  # retried before the first issue; never fatal here
             log.warning("github.labels_not_ready", error=classify(exc, time.time()).message)
 
-    # -- the two operations -----------------------------------------------------
+    # -- the operations ---------------------------------------------------------
 
     async def open_issue(self, job: OpenJob) -> IssueOpened | IssueFailed:
         """Open the issue for an ``open`` decision (or find the one already opened)."""
@@ -442,14 +456,12 @@ class GitHubSink:
                 data={"title": draft.title, "body": draft.body, "labels": list(draft.labels)}))
             return self._opened(job, created)
 
-        return await self._round(job.alert_seq, job.attempts, job.maybe_sent, once)
+        return await self._rounds.run(job.alert_seq, job.attempts, job.maybe_sent, once)
 
     async def post_comment(self, job: CommentJob) -> CommentPosted | IssueFailed:
-        """Post the recurrence comment (or find the one already posted)."""
+        """Post the recurrence or regression comment (or find the one already posted)."""
         if job.issue_number is None:
-            return IssueFailed(job.alert_seq, job.attempts + 1, None,
-                               "the linked issue was opened in dry run; there is no GitHub "
-                               "issue to comment on", False, None)
+            return _no_issue(job.alert_seq, job.attempts, "comment on")
         text = render_comment_job(job)
         if isinstance(text, IssueFailed):
             return text
@@ -457,70 +469,107 @@ class GitHubSink:
         comments = f"/repos/{self.repo}/issues/{job.issue_number}/comments"
 
         async def once(maybe_sent: bool) -> CommentPosted:
-            if maybe_sent and (found := await self._find_comment(comments, marker, job)):
+            if maybe_sent and (found := await self._find_comment(comments, marker, job.at)):
                 return self._commented(job, found)
             created = await self._call(lambda token: self._api.post(
                 comments, oauth_token=token, data={"body": text}))
             return self._commented(job, created)
 
-        return await self._round(job.alert_seq, job.attempts, job.maybe_sent, once)
+        return await self._rounds.run(job.alert_seq, job.attempts, job.maybe_sent, once)
 
-    # -- rounds of attempts (rule 2) --------------------------------------------
+    async def reopen_issue(self, job: ReopenJob) -> IssueReopened | IssueFailed:
+        """Reopen the issue of a ``reopen`` decision, labels back, in one PATCH (rule 6).
 
-    async def _round(self, alert_seq: int, attempts_before: int, maybe_sent: bool,
-                     once: Callable[[bool], Awaitable[T]]) -> T | IssueFailed:
-        tried = 0
-        retry = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts),
-            wait=self._wait,
-            retry=retry_if_exception(self._retry_now),
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
+        The issue is read first, for its labels (a PATCH replaces them all) and to see
+        whether an earlier attempt already reopened it: then nothing is sent.
+        """
+        if job.issue_number is None:
+            return _no_issue(job.alert_seq, job.attempts, "reopen")
+        url = f"/repos/{self.repo}/issues/{job.issue_number}"
+        done = IssueReopened(job.alert_seq, self.repo, job.issue_number, False)
+
+        async def once(maybe_sent: bool) -> IssueReopened:
+            issue = await self._get_issue(url)
+            current = _label_names(issue)
+            labels = reopen_labels(current, job.labels, job.mute_label)
+            if issue.get("state") == "open" and set(labels) <= set(current):
+                log.info("github.reconciled", alert_seq=job.alert_seq, number=job.issue_number,
+                         action="reopen")
+                return done
+            await self._ensure_labels(job.labels)
+            await self._call(lambda token: self._api.patch(url, oauth_token=token, data={
+                "state": "open", "state_reason": "reopened", "labels": list(labels)}))
+            return done
+
+        return await self._rounds.run(job.alert_seq, job.attempts, job.maybe_sent, once)
+
+    async def close_issue(self, job: CloseJob) -> IssueClosed | IssueFailed:
+        """Comment why, then close the issue as completed (rule 6): one outcome for both.
+
+        The issue is read first: already closed (by an earlier attempt, or by a human,
+        whose reason then stands), nothing is sent. The comment is posted once per
+        decision, found again by its marker when an attempt may have posted it.
+        """
+        if job.issue_number is None:
+            return _no_issue(job.cause_seq, job.attempts, "close")
+        text = render_close_job(job)
+        if isinstance(text, IssueFailed):
+            return text
+        url = f"/repos/{self.repo}/issues/{job.issue_number}"
+        marker = close_marker_for(job.cause_seq)
+        done = IssueClosed(job.cause_seq, self.repo, job.issue_number, False)
+        commented = False  # by an attempt of this round, whatever came after it
+
+        async def once(maybe_sent: bool) -> IssueClosed:
+            nonlocal commented
+            if (await self._get_issue(url)).get("state") == "closed":
+                log.info("github.reconciled", alert_seq=job.cause_seq, number=job.issue_number,
+                         action="close")
+                return done
+            if not commented and not (
+                    maybe_sent and await self._find_comment(url + "/comments", marker, job.at)):
+                await self._call(lambda token: self._api.post(
+                    url + "/comments", oauth_token=token, data={"body": text}))
+            commented = True
+            await self._call(lambda token: self._api.patch(url, oauth_token=token, data={
+                "state": "closed", "state_reason": "completed"}))
+            return done
+
+        return await self._rounds.run(job.cause_seq, job.attempts, job.maybe_sent, once)
+
+    async def poll_issues(self, since: datetime | None,
+                          previous: IssuePoll | None = None) -> IssuePoll:
+        """The repository's issues updated at or after ``since``, or "unchanged" (rule 7).
+
+        ``previous`` is the last poll: its ETag is sent when it answered the same
+        ``since``. Raises ``PollFailed`` when GitHub cannot be read; a poll is not a
+        decision, so nothing is retried here: the next poll is the retry.
+        """
+        etag = previous.etag if previous is not None and previous.since == since else None
+        url = f"/repos/{self.repo}/issues{{?state,sort,direction,since,per_page}}"
+        query = {"state": "all", "sort": "updated", "direction": "desc",
+                 "per_page": str(self._limits.poll_per_page)}
+        if since is not None:
+            query["since"] = _github_time(since)
+        issues: list[Mapping[str, Any]] = []
+        first_etag: str | None = None
         try:
-            async for attempt in retry:
-                with attempt:
-                    tried += 1
-                    try:
-                        return await once(maybe_sent)
-                    except Exception as exc:
-                        maybe_sent = maybe_sent or classify(exc, time.time()).maybe_sent
-                        raise
+            token = await self._auth.token(self._api)
+            async for page in self._api.pages(url, query, oauth_token=token, etag=etag):
+                if page.unchanged:
+                    return IssuePoll(self.repo, since, page.etag, True)
+                first_etag = page.etag if not issues and first_etag is None else first_etag
+                issues.extend(issue for issue in page.items if isinstance(issue, dict))
+        except Inconclusive:  # more pages than the bound: the newest updates, no ETag
+            return IssuePoll(self.repo, since, None, False, tuple(issues), complete=False)
         except Exception as exc:
-            return self._failed(alert_seq, attempts_before + tried, exc)
-        raise AssertionError("unreachable: tenacity either returns or raises")
+            if isinstance(exc, gidgethub.BadRequest) and int(exc.status_code) == 401:
+                self._auth.invalidate()  # the next poll fetches a new installation token
+            raise PollFailed(classify(exc, time.time())) from None
+        return IssuePoll(self.repo, since, first_etag, False, tuple(issues))
 
-    def _retry_now(self, exc: BaseException) -> bool:
-        if not isinstance(exc, Exception):  # cancellation (shutdown) is never retried
-            return False
-        failure = classify(exc, time.time())
-        return (failure.retryable and failure.again_now
-                and (failure.wait_hint or 0) <= self._retry.max_inline_wait)
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        status = classify(exc, time.time()).status if exc else None
-        self._metrics.github_retries.labels(str(status or "error")).inc()
-
-    def _wait(self, state: RetryCallState) -> float:
-        waits = self._retry.waits
-        base = waits[min(state.attempt_number, len(waits)) - 1] if waits else 0.0
-        exc = state.outcome.exception() if state.outcome else None
-        hint = classify(exc, time.time()).wait_hint if exc else None
-        return max(base, hint or 0.0)
-
-    def _failed(self, alert_seq: int, attempts: int, exc: BaseException) -> IssueFailed:
-        failure = classify(exc, time.time())
-        next_at = None
-        if failure.retryable:
-            next_at = retry_time(self._clock(), max(1, attempts // self._retry.attempts))
-            if failure.wait_hint is not None:
-                next_at = max(next_at, self._clock() + timedelta(seconds=failure.wait_hint))
-        (log.warning if failure.retryable else log.error)(
-            "github.failed", alert_seq=alert_seq, status=failure.status,
-            error=failure.message, retryable=failure.retryable, attempts=attempts)
-        return IssueFailed(alert_seq, attempts, failure.status, failure.message,
-                           failure.retryable, next_at)
+    def _count_retry(self, failure: Failure) -> None:
+        self._metrics.github_retries.labels(str(failure.status or "error")).inc()
 
     # -- requests ---------------------------------------------------------------
 
@@ -590,7 +639,7 @@ class GitHubSink:
         query = {"state": "all", "sort": "created", "direction": "desc",
                  "since": _github_time(not_before), "per_page": str(self._limits.per_page)}
         async for page in self._api.pages(url, query, oauth_token=token):
-            for issue in page:
+            for issue in page.items:
                 if not isinstance(issue, dict):
                     continue
                 if marker in str(issue.get("body") or "") and "pull_request" not in issue:
@@ -599,15 +648,23 @@ class GitHubSink:
                     return None
         return None
 
-    async def _find_comment(self, url: str, marker: str, job: CommentJob) -> dict[str, Any] | None:
+    async def _find_comment(self, url: str, marker: str, at: datetime) -> dict[str, Any] | None:
+        """Rule 4 for a comment: the one holding ``marker``, updated since the decision."""
         token = await self._auth.token(self._api)
-        query = {"since": _github_time(job.at - RECONCILE_MARGIN),
+        query = {"since": _github_time(at - RECONCILE_MARGIN),
                  "per_page": str(self._limits.per_page)}
         async for page in self._api.pages(url + "{?since,per_page}", query, oauth_token=token):
-            for comment in page:
+            for comment in page.items:
                 if isinstance(comment, dict) and marker in str(comment.get("body") or ""):
                     return dict(comment)
         return None
+
+    async def _get_issue(self, url: str) -> Mapping[str, Any]:
+        """One issue as GitHub has it now (a read: no write spacing, never reconciled)."""
+        issue = await self._call(lambda token: self._api.getitem(url, oauth_token=token))
+        if not isinstance(issue, dict):
+            raise ValueError(f"GitHub's answer for {url} is not an issue")
+        return issue
 
     def _opened(self, job: OpenJob, issue: Mapping[str, Any]) -> IssueOpened:
         return IssueOpened(job.alert_seq, job.received.alert.sentry_issue_id, self.repo,
@@ -616,6 +673,23 @@ class GitHubSink:
     def _commented(self, job: CommentJob, comment: Mapping[str, Any]) -> CommentPosted:
         return CommentPosted(job.alert_seq, job.received.alert.sentry_issue_id, self.repo,
                              job.issue_number, int(comment["id"]), _url_of(comment), False)
+
+
+def _no_issue(seq: int, attempts: int, what: str) -> IssueFailed:
+    """The permanent failure of a write on a linked issue that was opened in a dry run."""
+    return IssueFailed(seq, attempts + 1, None, f"the linked issue was opened in dry run; "
+                       f"there is no GitHub issue to {what}", False, None)
+
+
+def _label_names(issue: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of an issue's labels (GitHub sends label objects; strings are taken too)."""
+    labels = issue.get("labels")
+    names = []
+    for label in labels if isinstance(labels, list) else ():
+        name = label.get("name") if isinstance(label, dict) else label
+        if isinstance(name, str):
+            names.append(name)
+    return tuple(names)
 
 
 def _url_of(item: Mapping[str, Any]) -> str:

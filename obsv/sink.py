@@ -1,8 +1,9 @@
 """Where decisions go: the sink interface, and the dry-run sink that writes files.
 
 A sink turns one recorded intent into one outcome record (``issue.opened``,
-``comment.posted`` or ``issue.failed``); the consumer appends it. A sink never
-writes the log and never decides anything.
+``comment.posted``, ``issue.reopened``, ``issue.closed`` or ``issue.failed``; the
+Sentry sink in sentryapi.py: ``sentry.resolved``); the consumer appends it. A sink
+never writes the log and never decides anything.
 
 Rules shared by every sink:
 1. What can never succeed is a permanent failure (``retryable: false``), recorded
@@ -19,7 +20,7 @@ import errno
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,8 +28,27 @@ from typing import Protocol
 
 import orjson
 
-from obsv.core.events import AlertDecided, AlertReceived, CommentPosted, IssueFailed, IssueOpened
-from obsv.core.render import IssueDraft, comment_marker_for, render_comment, render_issue
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    CommentPosted,
+    IssueClosed,
+    IssueFailed,
+    IssueOpened,
+    IssueReopened,
+    SentryIssueChanged,
+    SyncDecided,
+)
+from obsv.core.render import (
+    IssueDraft,
+    close_marker_for,
+    comment_marker_for,
+    render_close_comment,
+    render_comment,
+    render_issue,
+    render_reopen_note,
+    reopen_marker_for,
+)
 from obsv.errors import StartupError
 from obsv.files import write_private
 
@@ -51,11 +71,15 @@ class OpenJob:
     labels: tuple[str, ...]
     attempts: int
     maybe_sent: bool  # an earlier attempt may have reached GitHub: look before posting
+    # The decision; a ``regression`` open (row 8) names the issue it replaces.
+    decision: AlertDecided | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CommentJob:
-    """Comment on the linked issue for the ``comment`` decision of ``alert_seq``."""
+    """Comment on the linked issue for the ``comment`` decision of ``alert_seq``, or the
+    regression comment that follows a ``reopen`` (the same decision, after its
+    ``issue.reopened``)."""
 
     alert_seq: int
     at: datetime
@@ -64,6 +88,48 @@ class CommentJob:
     issue_number: int | None
     attempts: int
     maybe_sent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenJob:
+    """Reopen the linked issue for the ``reopen`` decision of ``alert_seq`` (row 7): one
+    PATCH, state and labels back. Its regression comment is a ``CommentJob`` next."""
+
+    alert_seq: int
+    decision: AlertDecided
+    issue_number: int | None
+    labels: tuple[str, ...]  # the configured labels, put back beside the issue's own
+    mute_label: str  # never put back
+    attempts: int
+    maybe_sent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CloseJob:
+    """Comment why, then close the linked issue as completed, for the ``close`` sync
+    decision taken on the ``sentry.issue`` record at ``cause_seq``."""
+
+    cause_seq: int
+    at: datetime  # the cause's record time: reconciliation looks no further back
+    cause: SentryIssueChanged
+    decision: SyncDecided
+    issue_number: int | None
+    attempts: int
+    maybe_sent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveJob:
+    """Resolve the Sentry issue for the ``resolve_sentry`` sync decision taken on the
+    ``github.issue`` record at ``cause_seq``. The organization comes from the linked
+    alert's ``web_url``, else its API ``url``."""
+
+    cause_seq: int
+    decision: SyncDecided
+    web_url: str | None
+    attempts: int
+    maybe_sent: bool  # unused: resolving is idempotent (sentryapi.py rule 2)
+    api_url: str | None = None
 
 
 class Sink(Protocol):
@@ -81,7 +147,13 @@ class Sink(Protocol):
         """Open the issue, or say why not."""
 
     async def post_comment(self, job: CommentJob) -> CommentPosted | IssueFailed:
-        """Post the recurrence comment, or say why not."""
+        """Post the recurrence or regression comment, or say why not."""
+
+    async def reopen_issue(self, job: ReopenJob) -> IssueReopened | IssueFailed:
+        """Reopen the issue with its labels back, or say why not."""
+
+    async def close_issue(self, job: CloseJob) -> IssueClosed | IssueFailed:
+        """Comment why and close the issue as completed, or say why not."""
 
 
 def body_of(received: AlertReceived) -> dict[str, object]:
@@ -99,7 +171,8 @@ def render_job(job: OpenJob) -> IssueDraft | IssueFailed:
     """The issue to post, or the permanent failure of a payload that cannot be rendered
     (rule 1: the renderer is total by design; this is the net below it)."""
     try:
-        return render_issue(job.received.alert, body_of(job.received), job.labels)
+        return render_issue(job.received.alert, body_of(job.received), job.labels,
+                            decision=job.decision)
     except Exception as exc:
         return unrenderable(job.alert_seq, job.attempts, exc)
 
@@ -107,9 +180,26 @@ def render_job(job: OpenJob) -> IssueDraft | IssueFailed:
 def render_comment_job(job: CommentJob) -> str | IssueFailed:
     """The comment to post, or the permanent failure of one that cannot be rendered."""
     try:
-        return render_comment(job.received.alert, job.decision)
+        return render_comment(job.received.alert, job.decision, body_of(job.received))
     except Exception as exc:
         return unrenderable(job.alert_seq, job.attempts, exc)
+
+
+def render_close_job(job: CloseJob) -> str | IssueFailed:
+    """The comment that explains a close, or the permanent failure of one that cannot be
+    rendered."""
+    try:
+        return render_close_comment(job.cause, job.cause_seq)
+    except Exception as exc:
+        return unrenderable(job.cause_seq, job.attempts, exc)
+
+
+def reopen_labels(current: Sequence[str], configured: Sequence[str], mute_label: str
+                  ) -> tuple[str, ...]:
+    """The labels a reopen puts on the issue: the ones it has, then the configured ones
+    it lost, in that order, each once; never the mute label (docs/reference.md §5 row 7)."""
+    labels = dict.fromkeys(name for name in (*current, *configured) if name != mute_label)
+    return tuple(labels)
 
 
 def unrenderable(alert_seq: int, attempts: int, exc: Exception) -> IssueFailed:
@@ -137,7 +227,8 @@ def outbox_name(sentry_issue_id: str) -> str:
 
 class DryRunSink:
     """Renders each issue to ``<outbox>/<outbox_name(id)>`` (``<id>.md`` for Sentry's
-    numeric ids); comments are appended to the same file."""
+    numeric ids); comments, reopens and closes are appended to the same file as
+    ``## Comment``, ``## Reopened`` and ``## Closed`` sections, once per decision."""
 
     dry_run = True
 
@@ -185,14 +276,41 @@ class DryRunSink:
         text = render_comment_job(job)
         if isinstance(text, IssueFailed):
             return text
+        failed = self._append_once(path, "Comment", text, comment_marker_for(job.alert_seq),
+                                   job.alert_seq, job.attempts)
+        return failed or CommentPosted(job.alert_seq, alert.sentry_issue_id, self.repo,
+                                       job.issue_number, None, str(path), True)
+
+    async def reopen_issue(self, job: ReopenJob) -> IssueReopened | IssueFailed:
+        """Append what the reopen would do (state, labels) to the issue's file, once."""
+        path = self.outbox / outbox_name(job.decision.sentry_issue_id)
+        labels = reopen_labels((), job.labels, job.mute_label)
+        text = render_reopen_note(job.decision, labels)
+        failed = self._append_once(path, "Reopened", text, reopen_marker_for(job.alert_seq),
+                                   job.alert_seq, job.attempts)
+        return failed or IssueReopened(job.alert_seq, self.repo, job.issue_number, True)
+
+    async def close_issue(self, job: CloseJob) -> IssueClosed | IssueFailed:
+        """Append the comment that explains the close to the issue's file, once."""
+        path = self.outbox / outbox_name(job.decision.sentry_issue_id)
+        text = render_close_job(job)
+        if isinstance(text, IssueFailed):
+            return text
+        failed = self._append_once(path, "Closed", text, close_marker_for(job.cause_seq),
+                                   job.cause_seq, job.attempts)
+        return failed or IssueClosed(job.cause_seq, self.repo, job.issue_number, True)
+
+    def _append_once(self, path: Path, heading: str, text: str, marker: str, seq: int,
+                     attempts: int) -> IssueFailed | None:
+        """Append a ``## heading`` section unless the file already holds ``marker`` (a
+        retry after the write but before its record); None when it is in the file."""
         try:
-            already = path.exists() and comment_marker_for(job.alert_seq) in path.read_text("utf-8")
-            if not already:
-                write_private(path, f"\n---\n\n## Comment\n\n{text}".encode(), how="append")
+            if not (path.exists() and marker in path.read_text("utf-8")):
+                write_private(path, f"\n---\n\n## {heading}\n\n{text}".encode(),
+                              how="append")
         except OSError as exc:
-            return self._failure(job.alert_seq, job.attempts, exc)
-        return CommentPosted(job.alert_seq, alert.sentry_issue_id, self.repo, job.issue_number,
-                             None, str(path), True)
+            return self._failure(seq, attempts, exc)
+        return None
 
     def _failure(self, alert_seq: int, attempts: int, exc: OSError) -> IssueFailed:
         error = f"outbox write failed: {exc.strerror or exc}"

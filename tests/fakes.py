@@ -2,17 +2,30 @@
 
 It implements the few endpoints obsv uses, keeps a journal of every request, checks
 every create-issue and create-comment body against GitHub's own JSON schemas
-(tests/samples/issues-create*.schema.json), and plays scripted faults: a status
-with headers, a delay, "created but answered 502", a request held open until
-the test releases it, an answer of hundreds of megabytes or one that trickles in
-forever. It can also misbehave as a whole: drop the labels of new issues (what
-GitHub does for a token without push access) or put a ``next`` link on every page.
+(tests/samples/issues-create*.schema.json) and every update-issue body against the
+fields and values GitHub documents for it (``check_update``), and plays scripted
+faults: a status with headers, a delay, "created but answered 502", a request held
+open until the test releases it, an answer of hundreds of megabytes or one that
+trickles in forever. It can also misbehave as a whole: drop the labels of new issues
+(what GitHub does for a token without push access) or put a ``next`` link on every
+page.
+
+Like GitHub, it keeps each issue's ``state``, ``state_reason``, ``closed_at`` (set on
+close, cleared on reopen) and ``updated_at`` (bumped by every change, comments and
+labels included); it lists issues by ``state``, ``sort``, ``direction`` and ``since``
+(updated at or after); every list answer carries an ``ETag`` and a request whose
+``If-None-Match`` matches gets 304 without a body. Tests act as a human on GitHub
+with ``close_by_human``, ``reopen_by_human``, ``add_label``, ``remove_label``,
+``delete_issue`` (410 afterwards) and ``transfer_issue`` (301 to a repository this
+token cannot see, so 404 in the end).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -26,7 +39,7 @@ import jwt
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from obsv.github import GitHubSink, RetryPolicy
+from obsv.github import GitHubSink, Limits, RetryPolicy
 from obsv.metrics import Metrics
 from obsv.server import create_app
 from obsv.settings import Settings
@@ -41,6 +54,44 @@ SCHEMAS = {
     "create_comment": json.loads((SAMPLES / "issues-create-comment.schema.json").read_text())[
         "request_body_schema"],
 }
+# "Update an issue" (PATCH /repos/{owner}/{repo}/issues/{number}): the request body's
+# fields and values as GitHub's REST reference gives them.
+UPDATE_FIELDS = frozenset({"title", "body", "assignee", "state", "state_reason", "milestone",
+                           "labels", "assignees", "type"})
+STATE_REASONS = {"open": {"reopened", None}, "closed": {"completed", "not_planned", "duplicate",
+                                                        None}}
+_ONE_ISSUE = re.compile(r"/issues/[0-9]+$")
+
+
+def check_update(body: Any) -> str | None:
+    """What is wrong with an update-issue body, or None. Stricter than GitHub in one
+    way: a state reason that contradicts the state sent (``reopened`` with ``closed``)
+    is refused, where GitHub may quietly ignore it; obsv never means to send one."""
+    if not isinstance(body, dict):
+        return "body is not an object"
+    if unknown := set(body) - UPDATE_FIELDS:
+        return f"unknown fields {sorted(unknown)}"
+    if not isinstance(body.get("title", ""), str | int) or not isinstance(
+            body.get("body", ""), str | None):
+        return "title or body has the wrong type"
+    state = body.get("state", "open")
+    if state not in STATE_REASONS:
+        return f"state {state!r} is not open or closed"
+    reason = body.get("state_reason")
+    if reason not in STATE_REASONS["open"] | STATE_REASONS["closed"]:
+        return f"state_reason {reason!r} is not a state reason"
+    if "state" in body and reason not in STATE_REASONS[state]:
+        return f"state_reason {reason!r} contradicts state {state!r}"
+    labels = body.get("labels", [])
+    if not isinstance(labels, list) or not all(
+            isinstance(label, str) or (isinstance(label, dict) and isinstance(
+                label.get("name"), str)) for label in labels):
+        return "labels must be a list of names or label objects"
+    return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -70,6 +121,7 @@ class Request:
     body: Any
     at: float  # monotonic, for spacing
     wall: float  # epoch seconds, for reset times
+    status: int | None = None  # what the fake answered (None: no answer finished)
 
 
 class FakeGitHub:
@@ -84,6 +136,10 @@ class FakeGitHub:
         self.app_public_key = app_public_key
         self.token_lifetime = token_lifetime
         self.issues: list[dict[str, Any]] = []
+        self.gone: dict[int, int] = {}  # deleted (410) or transferred (301) issues
+        self._numbers = 0
+        self._changes = 0  # orders issues updated within the same second
+        self._changed: dict[int, int] = {}
         self.comments: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.labels: dict[str, dict[str, Any]] = {}
         self.journal: list[Request] = []
@@ -108,6 +164,61 @@ class FakeGitHub:
         """Journal entries of one endpoint."""
         return [r for r in self.journal if r.endpoint == endpoint]
 
+    def writes(self) -> list[Request]:
+        """Every POST, PATCH, PUT and DELETE received, in order."""
+        return [r for r in self.journal if r.method != "GET"]
+
+    # -- a human on GitHub -------------------------------------------------------
+
+    def issue(self, number: int) -> dict[str, Any]:
+        """The live issue ``number`` (KeyError when there is none)."""
+        for issue in self.issues:
+            if issue["number"] == number:
+                return issue
+        raise KeyError(number)
+
+    def close_by_human(self, number: int, reason: str = "completed") -> None:
+        """Close the issue with a reason, as the web UI does."""
+        self._set_state(self.issue(number), "closed", reason)
+
+    def reopen_by_human(self, number: int) -> None:
+        """Reopen the issue, as the web UI does."""
+        self._set_state(self.issue(number), "open", "reopened")
+
+    def add_label(self, number: int, name: str) -> None:
+        """Put a label on the issue."""
+        issue = self.issue(number)
+        if name not in label_names(issue):
+            issue["labels"].append({"name": name})
+            self._touch(issue)
+
+    def remove_label(self, number: int, name: str) -> None:
+        """Take a label off the issue."""
+        issue = self.issue(number)
+        issue["labels"] = [label for label in issue["labels"] if label["name"] != name]
+        self._touch(issue)
+
+    def delete_issue(self, number: int) -> None:
+        """Delete the issue: 410 Gone for it from now on, and gone from every list."""
+        self.issues.remove(self.issue(number))
+        self.gone[number] = 410
+
+    def transfer_issue(self, number: int) -> None:
+        """Transfer the issue to a repository this token cannot read: 301 to it, then 404."""
+        self.issues.remove(self.issue(number))
+        self.gone[number] = 301
+
+    def _set_state(self, issue: dict[str, Any], state: str, reason: str | None) -> None:
+        if issue["state"] != state:
+            issue["state"], issue["state_reason"] = state, reason
+            issue["closed_at"] = _now() if state == "closed" else None
+        self._touch(issue)
+
+    def _touch(self, issue: dict[str, Any]) -> None:
+        issue["updated_at"] = _now()
+        self._changes += 1
+        self._changed[issue["number"]] = self._changes
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self, port: int | None = None) -> str:
@@ -116,6 +227,8 @@ class FakeGitHub:
         base = f"/repos/{owner}/{name}"
         app.router.add_post(base + "/issues", self._create_issue)
         app.router.add_get(base + "/issues", self._list_issues)
+        app.router.add_get(base + "/issues/{number:[0-9]+}", self._get_issue)
+        app.router.add_patch(base + "/issues/{number:[0-9]+}", self._update_issue)
         app.router.add_post(base + "/issues/{number}/comments", self._create_comment)
         app.router.add_get(base + "/issues/{number}/comments", self._list_comments)
         app.router.add_get(base + "/labels/{name}", self._get_label)
@@ -143,10 +256,17 @@ class FakeGitHub:
         endpoint = _endpoint_of(request)
         raw = await request.read()
         body = json.loads(raw) if raw else None
-        self.journal.append(Request(request.method, request.path, endpoint,
-                                    dict(request.query), dict(request.headers), body,
-                                    time.monotonic(), time.time()))
+        entry = Request(request.method, request.path, endpoint, dict(request.query),
+                        dict(request.headers), body, time.monotonic(), time.time())
+        self.journal.append(entry)
         self.arrived[endpoint].set()
+        response = await self._answer(request, endpoint, body, handler)
+        entry.status = response.status
+        return response
+
+    async def _answer(self, request: web.Request, endpoint: str, body: Any,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
         if (denied := self._check_auth(request, endpoint)) is not None:
             return denied
         if endpoint in SCHEMAS:
@@ -155,6 +275,9 @@ class FakeGitHub:
             except jsonschema.ValidationError as exc:
                 self.schema_errors.append(f"{endpoint}: {exc.message}")
                 return _error(422, f"Invalid request: {exc.message}")
+        if endpoint == "update_issue" and (problem := check_update(body)) is not None:
+            self.schema_errors.append(f"{endpoint}: {problem}")
+            return _error(422, f"Invalid request: {problem}")
         fault = self.faults[endpoint].popleft() if self.faults[endpoint] else None
         if fault is None:
             return await handler(request)
@@ -225,35 +348,80 @@ class FakeGitHub:
 
     async def _create_issue(self, request: web.Request) -> web.Response:
         data = await request.json()
-        number = len(self.issues) + 1
+        # Tests may also put issues into ``issues`` by hand: never reuse their numbers.
+        self._numbers = max([self._numbers, *(i["number"] for i in self.issues)]) + 1
+        number = self._numbers
         issue = {
             "id": 1000 + number, "number": number, "title": data["title"],
-            "body": data.get("body"), "state": "open",
+            "body": data.get("body"), "state": "open", "state_reason": None,
             "labels": [{"name": name} for name in data.get("labels", [])],
             "html_url": f"https://github.com/{self.repo}/issues/{number}",
             "url": f"https://api.github.com/repos/{self.repo}/issues/{number}",
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": _now(), "closed_at": None,
         }
-        issue["updated_at"] = issue["created_at"]
         if self.drop_labels:
             issue["labels"] = []
         self.issues.append(issue)
+        self._touch(issue)
         return web.json_response(issue, status=201)
 
     async def _list_issues(self, request: web.Request) -> web.Response:
-        label = request.query.get("labels")
-        since = request.query.get("since")  # GitHub: updated at or after
+        query = request.query
+        label = query.get("labels")
+        since = query.get("since")  # GitHub: updated at or after
+        state = query.get("state", "open")  # GitHub lists open issues unless asked
         found = [i for i in self.issues
-                 if (label is None or label in {lb["name"] for lb in i["labels"]})
-                 and (since is None or i.get("updated_at", i["created_at"]) >= since)]
-        if request.query.get("direction", "desc") == "desc":
-            found = list(reversed(found))
+                 if (label is None or label in label_names(i))
+                 and (state == "all" or i["state"] == state)
+                 and (since is None or i["updated_at"] >= since)]
+        if query.get("sort", "created") == "updated":
+            found.sort(key=lambda i: (i["updated_at"], self._changed.get(i["number"], 0)))
+        else:
+            found.sort(key=lambda i: i["number"])
+        if query.get("direction", "desc") == "desc":
+            found.reverse()
         return self._page(request, found)
 
-    async def _create_comment(self, request: web.Request) -> web.Response:
+    async def _get_issue(self, request: web.Request) -> web.Response:
+        issue = self._find(request)
+        return issue if isinstance(issue, web.Response) else web.json_response(issue)
+
+    async def _update_issue(self, request: web.Request) -> web.Response:
+        issue = self._find(request)
+        if isinstance(issue, web.Response):
+            return issue
+        data = await request.json()
+        for key in ("title", "body"):
+            if key in data:
+                issue[key] = data[key]
+        if "labels" in data and not self.drop_labels:
+            issue["labels"] = [{"name": label if isinstance(label, str) else label["name"]}
+                               for label in data["labels"]]
+        state = data.get("state", issue["state"])
+        default_reason = "reopened" if state == "open" else "completed"
+        self._set_state(issue, state, data.get("state_reason") or default_reason)
+        return web.json_response(issue)
+
+    def _find(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """The issue a request names, or GitHub's answer for one that is not there."""
         number = int(request.match_info["number"])
-        if not any(i["number"] == number for i in self.issues):
+        gone = self.gone.get(number)
+        if gone == 410:
+            return _error(410, "This issue was deleted")
+        if gone == 301:  # GitHub redirects; the new home is out of this token's reach
+            moved = request.url.with_path(f"/repos/{self.repo}-elsewhere/issues/{number}")
+            return web.json_response({"message": "Moved Permanently", "url": str(moved)},
+                                     status=301, headers={"Location": str(moved)})
+        try:
+            return self.issue(number)
+        except KeyError:
             return _error(404, "Not Found")
+
+    async def _create_comment(self, request: web.Request) -> web.Response:
+        issue = self._find(request)
+        if isinstance(issue, web.Response):
+            return issue
+        number = issue["number"]
         self._comment_ids += 1
         comment = {
             "id": self._comment_ids, "body": (await request.json())["body"],
@@ -262,10 +430,14 @@ class FakeGitHub:
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         self.comments[number].append(comment)
+        self._touch(issue)  # a comment updates its issue, as on GitHub
         return web.json_response(comment, status=201)
 
     async def _list_comments(self, request: web.Request) -> web.Response:
-        return self._page(request, self.comments[int(request.match_info["number"])])
+        issue = self._find(request)
+        if isinstance(issue, web.Response):
+            return issue
+        return self._page(request, self.comments[issue["number"]])
 
     async def _get_label(self, request: web.Request) -> web.Response:
         label = self.labels.get(request.match_info["name"])
@@ -297,7 +469,14 @@ class FakeGitHub:
             if self.next_host is not None:
                 url = url.with_host(self.next_host)
             headers["Link"] = f'<{url}>; rel="next"'
-        return web.json_response(chunk, headers=headers)
+        text = json.dumps(chunk)
+        # A weak ETag, as GitHub sends on lists: a hash of the answer, so any change of
+        # what it lists (state, labels, updated_at, next link) changes it.
+        headers["ETag"] = 'W/"' + hashlib.sha256(
+            (text + headers.get("Link", "")).encode()).hexdigest()[:40] + '"'
+        if request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers={"ETag": headers["ETag"]})
+        return web.json_response(text=text, headers=headers)
 
 
 def _endpoint_of(request: web.Request) -> str:
@@ -308,7 +487,14 @@ def _endpoint_of(request: web.Request) -> str:
         return "get_label" if request.method == "GET" else "create_label"
     if path.endswith("/comments"):
         return "create_comment" if request.method == "POST" else "list_comments"
+    if _ONE_ISSUE.search(path):
+        return "update_issue" if request.method == "PATCH" else "get_issue"
     return "create_issue" if request.method == "POST" else "list_issues"
+
+
+def label_names(issue: dict[str, Any]) -> list[str]:
+    """The names of an issue's labels, in order."""
+    return [label["name"] for label in issue["labels"]]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -318,6 +504,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 # Retry timings shrunk for tests: the rules stay, the waits are short.
 FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
                    request_timeout=1.0)
+LIMITS = Limits()
 
 
 class Service:
@@ -341,13 +528,28 @@ class Service:
         return seq
 
 
+def settings_against(github: FakeGitHub, settings: Settings, **overrides: Any) -> Settings:
+    """``settings`` pointed at ``github`` with its token: the real GitHub sink's settings."""
+    return replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
+                                "github_api_url": github.base_url, "dry_run": False,
+                                **overrides})
+
+
+async def sink_against(github: FakeGitHub, settings: Settings, clock: Callable[[], datetime],
+                       retry: RetryPolicy = FAST, limits: Limits = LIMITS,
+                       metrics: Metrics | None = None) -> GitHubSink:
+    """A started GitHub sink (no app around it) posting to ``github``; close it after."""
+    sink = GitHubSink(settings_against(github, settings), clock, metrics or Metrics(), retry,
+                      limits)
+    await sink.start()
+    return sink
+
+
 async def start_service_against(github: FakeGitHub, aiohttp_client: Any, settings: Settings,
                                 clock: FakeClock | None = None, retry: RetryPolicy = FAST,
                                 **overrides: Any) -> Service:
     """The real app on loopback, posting to ``github`` through the real GitHub sink."""
-    settings = replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
-                                    "github_api_url": github.base_url, "dry_run": False,
-                                    **overrides})
+    settings = settings_against(github, settings, **overrides)
     clock = clock or FakeClock(datetime.now(UTC))
     metrics = Metrics()
     sink = GitHubSink(settings, clock, metrics, retry)

@@ -110,7 +110,9 @@ async def test_config_applied_is_recorded_when_the_policy_changes(
     policies = [r["policy"] for r in records_of(settings.event_log, "config.applied")]
     assert [p["min_level"] for p in policies] == ["error", "warning"]
     assert policies[0] == {"min_level": "error", "environments": [], "cooldown_seconds": 21600,
-                           "max_issues_per_hour": 20, "repo": None, "labels": ["agent:builder"]}
+                           "max_issues_per_hour": 20, "repo": None, "labels": ["agent:builder"],
+                           "reopen_window_seconds": 1209600, "mute_label": "obsv:mute",
+                           "close_on_resolve": False, "resolve_in_sentry": False}
 
 
 async def test_restart_decides_nothing_twice(make_client: ClientFactory, settings: Settings,

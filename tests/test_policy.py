@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from obsv.core.events import LinkedIssue, Suppressed
-from obsv.core.policy import EVENT_ID_WINDOW, orphaned_comments, ready_intents
+from obsv.core.policy import EVENT_ID_WINDOW, orphaned_intents, ready_intents
 
 from .records import T0, Log, seconds
 
@@ -144,7 +144,7 @@ def test_comment_waits_for_its_issue_and_fails_with_it() -> None:
     assert comment.action == "comment"
     assert [i.alert_seq for i in ready_intents(log.state)] == [first.alert_seq]
     log.failed(first.alert_seq, retryable=False)
-    assert [i.alert_seq for i in orphaned_comments(log.state)] == [comment.alert_seq]
+    assert [i.alert_seq for i in orphaned_intents(log.state)] == [comment.alert_seq]
 
 
 def test_comment_is_ready_once_the_issue_is_opened() -> None:

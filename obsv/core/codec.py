@@ -25,15 +25,22 @@ from obsv.core.events import (
     Delivery,
     Envelope,
     Event,
+    GitHubIssueObserved,
     HookReceived,
+    IssueClosed,
     IssueFailed,
     IssueOpened,
+    IssueReopened,
     LinkedIssue,
     Policy,
+    SentryIssueChanged,
+    SentryResolved,
     Suppressed,
+    SyncDecided,
 )
 
 VERSION = 1
+_DEFAULT_POLICY = Policy()
 
 Json = dict[str, Any]
 
@@ -75,6 +82,18 @@ def type_name(event: Event) -> str:
             return "comment.posted"
         case IssueFailed():
             return "issue.failed"
+        case SentryIssueChanged():
+            return "sentry.issue"
+        case GitHubIssueObserved():
+            return "github.issue"
+        case IssueReopened():
+            return "issue.reopened"
+        case IssueClosed():
+            return "issue.closed"
+        case SentryResolved():
+            return "sentry.resolved"
+        case SyncDecided():
+            return "sync.decided"
         case _:
             assert_never(event)
 
@@ -132,8 +151,53 @@ def _event_fields(event: Event) -> Json:
                 "retryable": event.retryable,
                 "next_attempt_at": _optional_time(event.next_attempt_at),
             }
+        case SentryIssueChanged():
+            return {
+                "delivery": _delivery(event.delivery),
+                "action": event.action,
+                "sentry_issue_id": event.sentry_issue_id,
+                "status": event.status,
+                "substatus": event.substatus,
+                "resolution_type": event.resolution_type,
+                "release": event.release,
+                "raw": event.raw,
+            }
+        case GitHubIssueObserved():
+            return _observed(event)
+        case IssueReopened() | IssueClosed():
+            return {
+                "alert_seq": event.alert_seq,
+                "repo": event.repo,
+                "number": event.number,
+                "dry_run": event.dry_run,
+            }
+        case SentryResolved():
+            return {"cause_seq": event.cause_seq, "sentry_issue_id": event.sentry_issue_id}
+        case SyncDecided():
+            return {
+                "cause_seq": event.cause_seq,
+                "sentry_issue_id": event.sentry_issue_id,
+                "action": event.action,
+                "reason": event.reason,
+            }
         case _:
             assert_never(event)
+
+
+def _observed(event: GitHubIssueObserved) -> Json:
+    return {
+        "repo": event.repo,
+        "number": event.number,
+        "sentry_issue_id": event.sentry_issue_id,
+        "action": event.action,
+        "state": event.state,
+        "state_reason": event.state_reason,
+        "closed_at": _optional_time(event.closed_at),
+        "labels": list(event.labels),
+        "source": event.source,
+        "delivery_id": event.delivery_id,
+        "raw": event.raw,
+    }
 
 
 def _delivery(delivery: Delivery) -> Json:
@@ -178,6 +242,8 @@ def _decided(event: AlertDecided) -> Json:
             "first_at": _optional_time(event.suppressed.first_at),
             "last_at": _optional_time(event.suppressed.last_at),
         }
+    if event.since is not None:
+        fields["since"] = format_time(event.since)
     return fields
 
 
@@ -190,6 +256,10 @@ def encode_policy(policy: Policy) -> Json:
         "max_issues_per_hour": policy.max_issues_per_hour,
         "repo": policy.repo,
         "labels": list(policy.labels),
+        "reopen_window_seconds": policy.reopen_window_seconds,
+        "mute_label": policy.mute_label,
+        "close_on_resolve": policy.close_on_resolve,
+        "resolve_in_sentry": policy.resolve_in_sentry,
     }
 
 
@@ -303,11 +373,12 @@ def _read_decided(r: Json) -> AlertDecided:
             _read_optional_time(suppressed["first_at"]),
             _read_optional_time(suppressed["last_at"]),
         ),
+        since=_read_optional_time(r.get("since")),
     )
 
 
 def decode_policy(p: Json) -> Policy:
-    """Inverse of ``encode_policy``."""
+    """Inverse of ``encode_policy``; settings an older obsv did not record get their defaults."""
     return Policy(
         min_level=str(p["min_level"]),
         environments=tuple(p["environments"]),
@@ -315,7 +386,53 @@ def decode_policy(p: Json) -> Policy:
         max_issues_per_hour=_int(p["max_issues_per_hour"]),
         repo=p["repo"],
         labels=tuple(p["labels"]),
+        reopen_window_seconds=_int(p.get("reopen_window_seconds",
+                                         _DEFAULT_POLICY.reopen_window_seconds)),
+        mute_label=str(p.get("mute_label", _DEFAULT_POLICY.mute_label)),
+        close_on_resolve=_bool(p.get("close_on_resolve", _DEFAULT_POLICY.close_on_resolve)),
+        resolve_in_sentry=_bool(p.get("resolve_in_sentry", _DEFAULT_POLICY.resolve_in_sentry)),
     )
+
+
+def _read_sentry_issue(r: Json) -> SentryIssueChanged:
+    return SentryIssueChanged(
+        _read_delivery(r["delivery"]), str(r["action"]), str(r["sentry_issue_id"]),
+        _optional_str(r["status"]), _optional_str(r["substatus"]),
+        _optional_str(r["resolution_type"]), str(r["raw"]), _optional_str(r.get("release")))
+
+
+def _read_observed(r: Json) -> GitHubIssueObserved:
+    state, source = r["state"], r["source"]
+    if state not in ("open", "closed") or source not in ("webhook", "poll"):
+        raise CodecError(f"bad github.issue state {state!r} or source {source!r}")
+    return GitHubIssueObserved(
+        repo=str(r["repo"]), number=_int(r["number"]), sentry_issue_id=str(r["sentry_issue_id"]),
+        action=str(r["action"]), state=state, state_reason=_optional_str(r["state_reason"]),
+        closed_at=_read_optional_time(r["closed_at"]), labels=tuple(map(str, r["labels"])),
+        source=source, delivery_id=_optional_str(r["delivery_id"]),
+        raw=_optional_str(r["raw"]))
+
+
+def _read_reopened(r: Json) -> IssueReopened:
+    return IssueReopened(_int(r["alert_seq"]), r["repo"], _optional_int(r["number"]),
+                         _bool(r["dry_run"]))
+
+
+def _read_closed(r: Json) -> IssueClosed:
+    return IssueClosed(_int(r["alert_seq"]), r["repo"], _optional_int(r["number"]),
+                       _bool(r["dry_run"]))
+
+
+def _read_resolved(r: Json) -> SentryResolved:
+    return SentryResolved(_int(r["cause_seq"]), str(r["sentry_issue_id"]))
+
+
+def _read_sync(r: Json) -> SyncDecided:
+    action, reason = r["action"], r["reason"]
+    if (action, reason) not in (("close", "resolved_in_sentry"),
+                                ("resolve_sentry", "closed_on_github")):
+        raise CodecError(f"unknown sync decision {action!r} ({reason!r})")
+    return SyncDecided(_int(r["cause_seq"]), str(r["sentry_issue_id"]), action, reason)
 
 
 _READERS: dict[str, Callable[[Json], Event]] = {
@@ -326,6 +443,12 @@ _READERS: dict[str, Callable[[Json], Event]] = {
     "issue.opened": _read_opened,
     "comment.posted": _read_commented,
     "issue.failed": _read_failed,
+    "sentry.issue": _read_sentry_issue,
+    "github.issue": _read_observed,
+    "issue.reopened": _read_reopened,
+    "issue.closed": _read_closed,
+    "sentry.resolved": _read_resolved,
+    "sync.decided": _read_sync,
 }
 
 
@@ -337,6 +460,18 @@ def _int(value: object) -> int:
 
 def _optional_int(value: object) -> int | None:
     return None if value is None else _int(value)
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise CodecError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise CodecError(f"expected a string, got {value!r}")
 
 
 def _read_optional_time(value: object) -> datetime | None:

@@ -13,16 +13,22 @@ from typing import Literal
 
 from obsv.core.alert import Alert
 
-Action = Literal["open", "comment", "suppress"]
+Action = Literal["open", "comment", "suppress", "reopen"]
 Reason = Literal[
     "duplicate",
     "below_min_level",
     "environment_filtered",
+    "wont_fix",
+    "regression",
     "cooldown",
     "recurrence",
     "storm_budget",
     "new_issue",
 ]
+SyncAction = Literal["close", "resolve_sentry"]
+SyncReason = Literal["resolved_in_sentry", "closed_on_github"]
+IssueState = Literal["open", "closed"]
+ObservedBy = Literal["webhook", "poll"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,12 @@ class Policy:
     max_issues_per_hour: int = 20
     repo: str | None = None
     labels: tuple[str, ...] = ("agent:builder",)
+    # docs/reference.md §5 rows 6-8 and §7; older config.applied lines lack these
+    # and decode with these defaults.
+    reopen_window_seconds: int = 1209600
+    mute_label: str = "obsv:mute"
+    close_on_resolve: bool = False
+    resolve_in_sentry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,9 @@ class AlertDecided:
     reason: Reason
     linked_issue: LinkedIssue | None = None
     suppressed: Suppressed | None = None
+    # For a ``regression``: since when the linked issue was closed (rows 7 and 8) or
+    # its Sentry issue resolved (row 9), for the comment's "closed since ...".
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +146,8 @@ class CommentPosted:
 
 @dataclass(frozen=True, slots=True)
 class IssueFailed:
-    """An attempt to post a decision failed; ``retryable`` says whether it will be retried."""
+    """An attempt to carry out a decision failed; ``retryable`` says whether it will be
+    retried. ``alert_seq`` is the seq of the record decided (for a sync decision, its cause)."""
 
     alert_seq: int
     attempt: int
@@ -139,6 +155,78 @@ class IssueFailed:
     error: str
     retryable: bool
     next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SentryIssueChanged:
+    """A verified Sentry ``issue`` delivery: a Sentry issue was resolved, unresolved,
+    ignored, assigned or created (docs/reference.md §7)."""
+
+    delivery: Delivery
+    action: str
+    sentry_issue_id: str
+    status: str | None
+    substatus: str | None
+    resolution_type: str | None
+    raw: str
+    # ``statusDetails.inRelease`` when Sentry names the release of the fix.
+    release: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GitHubIssueObserved:
+    """The state of an issue obsv opened, as a GitHub webhook or a poll reported it."""
+
+    repo: str
+    number: int
+    sentry_issue_id: str  # from obsv's marker in the issue body
+    action: str  # closed, reopened, labeled, unlabeled, deleted, transferred, ... or observed
+    state: IssueState
+    state_reason: str | None  # completed, not_planned, duplicate, reopened
+    closed_at: datetime | None  # GitHub's
+    labels: tuple[str, ...]
+    source: ObservedBy
+    delivery_id: str | None  # X-GitHub-Delivery; None for a poll
+    raw: str | None  # the webhook body; None for a poll
+
+
+@dataclass(frozen=True, slots=True)
+class IssueReopened:
+    """The sink reopened the issue of a ``reopen`` decision (its comment comes next)."""
+
+    alert_seq: int
+    repo: str | None
+    number: int | None
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IssueClosed:
+    """The sink commented on and closed the issue of a ``close`` sync decision;
+    ``alert_seq`` is the seq of the record that decision was taken on."""
+
+    alert_seq: int
+    repo: str | None
+    number: int | None
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SentryResolved:
+    """Sentry accepted obsv's request to resolve an issue (a ``resolve_sentry`` decision)."""
+
+    cause_seq: int
+    sentry_issue_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDecided:
+    """What the consumer decided on the ``sentry.issue`` or ``github.issue`` at ``cause_seq``."""
+
+    cause_seq: int
+    sentry_issue_id: str
+    action: SyncAction
+    reason: SyncReason
 
 
 Event = (
@@ -149,6 +237,12 @@ Event = (
     | IssueOpened
     | CommentPosted
     | IssueFailed
+    | SentryIssueChanged
+    | GitHubIssueObserved
+    | IssueReopened
+    | IssueClosed
+    | SentryResolved
+    | SyncDecided
 )
 
 

@@ -1,6 +1,7 @@
 """The decision core: State, apply(state, record) and decide(state, alert, at, policy).
 
-Rules (docs/reference.md §5), numbered like h11's state machine so the code can cite them:
+Rules (docs/reference.md §5 and §7), numbered like h11's state machine so the code can
+cite them:
 
  1. Records are folded in ``seq`` order. Each ``alert.received`` is decided exactly
     once, from the state built by the records before it, the policy of the last
@@ -8,37 +9,86 @@ Rules (docs/reference.md §5), numbered like h11's state machine so the code can
     the same log yields the same decisions.
  2. An alert's decision is folded at the alert's own position, even though its
     ``alert.decided`` record lands later in the log. The next alert therefore sees
-    it, and a replay, the live consumer and a restart all agree.
+    it, and a replay, the live consumer and a restart all agree. Decisions derived
+    but not recorded yet are ``State.unrecorded``.
  3. First matching row wins:
       suppress duplicate             the event_id was already received (Sentry
                                      retries with a new Request-ID, same event_id)
       suppress below_min_level       level under the policy's min level (unknown = error)
       suppress environment_filtered  environments set and the alert's not in it
+      suppress wont_fix              linked issue closed as not_planned or duplicate,
+                                     or carrying the mute label: a human decided
+      reopen   regression            linked issue closed (completed, by obsv, or no
+                                     reason) at most reopen_window before the alert
+                                     (a closed_at after the alert, clock skew, counts
+                                     as inside): one PATCH, then one comment
+      open     regression            linked issue closed longer ago: a new issue that
+                                     names the old one; the link moves to it
+      comment  regression            linked issue open, but its Sentry issue was
+                                     reported resolved since the last notification
       suppress cooldown              linked issue notified less than cooldown ago
       comment  recurrence            linked issue and the cooldown has passed
       suppress storm_budget          no linked issue and max_issues_per_hour opens
                                      already decided in the hour before
       open     new_issue             no linked issue
  4. The linked issue is the one linked to the alert's Sentry issue id, else to its
-    fingerprint key. An issue is linked from its ``open`` decision on (pending),
-    and unlinked only when that open fails permanently.
- 5. A notification is an ``open`` or ``comment`` decision; its time is the alert's
-    ``at``, not GitHub's answer, so decisions never depend on the sink's speed.
+    fingerprint key. An issue is linked from its ``open`` decision on (pending), and
+    unlinked when that open (or a reopen) fails permanently, when GitHub reports it
+    ``deleted`` or ``transferred``, or when an ``open``/``regression`` replaces it.
+ 5. A notification is an ``open``, ``comment`` or ``reopen`` decision; its time is the
+    alert's ``at``, not GitHub's answer, so decisions never depend on the sink's speed.
+    A reopen marks the link open at once: the next alert finds an open issue in
+    cooldown, never a second reopen.
  6. A filter or storm_budget suppression opens nothing: the next alert of the same
     Sentry issue is decided afresh. A permanently failed open still counted
     towards the storm budget.
- 7. State stays O(distinct issues): received event ids are kept for
-    ``EVENT_ID_WINDOW``, 24 hours (Sentry retries a failed delivery within minutes;
-    a redelivery older than a day is decided afresh) and the
-    rolling hour holds only the opens still inside it. Both are pruned by record
-    time, so pruning is as deterministic as the decisions.
+ 7. State stays O(distinct issues): received event ids and GitHub delivery ids are
+    kept for ``EVENT_ID_WINDOW``, 24 hours (Sentry and GitHub redeliver within that;
+    an older redelivery is taken afresh) and the rolling hour holds only the opens
+    still inside it. They are pruned by record time, so pruning is as deterministic
+    as the decisions.
+ 8. A ``github.issue`` is matched to its link by (repo, number), or, while the link's
+    open is pending, by the marker's Sentry issue id (GitHub's webhook can beat the
+    sink's ``issue.opened``). It updates what the log knows of the issue: state,
+    state_reason, closed_at, labels. One that matches no link changes nothing, and a
+    redelivery (a ``delivery_id`` already folded) is skipped.
+ 9. GitHub can lag obsv's own writes: while a reopen is not yet done, a report that
+    the issue is closed is stale (so is one whose closed_at is not after the close
+    obsv reopened, nor after its ``issue.reopened``: GitHub's webhooks may come late
+    and out of order), and while a close is not yet done, a report that it is open is
+    stale. Their labels still count, and a close as not_planned or duplicate always
+    counts: a human's decision wins.
+10. A ``sentry.issue`` is matched by its Sentry issue id. ``resolved`` marks it known
+    resolved and due a regression comment (row 9) until the next notification, even
+    if ``unresolved`` follows (Sentry sends that around the alert, in either order).
+    Any other status, or a new alert of that Sentry issue (Sentry regresses a
+    resolved issue on a new event), makes it no longer known resolved. After obsv's
+    own ``sentry.resolved``, the next ``sentry.issue`` of it may be Sentry's webhook
+    for that very change: a ``resolved`` then is its echo.
+11. Sync decisions are derived while folding their cause and recorded after it as
+    ``sync.decided``, exactly like alert decisions; their intents are keyed by the
+    cause's seq:
+      close / resolved_in_sentry        close_on_resolve, a sentry.issue ``resolved``
+                                        that was not known resolved, for a linked
+                                        issue open per the log and not muted
+      resolve_sentry / closed_on_github resolve_in_sentry, a github.issue that turns
+                                        its issue closed as completed, whose Sentry
+                                        issue is not known resolved
+    No echo: an action whose target is already in the wanted state is not taken, and
+    a report that arrives while obsv's own write of that state is unfinished is its
+    echo. A close marks the link closed at once (so an alert in between reopens after
+    the close instead of commenting on an issue about to close).
+12. Side effects follow records: an intent is acted on once its decision is recorded,
+    and writes on one GitHub issue go in decision order (a reopen must not overtake
+    the close before it). A reopen is two steps: ``issue.reopened`` records the PATCH,
+    so a crash after it redoes only the comment.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, assert_never
 
 from obsv.core.alert import Alert, level_rank
@@ -49,26 +99,43 @@ from obsv.core.events import (
     CommentPosted,
     ConfigApplied,
     Envelope,
+    GitHubIssueObserved,
     HookReceived,
+    IssueClosed,
     IssueFailed,
     IssueOpened,
+    IssueReopened,
+    IssueState,
     LinkedIssue,
     Policy,
     Reason,
+    SentryIssueChanged,
+    SentryResolved,
     Suppressed,
+    SyncAction,
+    SyncDecided,
+    SyncReason,
 )
 
 EVENT_ID_WINDOW = timedelta(hours=24)
 STORM_WINDOW = timedelta(hours=1)
+WONT_FIX_REASONS = frozenset({"not_planned", "duplicate"})
+UNLINKING_ACTIONS = frozenset({"deleted", "transferred"})
 
 _DEFAULT_POLICY = Policy()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 LinkStatus = Literal["pending", "opened"]
+IntentAction = Literal["open", "comment", "reopen", "close", "resolve_sentry"]
+# The record a decision was taken on, and the decision.
+Decided = AlertReceived | SentryIssueChanged | GitHubIssueObserved
+Decision = AlertDecided | SyncDecided
 
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A GitHub issue opened (or being opened) for an alert, and its notification clock."""
+    """A GitHub issue opened (or being opened) for an alert, its notification clock, and
+    what the log knows of its fate on GitHub and in Sentry."""
 
     alert_seq: int
     sentry_issue_id: str
@@ -81,21 +148,39 @@ class Link:
     suppressed: int = 0
     suppressed_first: datetime | None = None
     suppressed_last: datetime | None = None
+    repo: str | None = None
+    web_url: str | None = None  # the opening alert's Sentry link (its organization)
+    # GitHub's side (rules 8 and 9); labels None until GitHub first reports them.
+    state: IssueState = "open"
+    state_reason: str | None = None
+    closed_at: datetime | None = None
+    labels: tuple[str, ...] | None = None
+    reopened_from: datetime | None = None  # a close at or before this was reopened by obsv
+    # Sentry's side (rule 10).
+    sentry_resolved: bool = False
+    resolved_since: datetime | None = None  # reported resolved since the last notification
+    resolve_echo_due: bool = False  # obsv resolved it; Sentry's webhook for that may follow
 
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """A decision to open or comment that has no final outcome yet."""
+    """A decision with a side effect that has no final outcome yet.
+
+    ``alert_seq`` is the seq of the record decided: the alert, or for ``close`` and
+    ``resolve_sentry`` the ``sentry.issue`` / ``github.issue`` the sync decision was
+    taken on (``received``). Outcomes and ``issue.failed`` name it the same way.
+    """
 
     alert_seq: int
-    action: Literal["open", "comment"]
+    action: IntentAction
     link_seq: int
     at: datetime
-    received: AlertReceived
-    decision: AlertDecided
+    received: Decided
+    decision: Decision
     recorded: bool = False
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    reopened: bool = False  # a reopen's PATCH is done: only its comment remains
 
 
 @dataclass(slots=True)
@@ -106,12 +191,14 @@ class State:
     policy: Policy | None = None  # of the last config.applied; None before the first
     policy_override: Policy | None = None
     event_ids: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
+    github_deliveries: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
     links: dict[int, Link] = field(default_factory=dict)
     links_by_issue: dict[str, int] = field(default_factory=dict)
     links_by_key: dict[str, int] = field(default_factory=dict)
+    links_by_number: dict[tuple[str, int], int] = field(default_factory=dict)
     recent_opens: deque[datetime] = field(default_factory=deque)
     intents: dict[int, Intent] = field(default_factory=dict)
-    unrecorded: dict[int, AlertDecided] = field(default_factory=dict)
+    unrecorded: dict[int, Decision] = field(default_factory=dict)
 
     @property
     def effective_policy(self) -> Policy:
@@ -123,31 +210,36 @@ class State:
         copying the containers is enough): what a snapshot is written from."""
         return State(
             last_seq=self.last_seq, policy=self.policy, policy_override=self.policy_override,
-            event_ids=self.event_ids.copy(), links=self.links.copy(),
-            links_by_issue=self.links_by_issue.copy(), links_by_key=self.links_by_key.copy(),
+            event_ids=self.event_ids.copy(), github_deliveries=self.github_deliveries.copy(),
+            links=self.links.copy(), links_by_issue=self.links_by_issue.copy(),
+            links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             recent_opens=self.recent_opens.copy(), intents=self.intents.copy(),
             unrecorded=self.unrecorded.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
-        seq = self.links_by_issue.get(alert.sentry_issue_id)
-        if seq is None:
-            seq = self.links_by_key.get(alert.fingerprint_key)
-        return None if seq is None else self.links[seq]
+        link_seq = self.links_by_issue.get(alert.sentry_issue_id)
+        if link_seq is None:
+            link_seq = self.links_by_key.get(alert.fingerprint_key)
+        return None if link_seq is None else self.links[link_seq]
 
+
+# -- deciding an alert ----------------------------------------------------------------
 
 def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
            policy: Policy) -> AlertDecided:
     """The decision for one alert (rule 3); reads ``state``, never changes it."""
     action, reason, link = _verdict(state, alert, at, policy)
-    linked = suppressed = None
+    linked = suppressed = since = None
     if link is not None:
         linked = LinkedIssue(link.alert_seq, link.number)
-        if action == "comment":
+        if action in ("comment", "reopen"):
             suppressed = Suppressed(link.suppressed, link.suppressed_first,
                                     link.suppressed_last)
+        if reason == "regression":
+            since = link.closed_at if link.state == "closed" else link.resolved_since
     return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key, action,
-                        reason, linked, suppressed)
+                        reason, linked, suppressed, since)
 
 
 def _verdict(state: State, alert: Alert, at: datetime,
@@ -160,13 +252,29 @@ def _verdict(state: State, alert: Alert, at: datetime,
     if policy.environments and alert.environment not in policy.environments:
         return "suppress", "environment_filtered", None
     link = state.linked(alert)
-    if link is not None:
-        if at - link.last_notified_at < timedelta(seconds=policy.cooldown_seconds):
-            return "suppress", "cooldown", link
-        return "comment", "recurrence", link
-    if opens_in_hour_before(state, at) >= policy.max_issues_per_hour:
-        return "suppress", "storm_budget", None
-    return "open", "new_issue", None
+    if link is None:
+        if opens_in_hour_before(state, at) >= policy.max_issues_per_hour:
+            return "suppress", "storm_budget", None
+        return "open", "new_issue", None
+    if is_wont_fix(link, policy):
+        return "suppress", "wont_fix", link
+    if link.state == "closed":
+        closed_at = link.closed_at or at
+        if at - closed_at <= timedelta(seconds=policy.reopen_window_seconds):
+            return "reopen", "regression", link
+        return "open", "regression", link
+    if link.resolved_since is not None:
+        return "comment", "regression", link
+    if at - link.last_notified_at < timedelta(seconds=policy.cooldown_seconds):
+        return "suppress", "cooldown", link
+    return "comment", "recurrence", link
+
+
+def is_wont_fix(link: Link, policy: Policy) -> bool:
+    """Row 6: a human closed the issue as not planned or a duplicate, or muted it."""
+    if link.state == "closed" and link.state_reason in WONT_FIX_REASONS:
+        return True
+    return link.labels is not None and policy.mute_label in link.labels
 
 
 def opens_in_hour_before(state: State, at: datetime) -> int:
@@ -181,23 +289,42 @@ def opens_in_hour_before(state: State, at: datetime) -> int:
     return len(state.recent_opens) - stale
 
 
+# -- the fold ---------------------------------------------------------------------------
+
 def apply(state: State, envelope: Envelope) -> AlertDecided | None:
-    """Fold one record into ``state``; for an alert, return the decision it got."""
+    """Fold one record into ``state``; for an alert, return the decision it got.
+
+    A sync decision derived from a ``sentry.issue`` or ``github.issue`` is not
+    returned: like every decision it waits in ``state.unrecorded`` (under the cause's
+    seq) until its record is folded.
+    """
     state.last_seq = envelope.seq
-    event = envelope.event
+    event, at, seq = envelope.event, envelope.at, envelope.seq
     match event:
         case AlertReceived():
-            return _receive(state, event, envelope.at, envelope.seq)
+            return _receive(state, event, at, seq)
         case AlertDecided():
-            _record_decision(state, event)
+            _record_decision(state, event.alert_seq)
+        case SyncDecided():
+            _record_decision(state, event.cause_seq)
         case ConfigApplied(policy=policy):
             state.policy = policy
         case IssueOpened():
             _opened(state, event)
         case CommentPosted():
-            _commented(state, event)
+            state.intents.pop(event.alert_seq, None)
+        case IssueReopened():
+            _reopened(state, event, at)
+        case IssueClosed():
+            _closed(state, event, at)
+        case SentryResolved():
+            _sentry_resolved(state, event, at)
         case IssueFailed():
             _failed(state, event)
+        case SentryIssueChanged():
+            _sentry_changed(state, event, at, seq)
+        case GitHubIssueObserved():
+            _github_observed(state, event, at, seq)
         case HookReceived():
             pass
         case _:
@@ -211,6 +338,8 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
     decision = decide(state, alert, at, seq, state.effective_policy)
     if alert.event_id not in state.event_ids:
         state.event_ids[alert.event_id] = at
+    if decision.reason != "duplicate":
+        _no_longer_resolved(state, alert.sentry_issue_id)
     _fold_decision(state, decision, received, at)
     state.unrecorded[seq] = decision
     return decision
@@ -218,60 +347,112 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
 
 def _prune(state: State, at: datetime) -> None:
     """Rule 7: forget what no later decision can need (times never go backwards)."""
-    while state.event_ids:
-        oldest_id, oldest_at = next(iter(state.event_ids.items()))
-        if at - oldest_at <= EVENT_ID_WINDOW:
-            break
-        del state.event_ids[oldest_id]
+    for seen in (state.event_ids, state.github_deliveries):
+        while seen:
+            oldest_id, oldest_at = next(iter(seen.items()))
+            if at - oldest_at <= EVENT_ID_WINDOW:
+                break
+            del seen[oldest_id]
     while state.recent_opens and at - state.recent_opens[0] >= STORM_WINDOW:
         state.recent_opens.popleft()
+
+
+def _no_longer_resolved(state: State, sentry_issue_id: str) -> None:
+    """Rule 10: a new event of a resolved Sentry issue regresses it in Sentry."""
+    link_seq = state.links_by_issue.get(sentry_issue_id)
+    if link_seq is not None and state.links[link_seq].sentry_resolved:
+        state.links[link_seq] = replace(state.links[link_seq], sentry_resolved=False)
 
 
 def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived,
                    at: datetime) -> None:
     alert = received.alert
     if decision.action == "open":
-        link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at)
+        if decision.linked_issue is not None:  # row 8: the link moves to the new issue
+            _unlink(state, decision.linked_issue.alert_seq)
+        link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at,
+                    web_url=alert.web_url)
         state.links[link.alert_seq] = link
         state.links_by_issue[alert.sentry_issue_id] = link.alert_seq
         state.links_by_key[alert.fingerprint_key] = link.alert_seq
         state.recent_opens.append(at)
-        state.intents[decision.alert_seq] = Intent(
-            decision.alert_seq, "open", link.alert_seq, at, received, decision)
+        _intend(state, decision.alert_seq, "open", link.alert_seq, at, received, decision)
         return
     if decision.linked_issue is None:
         return
-    link = state.links[decision.linked_issue.alert_seq]
-    if decision.action == "comment":
-        state.links[link.alert_seq] = replace(
-            link, last_notified_at=at, suppressed=0, suppressed_first=None,
-            suppressed_last=None)
-        state.intents[decision.alert_seq] = Intent(
-            decision.alert_seq, "comment", link.alert_seq, at, received, decision)
+    link_seq = decision.linked_issue.alert_seq
+    link = state.links[link_seq]
+    if decision.action in ("comment", "reopen"):
+        link = replace(link, last_notified_at=at, suppressed=0, suppressed_first=None,
+                       suppressed_last=None, resolved_since=None)
+        if decision.action == "reopen":  # rule 5: open at once
+            link = replace(link, state="open", state_reason="reopened", closed_at=None,
+                           reopened_from=link.closed_at)
+        state.links[link_seq] = link
+        _intend(state, decision.alert_seq, decision.action, link_seq, at, received, decision)
     elif decision.reason == "cooldown":
-        state.links[link.alert_seq] = replace(
+        state.links[link_seq] = replace(
             link, suppressed=link.suppressed + 1,
             suppressed_first=link.suppressed_first or at, suppressed_last=at)
 
 
-def _record_decision(state: State, event: AlertDecided) -> None:
-    """The decision is durable now: its intent may be acted on (side effects follow records)."""
-    state.unrecorded.pop(event.alert_seq, None)
-    intent = state.intents.get(event.alert_seq)
-    if intent is not None:
-        state.intents[event.alert_seq] = replace(intent, recorded=True)
+def _intend(state: State, seq: int, action: IntentAction, link_seq: int, at: datetime,
+            received: Decided, decision: Decision) -> None:
+    state.intents[seq] = Intent(seq, action, link_seq, at, received, decision)
 
+
+def _record_decision(state: State, seq: int) -> None:
+    """The decision is durable now: its intent may be acted on (side effects follow records)."""
+    state.unrecorded.pop(seq, None)
+    intent = state.intents.get(seq)
+    if intent is not None:
+        state.intents[seq] = replace(intent, recorded=True)
+
+
+# -- outcomes ---------------------------------------------------------------------------
 
 def _opened(state: State, event: IssueOpened) -> None:
     state.intents.pop(event.alert_seq, None)
     link = state.links.get(event.alert_seq)
+    if link is None:
+        return
+    state.links[event.alert_seq] = replace(link, status="opened", number=event.number,
+                                           url=event.url, repo=event.repo)
+    if event.repo is not None and event.number is not None:
+        state.links_by_number[(event.repo, event.number)] = event.alert_seq
+
+
+def _reopened(state: State, event: IssueReopened, at: datetime) -> None:
+    intent = state.intents.get(event.alert_seq)
+    if intent is None or intent.action != "reopen":
+        return
+    state.intents[event.alert_seq] = replace(intent, reopened=True)
+    link = state.links.get(intent.link_seq)
+    # Rule 9: GitHub has it open since the PATCH, so any close it reports from before
+    # then (a late webhook of obsv's own close, say) is stale.
+    if link is not None and (link.reopened_from is None or link.reopened_from < at):
+        state.links[intent.link_seq] = replace(link, reopened_from=at)
+
+
+def _closed(state: State, event: IssueClosed, at: datetime) -> None:
+    intent = state.intents.pop(event.alert_seq, None)
+    if intent is None or intent.action != "close":
+        return
+    link = state.links.get(intent.link_seq)
+    # Still closed by this decision (nothing reopened it since, GitHub said nothing
+    # newer): it has been closed since GitHub answered.
+    if link is not None and link.state == "closed" and link.closed_at == intent.at:
+        state.links[intent.link_seq] = replace(link, closed_at=at)
+
+
+def _sentry_resolved(state: State, event: SentryResolved, at: datetime) -> None:
+    intent = state.intents.pop(event.cause_seq, None)
+    link_seq = intent.link_seq if intent is not None else state.links_by_issue.get(
+        event.sentry_issue_id)
+    link = None if link_seq is None else state.links.get(link_seq)
     if link is not None:
-        state.links[event.alert_seq] = replace(link, status="opened", number=event.number,
-                                               url=event.url)
-
-
-def _commented(state: State, event: CommentPosted) -> None:
-    state.intents.pop(event.alert_seq, None)
+        state.links[link.alert_seq] = replace(link, sentry_resolved=True, resolved_since=at,
+                                              resolve_echo_due=True)
 
 
 def _failed(state: State, event: IssueFailed) -> None:
@@ -283,12 +464,19 @@ def _failed(state: State, event: IssueFailed) -> None:
             intent, attempts=event.attempt, next_attempt_at=event.next_attempt_at)
         return
     del state.intents[event.alert_seq]
-    if intent.action == "open":
+    if intent.action == "open" or (intent.action == "reopen" and not intent.reopened):
+        # An issue that cannot be opened, or reopened (deleted or transferred without
+        # obsv hearing of it, or out of reach), is linked no more: the next alert opens one.
         _unlink(state, intent.link_seq)
+    elif intent.action == "close":
+        link = state.links.get(intent.link_seq)
+        if link is not None and link.state == "closed" and link.closed_at == intent.at:
+            state.links[intent.link_seq] = replace(link, state="open", state_reason=None,
+                                                   closed_at=None)
 
 
 def _unlink(state: State, link_seq: int) -> None:
-    """A permanently failed open leaves no linked issue (docs/reference.md §5)."""
+    """Rule 4: the link is gone, and so is an open still pending for it."""
     link = state.links.pop(link_seq, None)
     if link is None:
         return
@@ -296,23 +484,180 @@ def _unlink(state: State, link_seq: int) -> None:
         del state.links_by_issue[link.sentry_issue_id]
     if state.links_by_key.get(link.fingerprint_key) == link_seq:
         del state.links_by_key[link.fingerprint_key]
+    if link.repo is not None and link.number is not None and state.links_by_number.get(
+            (link.repo, link.number)) == link_seq:
+        del state.links_by_number[(link.repo, link.number)]
+    pending = state.intents.get(link_seq)
+    if pending is not None and pending.action == "open":
+        del state.intents[link_seq]
 
 
-def orphaned_comments(state: State) -> list[Intent]:
-    """Comment intents whose linked issue will never exist: they must be failed too."""
+# -- what comes back from Sentry and GitHub ------------------------------------------------
+
+def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: int) -> None:
+    """Rule 10, and rule 11's close."""
+    link_seq = state.links_by_issue.get(event.sentry_issue_id)
+    if link_seq is None:
+        return
+    link = state.links[link_seq]
+    was_resolved = link.sentry_resolved
+    # The echo of obsv's own resolve: Sentry's webhook for it, before or after its
+    # sentry.resolved (a new alert in between may have made it "not resolved" again).
+    echo = event.action == "resolved" and (
+        link.resolve_echo_due or _unfinished(state, link_seq, "resolve_sentry"))
+    link = replace(link, resolve_echo_due=False)
+    resolved = _resolved_in_sentry(event)
+    if resolved is not None:
+        link = replace(link, sentry_resolved=resolved)
+    if event.action == "resolved":
+        link = replace(link, resolved_since=at)
+    state.links[link_seq] = link
+    policy = state.effective_policy
+    if (event.action == "resolved" and not was_resolved and not echo
+            and policy.close_on_resolve and link.state == "open"
+            and not is_wont_fix(link, policy) and not _unfinished(state, link_seq, "close")):
+        state.links[link_seq] = replace(link, state="closed", state_reason="completed",
+                                        closed_at=at)
+        _sync(state, seq, at, event, link, "close", "resolved_in_sentry")
+
+
+def _resolved_in_sentry(event: SentryIssueChanged) -> bool | None:
+    """Whether the Sentry issue is resolved now, per this delivery (None: it does not say)."""
+    if event.status is not None:
+        return event.status == "resolved"
+    return {"resolved": True, "unresolved": False, "ignored": False}.get(event.action)
+
+
+def _github_observed(state: State, event: GitHubIssueObserved, at: datetime,
+                     seq: int) -> None:
+    """Rules 8 and 9, and rule 11's resolve_sentry."""
+    _prune(state, at)
+    if event.delivery_id is not None:
+        if event.delivery_id in state.github_deliveries:
+            return
+        state.github_deliveries[event.delivery_id] = at
+    link = observed_link(state, event)
+    if link is None:
+        return
+    if event.action in UNLINKING_ACTIONS:
+        _unlink(state, link.alert_seq)
+        return
+    after = _observe(state, link, event, at)
+    state.links[link.alert_seq] = after
+    policy = state.effective_policy
+    if (policy.resolve_in_sentry and _closed_completed(after) and not _closed_completed(link)
+            and not after.sentry_resolved
+            and not _unfinished(state, link.alert_seq, "resolve_sentry")):
+        _sync(state, seq, at, event, after, "resolve_sentry", "closed_on_github")
+
+
+def observed_link(state: State, event: GitHubIssueObserved) -> Link | None:
+    """Rule 8: the link a ``github.issue`` is about, if any."""
+    link_seq = state.links_by_number.get((event.repo, event.number))
+    if link_seq is not None:
+        return state.links[link_seq]
+    link_seq = state.links_by_issue.get(event.sentry_issue_id)
+    if link_seq is None or state.links[link_seq].status != "pending":
+        return None
+    # A pending regression issue has the old one's marker too: news of the old one
+    # is not news of it.
+    opening = state.intents.get(link_seq)
+    if opening is not None and isinstance(opening.decision, AlertDecided):
+        replaced = opening.decision.linked_issue
+        if replaced is not None and replaced.number == event.number:
+            return None
+    return state.links[link_seq]
+
+
+def _observe(state: State, link: Link, event: GitHubIssueObserved, at: datetime) -> Link:
+    """The link once ``event`` is known (rule 9 decides which reports are stale)."""
+    labels = tuple(sorted(set(event.labels)))
+    link = replace(link, labels=labels)
+    if event.state == "closed" and _stale_close(state, link, event):
+        return link
+    if event.state == "open" and _unfinished(state, link.alert_seq, "close"):
+        return link
+    closed_at = (event.closed_at or at) if event.state == "closed" else None
+    return replace(link, state=event.state, state_reason=event.state_reason,
+                   closed_at=closed_at)
+
+
+def _stale_close(state: State, link: Link, event: GitHubIssueObserved) -> bool:
+    """Rule 9: a report of the close obsv is reopening, or has reopened (a close as not
+    planned or duplicate is a human's decision, never stale)."""
+    if event.state_reason in WONT_FIX_REASONS:
+        return False
+    if _unfinished(state, link.alert_seq, "reopen"):
+        return True
+    return (link.reopened_from is not None and event.closed_at is not None
+            and event.closed_at <= link.reopened_from)
+
+
+def _closed_completed(link: Link) -> bool:
+    return link.state == "closed" and link.state_reason == "completed"
+
+
+def _unfinished(state: State, link_seq: int, action: IntentAction) -> bool:
+    """Whether obsv still has ``action`` to do on this link (a reopen whose PATCH is
+    done counts as finished: the issue is open again)."""
+    return any(i.link_seq == link_seq and i.action == action and not i.reopened
+               for i in state.intents.values())
+
+
+def _sync(state: State, cause_seq: int, at: datetime, cause: SentryIssueChanged |
+          GitHubIssueObserved, link: Link, action: SyncAction, reason: SyncReason) -> None:
+    decision = SyncDecided(cause_seq, link.sentry_issue_id, action, reason)
+    _intend(state, cause_seq, action, link.alert_seq, at, cause, decision)
+    state.unrecorded[cause_seq] = decision
+
+
+# -- what the shells ask ----------------------------------------------------------------
+
+def differs_from_log(state: State, event: GitHubIssueObserved) -> bool:
+    """Whether recording this observation would tell the log something new about an issue
+    obsv links (its state, state reason, closed_at or labels): what the poller asks so
+    that webhooks and polls never record the same change twice."""
+    link = observed_link(state, event)
+    if link is None:
+        return False
+    if event.action in UNLINKING_ACTIONS:
+        return True
+    after = _observe(state, link, event, link.closed_at or _EPOCH)
+    return _github_view(after) != _github_view(link)
+
+
+def _github_view(link: Link) -> tuple[object, ...]:
+    return link.state, link.state_reason, link.closed_at, link.labels
+
+
+def delivery_recorded(state: State, delivery_id: str) -> bool:
+    """Whether a ``github.issue`` with this ``X-GitHub-Delivery`` is already folded (kept
+    for ``EVENT_ID_WINDOW``): the webhook receiver's duplicate check after a restart."""
+    return delivery_id in state.github_deliveries
+
+
+def orphaned_intents(state: State) -> list[Intent]:
+    """Recorded intents whose linked issue is gone (never opened, deleted, transferred or
+    replaced): they can never be carried out and must be recorded as failed."""
     return [i for i in state.intents.values()
-            if i.action == "comment" and i.recorded and i.link_seq not in state.links]
+            if i.action != "open" and i.recorded and i.link_seq not in state.links]
 
 
 def ready_intents(state: State) -> list[Intent]:
-    """Recorded intents the sink may act on, oldest first (comments wait for their issue)."""
+    """Recorded intents the sink may act on now, oldest first (rule 12): writes on a
+    GitHub issue wait until it is opened and until the earlier writes on it are done."""
     ready = []
+    busy: set[int] = set()
     for intent in sorted(state.intents.values(), key=lambda i: i.alert_seq):
+        on_github = intent.action != "resolve_sentry"
+        if on_github:
+            if intent.link_seq in busy:
+                continue
+            busy.add(intent.link_seq)
         if not intent.recorded:
             continue
-        if intent.action == "comment":
-            link = state.links.get(intent.link_seq)
-            if link is None or link.status != "opened":
-                continue
+        link = state.links.get(intent.link_seq)
+        if intent.action != "open" and (link is None or (on_github and link.status != "opened")):
+            continue
         ready.append(intent)
     return ready

@@ -1,4 +1,5 @@
-"""Alert -> IssueDraft: the GitHub issue (and recurrence comment) an operator triages.
+"""Alert -> IssueDraft: the GitHub issue an operator triages, and the comments obsv
+posts on it later (recurrence, regression, and why it closes an issue).
 
 Rules (docs/reference.md §6):
 1. Title ``[level] Type — file:line`` of the innermost in-app frame (else the
@@ -34,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from obsv.core.alert import Alert, tag_pairs
-from obsv.core.events import AlertDecided
+from obsv.core.events import AlertDecided, SentryIssueChanged
 
 TITLE_MAX = 256
 BODY_MAX = 65_536
@@ -44,6 +45,8 @@ BREADCRUMB_MAX = 160
 VALUE_MAX = 2_000
 TAGS_SHOWN = 60
 FLAT_DEPTH = 4  # nesting shown by ``flat``; deeper containers become an ellipsis
+COMMENT_VALUE_MAX = 1_000  # an exception message in a comment
+URL_MAX = 2_000  # a longer link is shown as (clipped) code, never whole
 _ZWSP = "\u200b"
 _TRUNCATION_NOTE = "\n\n> Some sections were left out to stay within GitHub's size limit; " \
                    "see the full event in Sentry.\n"
@@ -100,8 +103,19 @@ def parse_marker(text: str) -> str | None:
 
 
 def comment_marker_for(alert_seq: int) -> str:
-    """The hidden marker of a recurrence comment: one comment per notification."""
+    """The hidden marker of a recurrence or regression comment: one per notification."""
     return f"<!-- obsv:comment-for-alert={alert_seq} -->"
+
+
+def close_marker_for(cause_seq: int) -> str:
+    """The hidden marker of the comment that explains a close: one per ``close`` decision
+    (keyed by the seq of the ``sentry.issue`` it was taken on)."""
+    return f"<!-- obsv:close-for-record={cause_seq} -->"
+
+
+def reopen_marker_for(alert_seq: int) -> str:
+    """The hidden marker of a reopen in the dry-run outbox (GitHub gets a PATCH, no text)."""
+    return f"<!-- obsv:reopen-for-alert={alert_seq} -->"
 
 
 # -- neutralising untrusted text ------------------------------------------------
@@ -256,12 +270,14 @@ def render_title(alert: Alert, body: Mapping[str, Any]) -> str:
 # -- body -----------------------------------------------------------------------
 
 def render_issue(alert: Alert, body: Mapping[str, Any], labels: Sequence[str],
-                 first_seen: datetime | None = None) -> IssueDraft:
-    """The GitHub issue for an ``open`` decision."""
+                 first_seen: datetime | None = None,
+                 decision: AlertDecided | None = None) -> IssueDraft:
+    """The GitHub issue for an ``open`` decision; a ``regression`` one names the old issue."""
     event = _event(body)
     exception = _exception(event)
     frames = _frames(exception, event)
     sections = [
+        _regression_of(decision),
         _summary(alert, event, first_seen),
         _location(frames),
         _exception_section(exception),
@@ -290,6 +306,18 @@ def assemble(sections: Sequence[str], marker: str) -> str:
     return "\n\n".join(kept) + tail
 
 
+def _regression_of(decision: AlertDecided | None) -> str | None:
+    """Row 8: the issue this one replaces. ``#N`` is a live link on purpose: obsv wrote
+    the number (from its own log), not the event."""
+    if decision is None or decision.reason != "regression" or decision.linked_issue is None:
+        return None
+    number = decision.linked_issue.number
+    old = f"#{number}" if number is not None else "the issue obsv rendered earlier (dry run)"
+    since = f", closed since {code(_iso(decision.since))}" if decision.since else ""
+    return (f"### Regression\nRegression of {old}{since}: the error came back after that "
+            "issue was closed, longer ago than the reopen window.")
+
+
 def _summary(alert: Alert, event: Mapping[str, Any], first_seen: datetime | None) -> str:
     seen = _text(event.get("datetime"))
     lines = [
@@ -304,11 +332,11 @@ def _summary(alert: Alert, event: Mapping[str, Any], first_seen: datetime | None
     return "\n".join(lines)
 
 
-def _link(url: str | None) -> str:
+def _link(url: str | None, label: str = "open the issue in Sentry") -> str:
     """A Sentry link: only http(s), shown as a Markdown link with a fixed label."""
     if not url or not re.match(r"^https?://[^\s<>()\[\]`\"']+$", url):
         return code(url or "no link")
-    return f"[open the issue in Sentry](<{defuse(url).replace(_ZWSP, '%E2%80%8B')}>)"
+    return f"[{label}](<{defuse(url).replace(_ZWSP, '%E2%80%8B')}>)"
 
 
 def _location(frames: Sequence[Mapping[str, Any]]) -> str | None:
@@ -415,25 +443,86 @@ def _rule(body: Mapping[str, Any]) -> str | None:
     return f"### Alert rule\n{code(rule)}" if rule else None
 
 
-def render_comment(alert: Alert, decision: AlertDecided) -> str:
-    """The recurrence comment: what cooldown held back since the last notification."""
+def render_comment(alert: Alert, decision: AlertDecided,
+                   body: Mapping[str, Any] | None = None) -> str:
+    """A notification on a linked issue: a recurrence (what cooldown held back), or a
+    regression (after a reopen, or on an open issue Sentry had resolved), then this
+    event's facts from its payload ``body`` (docs/reference.md §6 "Comments")."""
+    parts = [_headline(alert, decision)]
+    held = _held_back(decision)
+    if held:
+        parts.append(held)
+    parts.append(_this_event(alert, _event(body or {})))
+    return "\n\n".join(parts) + "\n\n" + comment_marker_for(decision.alert_seq) + "\n"
+
+
+def _headline(alert: Alert, decision: AlertDecided) -> str:
+    where = f"{code(alert.level)} in {code(alert.environment or 'no environment')}"
+    since = code(_iso(decision.since))
+    if decision.reason != "regression":
+        return f"**Still happening** ({where})."
+    if decision.action == "reopen":
+        return f"**Regressed** ({where}): this issue was closed since {since}; obsv reopened it."
+    return (f"**Regressed** ({where}): Sentry reported this issue resolved since {since}, "
+            "and it happened again.")
+
+
+def _held_back(decision: AlertDecided) -> str | None:
     held_back = decision.suppressed
     if held_back and held_back.count:
         count = held_back.count
-        held = (f"{count} more alert{'s' if count != 1 else ''} of this issue arrived during "
+        return (f"{count} more alert{'s' if count != 1 else ''} of this issue arrived during "
                 f"the cooldown, from {code(_iso(held_back.first_at))} to "
                 f"{code(_iso(held_back.last_at))}.")
-    else:
-        held = "No alerts of this issue arrived during the cooldown."
-    environment = code(alert.environment or "no environment")
+    if decision.reason == "recurrence":
+        return "No alerts of this issue arrived during the cooldown."
+    return None
+
+
+def _this_event(alert: Alert, event: Mapping[str, Any]) -> str:
+    """Release, environment, event id and link, exception and location: each value inert
+    and clipped, so the comment stays small whatever the event holds (rule 6)."""
+    link = code(alert.web_url) if alert.web_url and len(alert.web_url) > URL_MAX \
+        else _link(alert.web_url, "open the event in Sentry")
     lines = [
-        f"**Still happening** ({code(alert.level)} in {environment}).",
-        "",
-        held,
-        "",
-        f"Latest event: {_link(alert.web_url)}",
+        "### This event",
+        f"- **Release:** {code(_text(event.get('release')) or 'not set')}",
+        f"- **Environment:** {code(alert.environment or 'not set')}",
+        f"- **Event:** {code(alert.event_id)}, {link}",
     ]
-    return "\n".join(lines) + "\n\n" + comment_marker_for(decision.alert_seq) + "\n"
+    exception = _exception(event)
+    frame = _innermost(_frames(exception, event))
+    where = _where(frame)
+    if where is not None and frame is not None:
+        function = _text(frame.get("function")) or "unknown function"
+        lines.append(f"- **Location:** {code(where)} in {code(function)}")
+    if exception is None:
+        return "\n".join(lines)
+    lines.append(f"- **Exception:** {code(_text(exception.get('type')) or 'Error')}")
+    value = _text(exception.get("value"))
+    return "\n".join(lines) + ("\n\n" + block(value, COMMENT_VALUE_MAX) if value else "")
+
+
+def render_close_comment(cause: SentryIssueChanged, cause_seq: int) -> str:
+    """Why obsv closes an issue (close on resolve, docs/reference.md §7): Sentry's
+    resolution type, and its release when Sentry names one or says "in next release"."""
+    details = []
+    if cause.resolution_type:
+        details.append(f"resolution type {code(cause.resolution_type, 80)}")
+    if cause.release:
+        details.append(f"in release {code(cause.release, 200)}")
+    elif cause.resolution_type == "in_next_release":
+        details.append("in the next release")
+    said = f" ({', '.join(details)})" if details else ""
+    return f"Resolved in Sentry{said}; closing.\n\n{close_marker_for(cause_seq)}\n"
+
+
+def render_reopen_note(decision: AlertDecided, labels: Sequence[str]) -> str:
+    """What a reopen did, for the dry-run outbox (on GitHub it is a PATCH, no text)."""
+    shown = ", ".join(code(label, 100) for label in labels) or "none"
+    return (f"Reopened: state {code('open')}, reason {code('reopened')}, labels {shown} "
+            f"(closed since {code(_iso(decision.since))}).\n\n"
+            f"{reopen_marker_for(decision.alert_seq)}\n")
 
 
 def _iso(at: datetime | None) -> str:

@@ -15,10 +15,18 @@ from typing import Any
 
 from obsv.core.codec import Json, decode_policy, encode, encode_policy, format_time, parse_time
 from obsv.core.codec import decode as decode_record
-from obsv.core.events import AlertDecided, AlertReceived, Envelope, Event
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    Envelope,
+    Event,
+    GitHubIssueObserved,
+    SentryIssueChanged,
+    SyncDecided,
+)
 from obsv.core.policy import Intent, Link, State
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -52,16 +60,37 @@ def snapshot_rows(state: State) -> Iterator[Row]:
         yield ["l", link.alert_seq, link.sentry_issue_id, link.fingerprint_key,
                format_time(link.opened_at), format_time(link.last_notified_at), link.status,
                link.number, link.url, link.suppressed, _t(link.suppressed_first),
-               _t(link.suppressed_last)]
-    # links_by_issue and links_by_key are not written: every live link is in both,
-    # under its own Sentry issue id and key (an open happens only when neither is
-    # linked, and an unlink removes both), so loading rebuilds them and shares the
-    # strings with the links instead of holding second copies.
+               _t(link.suppressed_last), link.repo, link.web_url, link.state,
+               link.state_reason, _t(link.closed_at),
+               None if link.labels is None else list(link.labels), _t(link.reopened_from),
+               link.sentry_resolved, _t(link.resolved_since), link.resolve_echo_due,
+               _held(state, link)]
+    # The indexes are not written out: a link nearly always holds the entries of its
+    # own Sentry issue id and key (an open claims both, an unlink drops those pointing
+    # to it), so loading rebuilds them from the links, sharing their strings instead of
+    # holding second copies. Only an open/regression can take an entry from another
+    # live link, hence the flags of what each link holds.
+    for event_id, at in state.github_deliveries.items():
+        yield ["g", event_id, format_time(at)]
     for i in state.intents.values():
         yield ["i", i.alert_seq, i.action, i.link_seq, format_time(i.at), _record(i.received),
-               _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at)]
+               _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.reopened]
     for decision in state.unrecorded.values():
         yield ["u", _record(decision)]
+
+
+def _held(state: State, link: Link) -> int:
+    """Which index entries of its own the link holds: 1 its Sentry issue id, 2 its
+    fingerprint key, 4 its (repo, number)."""
+    held = 0
+    if state.links_by_issue.get(link.sentry_issue_id) == link.alert_seq:
+        held |= 1
+    if state.links_by_key.get(link.fingerprint_key) == link.alert_seq:
+        held |= 2
+    if link.repo is not None and link.number is not None and state.links_by_number.get(
+            (link.repo, link.number)) == link.alert_seq:
+        held |= 4
+    return held
 
 
 def state_from_rows(rows: Iterable[Row]) -> State:
@@ -85,29 +114,48 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
     match row[0]:
         case "e":
             event_ids[row[1]] = parse_time(row[2])
+        case "g":
+            state.github_deliveries[row[1]] = parse_time(row[2])
         case "o":
             opens.append(parse_time(row[1]))
         case "l":
-            opened = parse_time(row[4])
-            notified = opened if row[5] == row[4] else parse_time(row[5])
-            link = Link(row[1], row[2], row[3], opened, notified, row[6], row[7], row[8],
-                        row[9], _pt(row[10]), _pt(row[11]))
-            state.links[link.alert_seq] = link
-            state.links_by_issue[link.sentry_issue_id] = link.alert_seq
-            state.links_by_key[link.fingerprint_key] = link.alert_seq
+            _load_link(state, row)
         case "i":
             received, decision = _event(row[5]), _event(row[6])
-            if not isinstance(received, AlertReceived) or not isinstance(decision, AlertDecided):
-                raise ValueError(f"bad intent row for alert {row[1]}")
+            if not isinstance(received, AlertReceived | SentryIssueChanged | GitHubIssueObserved
+                              ) or not isinstance(decision, AlertDecided | SyncDecided):
+                raise ValueError(f"bad intent row for record {row[1]}")
             state.intents[row[1]] = Intent(row[1], row[2], row[3], parse_time(row[4]), received,
-                                           decision, row[7], row[8], _pt(row[9]))
+                                           decision, row[7], row[8], _pt(row[9]), row[10])
         case "u":
             decision = _event(row[1])
-            if not isinstance(decision, AlertDecided):
+            if isinstance(decision, AlertDecided):
+                state.unrecorded[decision.alert_seq] = decision
+            elif isinstance(decision, SyncDecided):
+                state.unrecorded[decision.cause_seq] = decision
+            else:
                 raise ValueError("bad unrecorded decision row")
-            state.unrecorded[decision.alert_seq] = decision
         case _:
             raise ValueError(f"unknown snapshot row {row[0]!r}")
+
+
+def _load_link(state: State, row: Row) -> None:
+    opened = parse_time(row[4])
+    notified = opened if row[5] == row[4] else parse_time(row[5])
+    link = Link(row[1], row[2], row[3], opened, notified, row[6], row[7], row[8], row[9],
+                _pt(row[10]), _pt(row[11]), repo=row[12], web_url=row[13], state=row[14],
+                state_reason=row[15], closed_at=_pt(row[16]),
+                labels=None if row[17] is None else tuple(row[17]),
+                reopened_from=_pt(row[18]), sentry_resolved=row[19],
+                resolved_since=_pt(row[20]), resolve_echo_due=row[21])
+    state.links[link.alert_seq] = link
+    held = row[22]
+    if held & 1:
+        state.links_by_issue[link.sentry_issue_id] = link.alert_seq
+    if held & 2:
+        state.links_by_key[link.fingerprint_key] = link.alert_seq
+    if held & 4 and link.repo is not None and link.number is not None:
+        state.links_by_number[(link.repo, link.number)] = link.alert_seq
 
 
 def state_to_dict(state: State) -> Json:
