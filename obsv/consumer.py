@@ -37,9 +37,14 @@ from obsv.core.events import (
     ConfigApplied,
     Envelope,
     Event,
+    IssueClosed,
     IssueFailed,
     IssueOpened,
+    IssueReopened,
     Policy,
+    SentryIssueChanged,
+    SentryResolved,
+    SyncDecided,
 )
 from obsv.core.policy import (
     EVENT_ID_WINDOW,
@@ -51,22 +56,27 @@ from obsv.core.policy import (
 )
 from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
 from obsv.metrics import Metrics
-from obsv.sink import CommentJob, OpenJob, Sink, retry_time
+from obsv.sentryapi import SentrySink
+from obsv.sink import CloseJob, CommentJob, OpenJob, ReopenJob, ResolveJob, Sink, retry_time
 from obsv.snapshots import Snapshots
 
 log = structlog.get_logger("obsv.consumer")
 
 _RETRY_APPEND_SECONDS = 1.0
 _MAX_RETRY_NAP = 1.0
+# About a day of rounds (30 s doubling to an hour): enough for any outage to pass.
+_MAX_UNEXPECTED_ATTEMPTS = 30
 
 
 class Consumer:
     """Follows the event log and drives decisions and their side effects."""
 
     def __init__(self, eventlog: EventLog, sink: Sink, policy: Policy, *, clock: Clock,
-                 metrics: Metrics, snapshot_every: int = 10_000) -> None:
+                 metrics: Metrics, snapshot_every: int = 10_000,
+                 sentry: SentrySink | None = None) -> None:
         self._log = eventlog
         self._sink = sink
+        self._sentry = sentry
         self._policy = policy
         self._clock = clock
         self._metrics = metrics
@@ -218,6 +228,10 @@ class Consumer:
         finally:
             self._in_flight -= keys
 
+    async def applied(self, seq: int) -> None:
+        """Wait until the fold has reached ``seq`` (the poller compares with the log)."""
+        await self._applied(seq)
+
     async def _applied(self, seq: int) -> None:
         """Wait until the fold has reached ``seq``."""
         if self.state.last_seq >= seq:
@@ -263,9 +277,7 @@ class Consumer:
                 outcome = await self._outcome(intent)
             except Exception as exc:  # a sink bug must not stop every later post
                 log.exception("sink.crashed", alert_seq=intent.alert_seq)
-                outcome = IssueFailed(intent.alert_seq, intent.attempts + 1, None,
-                                      f"unexpected error: {exc!r}", True,
-                                      retry_time(self._clock(), intent.attempts + 1))
+                outcome = self._unexpected(intent, exc)
             if isinstance(outcome, IssueFailed):
                 self._metrics.sink_failures.labels(str(outcome.retryable).lower()).inc()
                 log.warning("sink.failed", alert_seq=intent.alert_seq, error=outcome.error,
@@ -283,27 +295,64 @@ class Consumer:
         finally:
             self._in_flight.discard(intent.alert_seq)
 
+    def _unexpected(self, intent: Intent, exc: Exception) -> IssueFailed:
+        """A sink that raised (a bug, or an input nothing foresaw) is retried like an
+        outage, but not for ever: the same error ``_MAX_UNEXPECTED_ATTEMPTS`` times
+        running will not heal, and is recorded as a permanent failure."""
+        attempt = intent.attempts + 1
+        retryable = attempt < _MAX_UNEXPECTED_ATTEMPTS
+        return IssueFailed(intent.alert_seq, attempt, None, f"unexpected error: {exc!r}"[:500],
+                           retryable, retry_time(self._clock(), attempt) if retryable else None)
+
     async def _outcome(self, intent: Intent) -> Event:
         maybe_sent = (intent.attempts > 0 or intent.alert_seq in self._restarted
                       or intent.alert_seq in self._attempted)
         self._attempted.add(intent.alert_seq)
+        if intent.action == "resolve_sentry":
+            return await self._resolve_in_sentry(intent, maybe_sent)
+        link = self.state.links.get(intent.link_seq)
+        number = link.number if link is not None else None
         received, decision = intent.received, intent.decision
-        if not isinstance(received, AlertReceived) or not isinstance(decision, AlertDecided):
-            # Sync decisions (close, resolve_sentry) have no sink yet.
-            return IssueFailed(intent.alert_seq, intent.attempts + 1, None,
-                               f"no sink for {intent.action} yet", False, None)
+        if isinstance(received, SentryIssueChanged) and isinstance(decision, SyncDecided):
+            return await self._sink.close_issue(CloseJob(
+                intent.alert_seq, intent.at, received, decision, number, intent.attempts,
+                maybe_sent))
+        assert isinstance(received, AlertReceived) and isinstance(decision, AlertDecided)
+        policy = self.state.effective_policy
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
-                intent.alert_seq, intent.at, received, self.state.effective_policy.labels,
+                intent.alert_seq, intent.at, received, policy.labels, intent.attempts,
+                maybe_sent, decision))
+        if intent.action == "reopen" and not intent.reopened:
+            return await self._sink.reopen_issue(ReopenJob(
+                intent.alert_seq, decision, number, policy.labels, policy.mute_label,
                 intent.attempts, maybe_sent))
-        link = self.state.links[intent.link_seq]
+        # A comment, or a reopen's regression comment once its PATCH is recorded.
         return await self._sink.post_comment(CommentJob(
-            intent.alert_seq, intent.at, received, decision, link.number,
-            intent.attempts, maybe_sent))
+            intent.alert_seq, intent.at, received, decision, number, intent.attempts,
+            maybe_sent))
+
+    async def _resolve_in_sentry(self, intent: Intent, maybe_sent: bool) -> Event:
+        decision = intent.decision
+        assert isinstance(decision, SyncDecided)
+        if self._sentry is None:  # settings refuse this; a test or an old log may not
+            return IssueFailed(intent.alert_seq, intent.attempts + 1, None,
+                               "resolving in Sentry needs OBSV_SENTRY_API_TOKEN", False, None)
+        link = self.state.links.get(intent.link_seq)
+        return await self._sentry.resolve(ResolveJob(
+            intent.alert_seq, decision, link.web_url if link else None, intent.attempts,
+            maybe_sent))
 
     def _count(self, outcome: Event) -> None:
         dry = str(self._sink.dry_run).lower()
-        if isinstance(outcome, IssueOpened):
-            self._metrics.issues_opened.labels(dry).inc()
-        elif isinstance(outcome, CommentPosted):
-            self._metrics.comments_posted.labels(dry).inc()
+        match outcome:
+            case IssueOpened():
+                self._metrics.issues_opened.labels(dry).inc()
+            case CommentPosted():
+                self._metrics.comments_posted.labels(dry).inc()
+            case IssueReopened():
+                self._metrics.lifecycle_writes.labels("reopen", dry).inc()
+            case IssueClosed():
+                self._metrics.lifecycle_writes.labels("close", dry).inc()
+            case SentryResolved():
+                self._metrics.lifecycle_writes.labels("resolve_sentry", "false").inc()

@@ -27,7 +27,8 @@ import structlog
 from aiohttp import web
 
 from obsv.core.alert import EVENT_ALERT, InvalidPayload, alert_from_delivery, validate_delivery
-from obsv.core.events import AlertReceived, Delivery, HookReceived
+from obsv.core.events import AlertReceived, Delivery, HookReceived, SentryIssueChanged
+from obsv.core.lifecycle import sentry_issue_from_delivery
 from obsv.core.policy import EVENT_ID_WINDOW
 from obsv.core.signature import is_valid
 from obsv.eventlog import EventLog, LogWriteError
@@ -114,6 +115,10 @@ class Receiver:
             self._bodies.stored(event)
             log.info("alert.received", sentry_issue_id=event.alert.sentry_issue_id,
                      body_stored=event.raw is not None)
+            return 202, {"status": "accepted", "seq": envelope.seq}
+        if isinstance(event, SentryIssueChanged):
+            log.info("sentry.issue.received", sentry_issue_id=event.sentry_issue_id,
+                     action=event.action)
             return 202, {"status": "accepted", "seq": envelope.seq}
         log.info("hook.received", action=event.action)
         return 200, {"status": "recorded", "seq": envelope.seq}
@@ -217,12 +222,17 @@ def parse_json(raw: bytes) -> tuple[str, Any]:
         raise Rejected(400, {"error": "invalid_json"}) from None
 
 
-def to_event(delivery: Delivery, body: Any, raw: str) -> AlertReceived | HookReceived:
-    """The record for a verified, parsed delivery, or 422 ``invalid_payload``."""
+def to_event(delivery: Delivery, body: Any, raw: str
+             ) -> AlertReceived | SentryIssueChanged | HookReceived:
+    """The record for a verified, parsed delivery, or 422 ``invalid_payload``: an
+    ``event_alert`` is an alert, an ``issue`` delivery (resolved, unresolved, ignored …)
+    a ``sentry.issue`` folded like alerts (docs/reference.md §7), the rest a hook."""
     try:
         validate_delivery(delivery.resource or None, body)
         if delivery.resource == EVENT_ALERT:
             return AlertReceived(delivery, alert_from_delivery(body, validated=True), raw)
+        if delivery.resource == SENTRY_ISSUE:
+            return sentry_issue_from_delivery(delivery, body, raw)
     except InvalidPayload as problem:
         raise Rejected(problem.status, {
             "error": "invalid_payload", "missing": problem.missing, "invalid": problem.invalid,
@@ -231,6 +241,7 @@ def to_event(delivery: Delivery, body: Any, raw: str) -> AlertReceived | HookRec
     return HookReceived(delivery, action if isinstance(action, str) else None, raw)
 
 
+SENTRY_ISSUE = "issue"
 _KNOWN_RESOURCES = frozenset(
     {EVENT_ALERT, "installation", "metric_alert", "issue", "error", "comment", "seer"}
 )

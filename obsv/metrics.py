@@ -48,3 +48,12 @@ class Metrics:
         self.clock_offset = Gauge(
             "obsv_clock_offset_seconds", "Wall clock minus the trusted time record times use",
             registry=r)
+        self.github_deliveries = Counter(
+            "obsv_github_deliveries_total", "GitHub webhook deliveries by event and HTTP status "
+            "answered", ["event", "status"], registry=r)
+        self.lifecycle_writes = Counter(
+            "obsv_lifecycle_writes_total", "Reopens, closes and Sentry resolves carried out "
+            "(or rendered, in a dry run), by action", ["action", "dry_run"], registry=r)
+        self.polls = Counter(
+            "obsv_github_polls_total", "Polls of the repository's issues, by result "
+            "(changed, unchanged, failed) ", ["result"], registry=r)

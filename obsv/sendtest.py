@@ -119,6 +119,10 @@ def _explain(status: int, resource: str) -> int:
         print("accepted: the alert is in the event log; see `obsv replay` and the outbox "
               "(dry run) or the GitHub repo", file=sys.stderr)
         return 0
+    if 200 <= status < 300 and resource == "issue":
+        print("recorded: the Sentry issue change is in the event log (sentry.issue); obsv "
+              "folds it into its decisions (regressions, OBSV_CLOSE_ON_RESOLVE)", file=sys.stderr)
+        return 0
     if 200 <= status < 300:
         print(f"recorded: the {resource} delivery is recorded in the event log; only "
               "event_alert deliveries open issues", file=sys.stderr)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,9 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from obsv.clock import Clock, TrustedClock, utc_now
 from obsv.consumer import Consumer
+from obsv.core.policy import delivery_recorded
 from obsv.eventlog import EventLog
+from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
 from obsv.metrics import Metrics
+from obsv.poller import Fetch, Poller
+from obsv.sentryapi import SentrySink
 from obsv.settings import Settings
 from obsv.sink import DryRunSink, Sink
 
@@ -26,7 +31,10 @@ CLOCK = web.AppKey("clock", TrustedClock)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTLOG = web.AppKey("eventlog", EventLog)
 RECEIVER = web.AppKey("receiver", Receiver)
+GITHUB_RECEIVER = web.AppKey("github_receiver", GitHubReceiver)
 SINK = web.AppKey("sink", Sink)
+SENTRY: web.AppKey[SentrySink | None] = web.AppKey("sentry")
+POLLER = web.AppKey("poller", Poller)
 CONSUMER = web.AppKey("consumer", Consumer)
 STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
 
@@ -39,21 +47,35 @@ def default_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Sink:
     return GitHubSink(settings, clock, metrics)
 
 
+def default_sentry(settings: Settings, clock: Clock) -> SentrySink | None:
+    """The Sentry API client when resolving in Sentry is on (docs/reference.md §7)."""
+    if not settings.resolve_in_sentry:
+        return None
+    return SentrySink(settings.sentry_api_url, settings.sentry_api_token, clock)
+
+
 async def _sink_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SINK].start()
+    sentry = app[SENTRY]
+    if sentry is not None:
+        await sentry.start()
     yield
+    if sentry is not None:
+        await sentry.close()
     await app[SINK].close()
 
 
 def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None = None,
-               metrics: Metrics | None = None) -> web.Application:
+               metrics: Metrics | None = None,
+               sentry: SentrySink | None = None) -> web.Application:
     """The obsv web application; nothing is opened until it starts.
 
     ``clock`` is the wall clock; everything in the app reads the time through one
     ``TrustedClock`` over it (obsv/clock.py), which pairs it with ``clock.monotonic()``
     when it has one (the tests' ``FakeClock``), else with ``time.monotonic``.
     ``sink`` defaults to what the settings choose: the dry-run outbox, or GitHub.
-    A sink passed in should count into the same ``metrics``.
+    A sink passed in should count into the same ``metrics``. ``sentry`` resolves
+    issues in Sentry; it defaults to the client the settings ask for, if any.
     """
     # The receiver enforces the body limit itself (413 without reading it all);
     # aiohttp's own cap is set just above it so it never answers first.
@@ -62,10 +84,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     app[METRICS] = metrics or Metrics()
     app[CLOCK] = TrustedClock(clock, metrics=app[METRICS])
     app[SINK] = sink if sink is not None else default_sink(settings, app[CLOCK], app[METRICS])
+    app[SENTRY] = sentry if sentry is not None else default_sentry(settings, app[CLOCK])
     app.cleanup_ctx.append(_sink_ctx)
     app.cleanup_ctx.append(_eventlog_ctx)
     app.cleanup_ctx.append(_consumer_ctx)
     app.router.add_post("/webhooks/sentry", _sentry_webhook)
+    app.router.add_post("/webhooks/github", _github_webhook)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -89,6 +113,10 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
                              eventlog, app[METRICS], remembers=_fold_remembers(app))
+    if settings.github_webhook_secret:
+        app[GITHUB_RECEIVER] = GitHubReceiver(
+            settings.github_webhook_secret, settings.max_body_bytes, eventlog, app[METRICS],
+            seen=_fold_saw_delivery(app))
     yield
     await eventlog.close()
 
@@ -96,17 +124,63 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     consumer = Consumer(app[EVENTLOG], app[SINK], settings.policy(), clock=app[CLOCK],
-                        metrics=app[METRICS], snapshot_every=settings.snapshot_every)
+                        metrics=app[METRICS], snapshot_every=settings.snapshot_every,
+                        sentry=app[SENTRY])
     app[CONSUMER] = consumer
     # The fold may take seconds on a long log without a snapshot: it runs while the
     # server already answers /healthz (200) and /readyz (503).
     app[STARTUP] = asyncio.create_task(consumer.start(), name="obsv-consumer-start")
+    poller = _poller(app, consumer)
+    if poller is not None:  # polls once the fold is caught up, never before
+        app[POLLER] = poller
+        app[STARTUP].add_done_callback(
+            lambda task: poller.start() if not task.cancelled() and not task.exception()
+            else None)
     yield
+    if poller is not None:
+        await poller.stop()
     if not app[STARTUP].done():
         app[STARTUP].cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await app[STARTUP]
     await consumer.stop()
+
+
+def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
+    """The GitHub poller, when posting to GitHub with OBSV_GITHUB_POLL_SECONDS > 0."""
+    from obsv.github import GitHubSink, IssuePoll
+
+    settings, sink, eventlog = app[SETTINGS], app[SINK], app[EVENTLOG]
+    if not isinstance(sink, GitHubSink) or settings.github_poll_seconds <= 0:
+        return None
+    previous: IssuePoll | None = None
+
+    async def fetch(since: datetime) -> Sequence[Mapping[str, Any]] | None:
+        nonlocal previous
+        try:
+            previous = await sink.poll_issues(since, previous)
+        except Exception:
+            app[METRICS].polls.labels("failed").inc()
+            raise
+        app[METRICS].polls.labels("unchanged" if previous.unchanged else "changed").inc()
+        return None if previous.unchanged else previous.issues
+
+    # What changed while obsv was down is found from the log's last record on.
+    since = eventlog.last_at if eventlog.last_seq else app[CLOCK]()
+    typed: Fetch = fetch
+    return Poller(sink.repo, typed, interval=settings.github_poll_seconds, since=since,
+                  state=lambda: consumer.state,
+                  caught_up=lambda: consumer.applied(eventlog.last_seq),
+                  record=eventlog.append_many)
+
+
+def _fold_saw_delivery(app: web.Application) -> Callable[[str], bool]:
+    """Whether the fold already holds a ``github.issue`` of this ``X-GitHub-Delivery``."""
+    def seen(delivery_id: str) -> bool:
+        consumer = app.get(CONSUMER)
+        return (consumer is not None and consumer.caught_up
+                and delivery_recorded(consumer.state, delivery_id))
+    return seen
 
 
 def _fold_remembers(app: web.Application) -> Remembers:
@@ -120,6 +194,13 @@ def _fold_remembers(app: web.Application) -> Remembers:
 
 async def _sentry_webhook(request: web.Request) -> web.Response:
     return await request.app[RECEIVER].handle(request)
+
+
+async def _github_webhook(request: web.Request) -> web.Response:
+    receiver = request.app.get(GITHUB_RECEIVER)
+    if receiver is None:  # no OBSV_GITHUB_WEBHOOK_SECRET: the route is off (fail closed)
+        return web.json_response({"error": "not_found"}, status=404)
+    return await receiver.handle(request)
 
 
 async def _healthz(_request: web.Request) -> web.Response:

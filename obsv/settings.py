@@ -52,6 +52,15 @@ class Settings:
     outbox_dir: Path = Path("var/outbox")
     log_format: str = "json"
     snapshot_every: int = 10_000
+    # The issue lifecycle (docs/reference.md §7).
+    github_webhook_secret: str | None = None
+    github_poll_seconds: int = 300
+    reopen_window_seconds: int = 1_209_600
+    mute_label: str = "obsv:mute"
+    close_on_resolve: bool = False
+    resolve_in_sentry: bool = False
+    sentry_api_token: str | None = None
+    sentry_api_url: str = "https://sentry.io"
 
     def __repr__(self) -> str:
         shown = []
@@ -76,12 +85,17 @@ class Settings:
             max_issues_per_hour=self.max_issues_per_hour,
             repo=self.github_repo,
             labels=self.github_labels,
+            reopen_window_seconds=self.reopen_window_seconds,
+            mute_label=self.mute_label,
+            close_on_resolve=self.close_on_resolve,
+            resolve_in_sentry=self.resolve_in_sentry,
         )
 
 
 # Settings whose values are credentials: never shown (repr, error messages), and each
 # may be read from a file named by ``<key>_file`` / ``OBSV_<KEY>_FILE`` (docs/reference.md §2).
-_SECRETS = {"sentry_client_secret", "github_token"}
+_SECRETS = {"sentry_client_secret", "github_token", "github_webhook_secret",
+            "sentry_api_token"}
 _FILE_SUFFIX = "_file"
 # A secret file holds one token; anything larger is the wrong file (or /dev/zero).
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -150,6 +164,13 @@ def _names(name: str, raw: object) -> tuple[str, ...]:
     return tuple(item for item in names if item)
 
 
+def _label(name: str, raw: object) -> str:
+    label = _text(name, raw)
+    if not label or len(label) > 50:  # GitHub's limit for a label name
+        raise ConfigError(f"{name}: give a GitHub label name of 1 to 50 characters")
+    return label
+
+
 def _repo(name: str, raw: object) -> str | None:
     repo = _optional_text(name, raw)
     if repo is not None and not _REPO.match(repo):
@@ -213,6 +234,14 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "outbox_dir": _path,
     "log_format": _log_format,
     "snapshot_every": _integer(1),
+    "github_webhook_secret": _optional_secret,
+    "github_poll_seconds": _integer(0, 86_400),
+    "reopen_window_seconds": _integer(0),
+    "mute_label": _label,
+    "close_on_resolve": _boolean,
+    "resolve_in_sentry": _boolean,
+    "sentry_api_token": _optional_secret,
+    "sentry_api_url": _url,
 }
 
 
@@ -351,6 +380,12 @@ def _complete(values: dict[str, Any]) -> Settings:
     if not values.get("github_labels", ("agent:builder",)):
         raise ConfigError("OBSV_GITHUB_LABELS is empty: give at least one label, "
                           "e.g. agent:builder")
+    if values.get("resolve_in_sentry") and not values.get("sentry_api_token"):
+        raise ConfigError("OBSV_RESOLVE_IN_SENTRY is true but OBSV_SENTRY_API_TOKEN is not set: "
+                          "give a Sentry API token with the event:write scope, or turn it off")
+    if values.get("mute_label", "obsv:mute") in values.get("github_labels", ("agent:builder",)):
+        raise ConfigError("OBSV_MUTE_LABEL is one of OBSV_GITHUB_LABELS: every issue would be "
+                          "muted; choose a label of its own, e.g. obsv:mute")
     return Settings(**values)
 
 

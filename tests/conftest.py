@@ -73,7 +73,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-DELIVERY_TYPES = ("alert.received", "hook.received")
+DELIVERY_TYPES = ("alert.received", "hook.received", "sentry.issue", "github.issue")
 
 
 def deliveries(path: Path) -> list[dict[str, Any]]:

@@ -489,7 +489,10 @@ def _endpoint_of(request: web.Request) -> str:
         return "create_comment" if request.method == "POST" else "list_comments"
     if _ONE_ISSUE.search(path):
         return "update_issue" if request.method == "PATCH" else "get_issue"
-    return "create_issue" if request.method == "POST" else "list_issues"
+    if request.method == "POST":
+        return "create_issue"
+    # Reconciliation lists by creation; the poller by update (obsv/poller.py).
+    return "poll_issues" if request.query.get("sort") == "updated" else "list_issues"
 
 
 def label_names(issue: dict[str, Any]) -> list[str]:

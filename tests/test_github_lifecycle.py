@@ -357,15 +357,15 @@ async def test_the_poll_lists_then_answers_unchanged_then_sees_a_human_change(
         "acme/shop", since, False, True)
     assert [i["number"] for i in listed.issues] == [second.number, first]  # newest first
     assert listed.etag is not None
-    [request] = github.requests("list_issues")
+    [request] = github.requests("poll_issues")
     assert request.query == {"state": "all", "sort": "updated", "direction": "desc",
                              "since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "per_page": "100"}
     assert "If-None-Match" not in request.headers
 
     again = await sink.poll_issues(since, listed)
     assert again.unchanged and again.issues == () and again.etag == listed.etag
-    assert github.requests("list_issues")[-1].headers["If-None-Match"] == listed.etag
-    assert github.requests("list_issues")[-1].status == 304
+    assert github.requests("poll_issues")[-1].headers["If-None-Match"] == listed.etag
+    assert github.requests("poll_issues")[-1].status == 304
     assert metrics.registry.get_sample_value(
         "obsv_github_requests_total", {"endpoint": "list_issues", "status": "304"}) == 1
 
@@ -384,7 +384,7 @@ async def test_the_etag_is_only_sent_for_the_same_since(make_sink: SinkFactory,
     listed = await sink.poll_issues(AT - timedelta(minutes=5))
     later = await sink.poll_issues(AT - timedelta(minutes=1), listed)
     assert not later.unchanged and len(later.issues) == 1
-    assert "If-None-Match" not in github.requests("list_issues")[-1].headers
+    assert "If-None-Match" not in github.requests("poll_issues")[-1].headers
 
 
 async def test_the_poll_reads_a_bounded_number_of_pages(make_sink: SinkFactory,
@@ -396,7 +396,7 @@ async def test_the_poll_reads_a_bounded_number_of_pages(make_sink: SinkFactory,
     poll = await sink.poll_issues(None)
     assert (poll.complete, poll.etag, len(poll.issues)) == (False, None, 2)
     assert [i["number"] for i in poll.issues] == [3, 2]  # the newest updates
-    assert len(github.requests("list_issues")) == 2
+    assert len(github.requests("poll_issues")) == 2
     again = await sink.poll_issues(None, poll)
     assert not again.unchanged  # no ETag: read again, never "unchanged" on a partial read
 
@@ -410,13 +410,13 @@ async def test_a_failed_poll_says_why(make_sink: SinkFactory, github: FakeGitHub
                                       fault: Fault, retryable: bool,
                                       hint: float | None) -> None:
     sink = await make_sink()
-    github.fail("list_issues", fault)
+    github.fail("poll_issues", fault)
     with pytest.raises(PollFailed) as raised:
         await sink.poll_issues(None)
     failure = raised.value.failure
     assert (failure.status, failure.retryable) == (fault.status, retryable)
     assert failure.wait_hint == hint
-    assert len(github.requests("list_issues")) == 1  # a poll is not retried in place
+    assert len(github.requests("poll_issues")) == 1  # a poll is not retried in place
     assert isinstance(await sink.poll_issues(None), IssuePoll)  # the next poll works
 
 

@@ -71,8 +71,7 @@ async def test_signature_vector_bodies_are_accepted_byte_for_byte(
 
 
 @pytest.mark.parametrize("fixture", ["installation-created.json", "metric_alert-resolved.json",
-                                     "issue-created.json", "error-created.json",
-                                     "comment-created.json"])
+                                     "error-created.json", "comment-created.json"])
 async def test_other_resources_are_recorded_as_hooks_with_200(
         make_client: ClientFactory, settings: Settings, fixture: str) -> None:
     client = await make_client()
@@ -82,6 +81,40 @@ async def test_other_resources_are_recorded_as_hooks_with_200(
     [record] = deliveries(settings.event_log)
     assert record["type"] == "hook.received"
     assert record["delivery"]["resource"] == resource
+
+
+@pytest.mark.parametrize(("fixture", "action", "status", "substatus", "resolution"), [
+    ("issue-created.json", "created", "unresolved", "escalating", None),
+    ("issue-resolved.json", "resolved", "resolved", None, "now"),
+    ("issue-resolved-in_next_release.json", "resolved", "resolved", None, "in_next_release"),
+    ("issue-unresolved-regressed.json", "unresolved", "unresolved", "regressed", None),
+    ("issue-ignored.json", "ignored", "ignored", "archived_forever", None),
+])
+async def test_sentry_issue_deliveries_are_recorded_as_sentry_issue_with_202(
+        make_client: ClientFactory, settings: Settings, fixture: str, action: str, status: str,
+        substatus: str | None, resolution: str | None) -> None:
+    client = await make_client()
+    body = sample(fixture)
+    response = await post_signed(client, body, resource="issue")
+    assert response.status == 202
+    [record] = deliveries(settings.event_log)
+    assert (await response.json()) == {"status": "accepted", "seq": record["seq"]}
+    assert record["type"] == "sentry.issue"
+    assert (record["action"], record["status"], record["substatus"],
+            record["resolution_type"]) == (action, status, substatus, resolution)
+    assert record["sentry_issue_id"] == str(body["data"]["issue"]["id"])
+    assert record["raw"] == sentry_bytes(body).decode()
+
+
+async def test_a_sentry_issue_delivery_without_an_issue_id_is_422(
+        make_client: ClientFactory, settings: Settings) -> None:
+    client = await make_client()
+    body = sample("issue-resolved.json")
+    del body["data"]["issue"]["id"]
+    response = await post_signed(client, body, resource="issue")
+    assert response.status == 422
+    assert (await response.json())["missing"] == ["data.issue.id"]
+    assert deliveries(settings.event_log) == []
 
 
 async def test_unknown_resource_is_recorded_with_200(

@@ -89,7 +89,7 @@ async def test_send_test_other_resources(tmp_path: Path) -> None:
         server.stop()
 
     assert issue.returncode == 0, issue.stderr
-    assert issue.stdout.startswith("200 ") and "the issue delivery is recorded" in issue.stderr
+    assert issue.stdout.startswith("202 ") and "Sentry issue change" in issue.stderr
     [record] = record_of(log, "issue")
     assert json.loads(str(record["raw"]))["data"]["issue"]["id"] == "1170820242"
     assert own.returncode == 0, own.stderr

@@ -1,0 +1,114 @@
+"""The GitHub poller: learns the fate of obsv's issues without a webhook (docs/reference.md §7).
+
+Rules:
+1. Every ``OBSV_GITHUB_POLL_SECONDS`` the repository's issues updated since ``since``
+   are listed (``state=all&sort=updated&since=``), newest first, pages bounded by the
+   GitHub client. The previous answer's ``ETag`` goes out as ``If-None-Match``, so an
+   unchanged repository costs a 304, which GitHub does not count against the rate limit.
+2. ``since`` stays put until an answer changes, so the same query (and its ETag) is
+   asked again; after a changed answer it moves to the newest ``updated_at`` seen.
+   GitHub's ``since`` is inclusive, so that newest issue is listed again and the next
+   answer is unchanged. It starts from the time of the log's last record (less a
+   margin): what changed while obsv was down is seen on the first poll.
+3. Only obsv's issues count (their body holds the marker), and only an observation that
+   tells the log something new (``differs_from_log``) is recorded, after the fold has
+   caught up with the log: a change a webhook already recorded is not recorded again.
+4. A failed poll (GitHub down, rate limited, a hostile answer) is logged and counted;
+   the next poll comes at the next interval. Polling never stops the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from obsv.core.events import GitHubIssueObserved
+from obsv.core.lifecycle import InvalidGitHubPayload, github_issue_from_rest
+from obsv.core.policy import State, differs_from_log
+
+log = structlog.get_logger("obsv.poller")
+
+# How far before the log's last record the first poll looks: GitHub's updated_at and
+# obsv's record times come from different clocks.
+START_MARGIN = timedelta(minutes=10)
+
+# The issues updated since a time, or None when GitHub answered 304 (unchanged).
+Fetch = Callable[[datetime], Awaitable[Sequence[Mapping[str, Any]] | None]]
+
+
+class Poller:
+    """Polls one repository and records what changed on obsv's issues."""
+
+    def __init__(self, repo: str, fetch: Fetch, *, interval: float, since: datetime,
+                 state: Callable[[], State], caught_up: Callable[[], Awaitable[None]],
+                 record: Callable[[Sequence[GitHubIssueObserved]], Awaitable[object]]) -> None:
+        self.repo = repo
+        self._fetch = fetch
+        self._interval = interval
+        self._since = since - START_MARGIN
+        self._state = state
+        self._caught_up = caught_up
+        self._record = record
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Poll in the background until ``stop``."""
+        self._task = asyncio.create_task(self._run(), name="obsv-poll")
+
+    async def stop(self) -> None:
+        """Stop polling (a poll in flight is cancelled; it recorded nothing half-way)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception as exc:  # rule 4: the next interval tries again
+                log.warning("poll.failed", repo=self.repo, error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self._interval)
+
+    async def poll_once(self) -> int:
+        """One poll; returns how many observations were recorded."""
+        issues = await self._fetch(self._since)
+        if issues is None:
+            return 0
+        await self._caught_up()
+        state = self._state()
+        changed: list[GitHubIssueObserved] = []
+        for issue in issues:
+            observed = self._observed(issue)
+            if observed is not None and differs_from_log(state, observed):
+                changed.append(observed)
+        if changed:
+            await self._record(changed)
+            log.info("poll.recorded", repo=self.repo, changes=len(changed))
+        seen = (at for issue in issues if (at := _updated_at(issue)) is not None)
+        self._since = max([self._since, *seen])
+        return len(changed)
+
+    def _observed(self, issue: Mapping[str, Any]) -> GitHubIssueObserved | None:
+        try:
+            return github_issue_from_rest(issue, repo=self.repo)
+        except InvalidGitHubPayload as exc:
+            log.warning("poll.unusable_issue", repo=self.repo, error=str(exc))
+            return None
+
+
+def _updated_at(issue: Mapping[str, Any]) -> datetime | None:
+    """GitHub's ``updated_at`` of an issue; None when it is missing or not a UTC time."""
+    text = issue.get("updated_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
