@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -137,6 +138,8 @@ class FakeGitHub:
         self.token_lifetime = token_lifetime
         self.issues: list[dict[str, Any]] = []
         self.gone: dict[int, int] = {}  # deleted (410) or transferred (301) issues
+        self._deleted_bodies: dict[int, str | None] = {}  # for the "deleted" webhook
+        self._deliveries = 0
         self._numbers = 0
         self._changes = 0  # orders issues updated within the same second
         self._changed: dict[int, int] = {}
@@ -200,13 +203,33 @@ class FakeGitHub:
 
     def delete_issue(self, number: int) -> None:
         """Delete the issue: 410 Gone for it from now on, and gone from every list."""
+        self._deleted_bodies[number] = self.issue(number)["body"]
         self.issues.remove(self.issue(number))
         self.gone[number] = 410
 
     def transfer_issue(self, number: int) -> None:
         """Transfer the issue to a repository this token cannot read: 301 to it, then 404."""
+        self._deleted_bodies[number] = self.issue(number)["body"]
         self.issues.remove(self.issue(number))
         self.gone[number] = 301
+
+    def webhook(self, action: str, number: int, secret: str,
+                delivery_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """The ``issues`` webhook GitHub would send now about issue ``number``: its raw
+        body and headers, signed with ``secret`` (``X-Hub-Signature-256``)."""
+        issue = self.issue(number) if number not in self.gone else {
+            "number": number, "state": "open", "state_reason": None, "closed_at": None,
+            "labels": [], "body": self._deleted_bodies.get(number), "title": "gone"}
+        self._deliveries += 1
+        body = json.dumps({
+            "action": action, "issue": issue,
+            "repository": {"full_name": self.repo, "name": self.repo.split("/")[1]},
+            "sender": {"login": "octo-dev", "type": "User"},
+        }, separators=(",", ":")).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/json", "X-GitHub-Event": "issues",
+                      "X-GitHub-Delivery": delivery_id or f"delivery-{self._deliveries}",
+                      "X-Hub-Signature-256": signature}
 
     def _set_state(self, issue: dict[str, Any], state: str, reason: str | None) -> None:
         if issue["state"] != state:
