@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -125,3 +126,66 @@ async def test_sigkill_while_github_holds_a_create_request(tmp_path: Path) -> No
     assert len(github.issues) == 1
     assert len(github.requests("create_issue")) == 1
     assert len(github.requests("list_issues")) == 1
+
+
+async def test_sigkill_while_github_holds_the_reopen_patch(tmp_path: Path) -> None:
+    """docs/reference.md §7: a reopen is never done twice across crashes. obsv dies while
+    GitHub holds its PATCH (which then applies); after the restart it reads the issue's
+    state instead of patching again, and posts the regression comment once."""
+    from .fakes import FakeGitHub, Fault
+
+    github = FakeGitHub()
+    await github.start()
+    log_path = tmp_path / "events.jsonl"
+    hook_secret = "gh-webhook-secret"
+    server = ServeProcess(tmp_path, {
+        "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log_path),
+        "OBSV_GITHUB_TOKEN": "test-token", "OBSV_GITHUB_REPO": "acme/shop",
+        "OBSV_GITHUB_API_URL": github.base_url, "OBSV_DRY_RUN": "false",
+        "OBSV_GITHUB_WEBHOOK_SECRET": hook_secret, "OBSV_GITHUB_POLL_SECONDS": "0"})
+
+    async def post(path: str, raw: bytes, headers: dict[str, str]) -> int:
+        async with aiohttp.ClientSession() as session, session.post(
+                server.url + path, data=raw, headers=headers) as answer:
+            return answer.status
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("condition not met within 20 s")
+
+    hold = asyncio.Event()
+    try:
+        await server.start()
+        first = sentry_bytes(alert_body(event_id="a" * 32))
+        assert await post("/webhooks/sentry", first, signed_headers(first)) == 202
+        await until(lambda: any(r["type"] == "issue.opened" for r in read_log(log_path)))
+        github.close_by_human(1, "completed")
+        body, headers = github.webhook("closed", 1, hook_secret)
+        assert await post("/webhooks/github", body, headers) == 202
+
+        github.fail("update_issue", Fault(200, apply_anyway=True, hold=hold))
+        second = sentry_bytes(alert_body(event_id="b" * 32))
+        assert await post("/webhooks/sentry", second, signed_headers(second)) == 202
+        await asyncio.wait_for(github.arrived["update_issue"].wait(), 30)
+        server.kill()  # obsv dies while GitHub still works on the PATCH ...
+        hold.set()     # ... which GitHub then applies
+        await until(lambda: github.issue(1)["state"] == "open")
+        assert not [r for r in read_log(log_path) if r["type"] == "issue.reopened"]
+
+        await server.start()
+        await until(lambda: any(r["type"] == "comment.posted" for r in read_log(log_path)))
+        assert server.stop() == 0
+    finally:
+        hold.set()
+        if server.proc and server.proc.poll() is None:
+            server.kill()
+        await github.close()
+    records = read_log(log_path)
+    assert len([r for r in records if r["type"] == "issue.reopened"]) == 1
+    assert len([r for r in records if r["type"] == "comment.posted"]) == 1
+    assert len(github.requests("update_issue")) == 1  # the held one; none after the restart
+    assert len(github.comments[1]) == 1
+    assert main(["replay", str(log_path), "--verify"]) == 0
