@@ -25,7 +25,9 @@ from obsv.settings import Settings
 
 from .conftest import (
     FakeClock,
+    alert_body,
     post_signed,
+    records_of,
     sample,
     wait_ready,
     wait_until,
@@ -403,3 +405,26 @@ async def test_replay_verify_passes_after_a_whole_story(start_story: Any, github
     assert proc.returncode == 0, (out + err).decode()
     assert b"ok" in out
 
+
+
+async def test_dry_run_shows_the_close_and_the_reopen_in_the_outbox(
+        make_client: Any, settings: Settings) -> None:
+    """``make run``: Sentry resolves (close on resolve), the error comes back: the outbox
+    file of the issue gets a Closed section, then a Reopened one and the comment."""
+    clock = FakeClock(datetime.now(UTC))
+    client = await make_client(clock=clock, close_on_resolve=True)
+    assert (await post_signed(client, alert_body(event_id="a" * 32))).status == 202
+    outbox = settings.outbox_dir / f"{ISSUE_ID}.md"
+    await wait_until(outbox.exists)
+    resolved = sample("issue-resolved.json")
+    resolved["data"]["issue"]["id"] = ISSUE_ID
+    assert (await post_signed(client, resolved, resource="issue")).status == 202
+    await wait_until(lambda: "## Closed" in outbox.read_text())
+    clock.advance(minutes=5)
+    assert (await post_signed(client, alert_body(event_id="b" * 32))).status == 202
+    await wait_until(lambda: "## Comment" in outbox.read_text())
+    text = outbox.read_text()
+    assert text.index("## Closed") < text.index("## Reopened") < text.index("## Comment")
+    assert text.count("## Closed") == text.count("## Reopened") == 1
+    records = records_of(settings.event_log, "issue.reopened")
+    assert len(records) == 1 and records[0]["dry_run"] is True
