@@ -61,12 +61,14 @@ _COPY_CHUNK = 1 << 20
 _CHECKED_LINES = 16  # rule 6: how many of the last records open checks ...
 _CHECKED_BYTES = 1 << 20  # ... as long as they fit in this (the last one always does)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_REASON = 300  # characters of a parse error shown: it may quote a value megabytes long
 
 
 class LogCorrupt(Exception):
     """A whole line of the log does not parse; ``line`` is 1-based when known."""
 
     def __init__(self, path: Path, line: int | None, offset: int, reason: str) -> None:
+        reason = bounded_reason(reason)
         where = f"line {line}" if line is not None else f"byte offset {offset}"
         super().__init__(f"{path}: {where} is not a valid record ({reason})")
         self.path, self.line, self.offset, self.reason = path, line, offset, reason
@@ -82,6 +84,14 @@ class LogInUse(Exception):
 
 class LogWriteError(Exception):
     """The log could not be written; nothing of the failed batch stays in it."""
+
+
+def bounded_reason(reason: str) -> str:
+    """A parse error as one short line: the decoder quotes the value it refused, which
+    in a damaged or hostile log can be megabytes (and the message is printed whole)."""
+    if len(reason) <= _MAX_REASON:
+        return reason
+    return f"{reason[:_MAX_REASON]}… ({len(reason)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
