@@ -160,9 +160,9 @@ def read_records(path: Path, start: int = 0, end: int | None = None,
         yield offset, record
 
 
-def record_ending_at(path: Path, offset: int) -> Envelope | None:
-    """The record whose line ends exactly at byte ``offset``, or None when no whole,
-    valid line ends there (how a snapshot proves it belongs to this log)."""
+def line_ending_at(path: Path, offset: int) -> bytes | None:
+    """The whole line (``\n`` included) that ends exactly at byte ``offset``, or None
+    when no line ends there."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -173,15 +173,11 @@ def record_ending_at(path: Path, offset: int) -> Envelope | None:
         if os.pread(fd, 1, offset - 1) != b"\n":
             return None
         start = _line_start(fd, offset - 1)
-        line = os.pread(fd, offset - start, start)
+        return os.pread(fd, offset - start, start)
     except OSError:
         return None
     finally:
         os.close(fd)
-    try:
-        return decode_line(line)
-    except (CodecError, orjson.JSONDecodeError):
-        return None
 
 
 def line_number_at(path: Path, offset: int) -> int:
