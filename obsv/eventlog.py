@@ -61,12 +61,14 @@ _COPY_CHUNK = 1 << 20
 _CHECKED_LINES = 16  # rule 6: how many of the last records open checks ...
 _CHECKED_BYTES = 1 << 20  # ... as long as they fit in this (the last one always does)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_REASON = 300  # characters of a parse error shown: it may quote a value megabytes long
 
 
 class LogCorrupt(Exception):
     """A whole line of the log does not parse; ``line`` is 1-based when known."""
 
     def __init__(self, path: Path, line: int | None, offset: int, reason: str) -> None:
+        reason = bounded_reason(reason)
         where = f"line {line}" if line is not None else f"byte offset {offset}"
         super().__init__(f"{path}: {where} is not a valid record ({reason})")
         self.path, self.line, self.offset, self.reason = path, line, offset, reason
@@ -82,6 +84,14 @@ class LogInUse(Exception):
 
 class LogWriteError(Exception):
     """The log could not be written; nothing of the failed batch stays in it."""
+
+
+def bounded_reason(reason: str) -> str:
+    """A parse error as one short line: the decoder quotes the value it refused, which
+    in a damaged or hostile log can be megabytes (and the message is printed whole)."""
+    if len(reason) <= _MAX_REASON:
+        return reason
+    return f"{reason[:_MAX_REASON]}… ({len(reason)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +160,9 @@ def read_records(path: Path, start: int = 0, end: int | None = None,
         yield offset, record
 
 
-def record_ending_at(path: Path, offset: int) -> Envelope | None:
-    """The record whose line ends exactly at byte ``offset``, or None when no whole,
-    valid line ends there (how a snapshot proves it belongs to this log)."""
+def line_ending_at(path: Path, offset: int) -> bytes | None:
+    """The whole line (``\n`` included) that ends exactly at byte ``offset``, or None
+    when no line ends there."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -163,15 +173,11 @@ def record_ending_at(path: Path, offset: int) -> Envelope | None:
         if os.pread(fd, 1, offset - 1) != b"\n":
             return None
         start = _line_start(fd, offset - 1)
-        line = os.pread(fd, offset - start, start)
+        return os.pread(fd, offset - start, start)
     except OSError:
         return None
     finally:
         os.close(fd)
-    try:
-        return decode_line(line)
-    except (CodecError, orjson.JSONDecodeError):
-        return None
 
 
 def line_number_at(path: Path, offset: int) -> int:

@@ -5,6 +5,11 @@ All of them: mode 0600 (they hold alert contents), fsync'd before this returns.
 the new one, never half of one; ``append`` adds at the end; ``create`` refuses to
 overwrite.
 
+A write that fails part-way (ENOSPC, EIO) leaves the path as it was: the file it
+created is removed, an append is cut back to the old end. Half a torn tail would pass
+for the whole one, and half an outbox section (its marker written, its text not)
+would make the retry skip it.
+
 No write follows a symlink or lands in anything but a regular file: a link planted
 at an outbox file or at a temp name would otherwise make obsv write (and truncate)
 whatever it points at. Opening is non-blocking so a FIFO put there cannot hang the
@@ -43,14 +48,34 @@ def write_private(path: Path, data: bytes | Iterable[bytes], *,
             os.unlink(target)  # a leftover of a crash (or a planted link: unlinked, not followed)
     fd = os.open(target, _FLAGS[how], MODE)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(target))
-        for chunk in [data] if isinstance(data, bytes) else data:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-        os.fsync(fd)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            _undo(fd, target, how, info.st_size)
+            raise
     finally:
         os.close(fd)
     if how == "replace":
         os.replace(target, path)
+
+
+def _write_all(fd: int, data: bytes | Iterable[bytes]) -> None:
+    for chunk in [data] if isinstance(data, bytes) else data:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _undo(fd: int, target: Path, how: str, old_size: int) -> None:
+    """Put ``target`` back as it was before a failed write (best effort: the write's
+    own error is the one reported)."""
+    with contextlib.suppress(OSError):
+        if how == "append":
+            os.ftruncate(fd, old_size)
+            os.fsync(fd)
+        else:  # created by this call (O_EXCL): nobody else's file
+            os.unlink(target)

@@ -23,7 +23,10 @@ Rules (docs/reference.md §6):
    search, whose index lags; no label filter, since labels may not have stuck or
    been removed by hand — back to ``RECONCILE_MARGIN`` before the alert, and a body
    holding the marker is taken as the issue instead of posting again. Comments
-   likewise.
+   likewise. That bound is in GitHub's time: when our clock runs ahead of GitHub's
+   ``Date`` header (a host clock set wrong, a step obsv adopted, obsv/clock.py rule
+   3), the bound moves back by as much, or GitHub would list nothing "since" a time
+   it has not reached and the post would be made twice.
 5. Every peer is bounded (``Limits``): an answer is read up to
    ``max_response_bytes`` and no further; a reconciliation reads at most
    ``max_pages`` pages and follows ``next`` links only on the API's own origin.
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import re
 import time
 import urllib.parse
@@ -242,14 +246,31 @@ class GitHubAPI(gidgethub.aiohttp.GitHubAPI):
     answers read up to a bound (rule 5)."""
 
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, metrics: Metrics,
-                 write_interval: float, limits: Limits) -> None:
+                 write_interval: float, limits: Limits, clock: Clock) -> None:
         super().__init__(session, USER_AGENT, base_url=base_url)
         self._http = session
+        self._clock = clock
+        self._ahead = timedelta(0)
         self._metrics = metrics
         self._write_interval = write_interval
         self._limits = limits
         self._last_write = float("-inf")
         self._one_at_a_time = asyncio.Lock()
+
+    @property
+    def ahead_of_github(self) -> timedelta:
+        """How far our clock ran ahead of GitHub's at its last answer (never negative:
+        a clock behind GitHub's only makes a reconciliation look further back)."""
+        return self._ahead
+
+    def _note_date(self, value: str | None) -> None:
+        """Rule 4: GitHub's ``Date`` header (RFC 9110 §6.6.1), against our clock."""
+        try:
+            date = email.utils.parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        if date is not None and date.tzinfo is not None:
+            self._ahead = max(timedelta(0), self._clock() - date)
 
     async def pages(self, url: str, url_vars: Mapping[str, str], *, oauth_token: str,
                     etag: str | None = None) -> AsyncIterator[Page]:
@@ -323,6 +344,7 @@ class GitHubAPI(gidgethub.aiohttp.GitHubAPI):
         ``max_response_bytes`` instead; the connection is dropped past that."""
         limit = self._limits.max_response_bytes
         async with self._http.request(method, url, headers=headers, data=body) as response:
+            self._note_date(response.headers.get("date"))
             if (response.content_length or 0) > limit:
                 response.close()
                 raise ResponseTooLarge(response.status, limit)
@@ -420,7 +442,7 @@ class GitHubSink:
         self._session = aiohttp.ClientSession(timeout=timeout)
         self._gh = GitHubAPI(self._session, base_url=self._settings.github_api_url,
                              metrics=self._metrics, write_interval=self._retry.write_interval,
-                             limits=self._limits)
+                             limits=self._limits, clock=self._clock)
         self._labels_task = asyncio.create_task(self._labels_at_start())
 
     async def close(self) -> None:
@@ -633,7 +655,25 @@ class GitHubSink:
         label can be removed by hand. ``since`` (updated at or after) never hides an
         issue created after the bound, and keeps old, quiet issues out of the pages.
         """
-        not_before = job.at - RECONCILE_MARGIN
+        return await self._in_github_time(job.at, lambda bound: self._walk_issues(marker, bound))
+
+    async def _in_github_time(self, at: datetime,
+                              walk: Callable[[datetime], Awaitable[dict[str, Any] | None]]
+                              ) -> dict[str, Any] | None:
+        """Rule 4's bound, ``RECONCILE_MARGIN`` before ``at``, in GitHub's time. The first
+        answer of a walk may be the one that shows our clock ahead: then the walk is made
+        once more from the earlier bound."""
+        used: datetime | None = None
+        for _ in range(2):
+            bound = at - RECONCILE_MARGIN - self._api.ahead_of_github
+            if used is not None and bound >= used:
+                return None
+            used = bound
+            if (found := await walk(bound)) is not None:
+                return found
+        return None
+
+    async def _walk_issues(self, marker: str, not_before: datetime) -> dict[str, Any] | None:
         token = await self._auth.token(self._api)
         url = f"/repos/{self.repo}/issues{{?state,sort,direction,since,per_page}}"
         query = {"state": "all", "sort": "created", "direction": "desc",
@@ -650,8 +690,13 @@ class GitHubSink:
 
     async def _find_comment(self, url: str, marker: str, at: datetime) -> dict[str, Any] | None:
         """Rule 4 for a comment: the one holding ``marker``, updated since the decision."""
+        return await self._in_github_time(at, lambda bound: self._walk_comments(
+            url, marker, bound))
+
+    async def _walk_comments(self, url: str, marker: str, not_before: datetime
+                             ) -> dict[str, Any] | None:
         token = await self._auth.token(self._api)
-        query = {"since": _github_time(at - RECONCILE_MARGIN),
+        query = {"since": _github_time(not_before),
                  "per_page": str(self._limits.per_page)}
         async for page in self._api.pages(url + "{?since,per_page}", query, oauth_token=token):
             for comment in page.items:

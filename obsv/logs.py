@@ -5,6 +5,13 @@ terminal. Per-delivery context (request id, resource, seq) is bound with
 contextvars by the handlers. Values of keys that look like credentials are
 replaced before rendering, as a second line of defence: no code path passes a
 secret to a logger on purpose.
+
+Libraries log through the standard ``logging`` module; ``configure`` sends those
+records through the same pipeline, so stderr holds JSON lines only. aiohttp logs a
+full traceback for every request it rejects itself before obsv sees it (a header
+over 8 KiB, too many headers, ``Content-Encoding: br``): one client could fill the
+disk with them. Those become ``http.request_rejected`` at info level, without the
+traceback, at most once a minute with how many were not logged.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
 
+REJECTED_LOG_EVERY_SECONDS = 60.0
 _SENSITIVE = ("secret", "token", "password", "authorization", "private_key", "signature")
 _checked: dict[str, bool] = {}
 
@@ -97,3 +106,52 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
         logger_factory=factory,
         cache_logger_on_first_use=cache,
     )
+    _route_stdlib_logging()
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Sends a standard ``logging`` record through structlog (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_rejected = float("-inf")
+        self._held_rejected = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # logging must never fail its caller
+            exc = record.exc_info[1] if record.exc_info else None
+            logger = structlog.get_logger(record.name)
+            if record.name == "aiohttp.server" and _client_error_status(exc) is not None:
+                self._rejected(logger, exc)
+                return
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            logger.log(record.levelno, record.getMessage(), **fields)
+
+    def _rejected(self, logger: Any, exc: BaseException | None) -> None:
+        now = time.monotonic()
+        if now < self._next_rejected:
+            self._held_rejected += 1
+            return
+        held, self._held_rejected = self._held_rejected, 0
+        self._next_rejected = now + REJECTED_LOG_EVERY_SECONDS
+        message = str(getattr(exc, "message", "") or type(exc).__name__)
+        logger.info("http.request_rejected", status=_client_error_status(exc),
+                    error=message.strip().splitlines()[0][:200] if message.strip() else "",
+                    not_logged_since=held)
+
+
+def _client_error_status(exc: BaseException | None) -> int | None:
+    """The 4xx of an exception aiohttp raised for a malformed request, else None."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and 400 <= code < 500 else None
+
+
+def _route_stdlib_logging() -> None:
+    """One bridge on the root logger, replacing the one a previous ``configure`` set."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StdlibToStructlog):
+            root.removeHandler(handler)
+    root.addHandler(_StdlibToStructlog())

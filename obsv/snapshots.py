@@ -8,9 +8,12 @@ Rules:
    ``obsv.core.snapshot``, then a trailer with the number of rows and the sha256 of
    every byte before it. A file cut anywhere, even at a row boundary, has no
    trailer or a wrong one.
-3. This log's: the record whose line ends at the header's offset (read through
-   obsv/eventlog.py, the only code that opens the log) has the snapshot's seq, and
-   that offset is within the part of the log being folded.
+3. This log's: the line that ends at the header's offset (read through
+   obsv/eventlog.py, the only code that opens the log) is the one the snapshot was
+   made after (its sha256 is in the header) and holds the snapshot's seq, and that
+   offset is within the part of the log being folded. The seq alone is not enough:
+   another log (a backup restored beside the wrong snapshot) can have a record of
+   that seq ending at that very offset.
 4. Written atomically (a fresh temp file, fsync, rename) with mode 0600, since it
    holds alert data; neither written nor read through a symlink.
 5. Written once ``every`` records have been folded since the last one, but at most
@@ -34,13 +37,15 @@ import structlog
 
 from obsv.core.policy import State
 from obsv.core.snapshot import snapshot_rows, state_from_rows
-from obsv.eventlog import EventLog, record_ending_at
+from obsv.eventlog import EventLog, decode_line, line_ending_at
 from obsv.files import write_private
 from obsv.metrics import Metrics
 
 log = structlog.get_logger("obsv.snapshots")
 
-FORMAT = 2  # 1 had no trailer: such a file cannot prove it is whole, so it is ignored
+# 1 had no trailer, 2 no hash of the log's line: neither can prove rule 2 or 3, so a
+# file of either is ignored (the next clean stop writes a format 3 one).
+FORMAT = 3
 _MIN_INTERVAL = 10.0
 _WRITE_CHUNK = 1 << 20
 _READ_BUFFER = 1 << 20
@@ -59,7 +64,11 @@ class SnapshotFile:
 
     def save(self, state: State, offset: int) -> None:
         """Write the snapshot for ``state``, which covers the log up to ``offset``."""
-        write_private(self.path, _batched(_lines(state, offset)), how="replace")
+        line = line_ending_at(self.log_path, offset)
+        if line is None:
+            raise OSError(f"no line of {self.log_path} ends at {offset}")
+        write_private(self.path, _batched(_lines(state, offset, _sha256(line))),
+                      how="replace")
 
     def load(self, limit: int) -> tuple[State, int] | None:
         """The snapshot's state and log offset, or None when it is absent or cannot be
@@ -82,23 +91,38 @@ class SnapshotFile:
             with os.fdopen(fd, "rb", buffering=_READ_BUFFER) as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                     raise Unusable("not a regular file")
-                offset, state = _read(f)
+                offset, line_sha256, state = _read(f)
         except Unusable:
             raise
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise Unusable(repr(exc)) from None
         if not 0 < offset <= limit:
             raise Unusable(f"its offset {offset} is outside the log (0, {limit}]")
-        record = record_ending_at(self.log_path, offset)
-        if record is None or record.seq != state.last_seq:
+        line = line_ending_at(self.log_path, offset)
+        if line is None or _sha256(line) != line_sha256:
+            raise Unusable("does not match the log: the line at its offset is not the one "
+                           "it was made after (another log's snapshot, or the log changed)")
+        if _seq_of(line) != state.last_seq:
             raise Unusable("does not match the log: no record of its seq ends at its offset")
         return state, offset
 
 
-def _lines(state: State, offset: int) -> Iterator[bytes]:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        return decode_line(line).seq
+    except Exception:  # any line that is not a record is simply not a match
+        return None
+
+
+def _lines(state: State, offset: int, line_sha256: str) -> Iterator[bytes]:
     """Rule 2: header, rows, and the trailer that proves them."""
     digest = hashlib.sha256()
-    header = orjson.dumps({"format": FORMAT, "offset": offset}) + b"\n"
+    header = orjson.dumps({"format": FORMAT, "offset": offset,
+                           "line_sha256": line_sha256}) + b"\n"
     digest.update(header)
     yield header
     rows = 0
@@ -124,16 +148,16 @@ def _batched(lines: Iterator[bytes]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def _read(f: BinaryIO) -> tuple[int, State]:
+def _read(f: BinaryIO) -> tuple[int, str, State]:
     header_line = f.readline()
     header = orjson.loads(header_line)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise Unusable(f"not a format {FORMAT} snapshot (an older obsv wrote it, "
-                         "without the trailer that proves it whole)")
-    offset = header["offset"]
-    if not isinstance(offset, int):
-        raise Unusable("its offset is not a number")
-    return offset, state_from_rows(_proven_rows(f, header_line))
+                         "without what proves it whole and this log's)")
+    offset, line_sha256 = header["offset"], header["line_sha256"]
+    if not isinstance(offset, int) or not isinstance(line_sha256, str):
+        raise Unusable("its header is not an offset and a hash")
+    return offset, line_sha256, state_from_rows(_proven_rows(f, header_line))
 
 
 def _proven_rows(f: BinaryIO, header_line: bytes) -> Iterator[Any]:

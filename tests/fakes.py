@@ -446,11 +446,12 @@ class FakeGitHub:
             return issue
         number = issue["number"]
         self._comment_ids += 1
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         comment = {
             "id": self._comment_ids, "body": (await request.json())["body"],
             "html_url": f"https://github.com/{self.repo}/issues/{number}"
                         f"#issuecomment-{self._comment_ids}",
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": now, "updated_at": now,
         }
         self.comments[number].append(comment)
         self._touch(issue)  # a comment updates its issue, as on GitHub
@@ -460,7 +461,9 @@ class FakeGitHub:
         issue = self._find(request)
         if isinstance(issue, web.Response):
             return issue
-        return self._page(request, self.comments[issue["number"]])
+        since = request.query.get("since")  # GitHub: updated at or after
+        return self._page(request, [c for c in self.comments[issue["number"]]
+                                    if since is None or c["updated_at"] >= since])
 
     async def _get_label(self, request: web.Request) -> web.Response:
         label = self.labels.get(request.match_info["name"])

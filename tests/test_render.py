@@ -37,10 +37,10 @@ def rendered(body: dict[str, Any]) -> tuple[str, str]:
 
 def golden_check(name: str, text: str) -> None:
     path = GOLDEN / name
-    if os.environ.get("OBSV_UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
     assert text == path.read_text(encoding="utf-8"), f"{name} changed; review, then rerun " \
-        "with OBSV_UPDATE_GOLDEN=1"
+        "with UPDATE_GOLDEN=1"
 
 
 def error_as_alert() -> dict[str, Any]:
