@@ -380,17 +380,21 @@ class AppAuth:
         self._installation_id = installation_id
         self._clock = clock
         self._cached: tuple[str, datetime] | None = None
+        # The poster, the poller and the label task may all need a token at once (at
+        # start, or at expiry): one of them fetches it, the others wait and reuse it.
+        self._fetching = asyncio.Lock()
 
     async def token(self, gh: GitHubAPI) -> str:
         """The installation token, fetched again only when (nearly) expired."""
-        if self._cached is not None and self._clock() < self._cached[1]:
+        async with self._fetching:
+            if self._cached is not None and self._clock() < self._cached[1]:
+                return self._cached[0]
+            response = await gidgethub.apps.get_installation_access_token(
+                gh, installation_id=self._installation_id, app_id=self._app_id,
+                private_key=self._private_key)
+            expires = parse_time(response["expires_at"]) - TOKEN_REFRESH_MARGIN
+            self._cached = (str(response["token"]), expires)
             return self._cached[0]
-        response = await gidgethub.apps.get_installation_access_token(
-            gh, installation_id=self._installation_id, app_id=self._app_id,
-            private_key=self._private_key)
-        expires = parse_time(response["expires_at"]) - TOKEN_REFRESH_MARGIN
-        self._cached = (str(response["token"]), expires)
-        return self._cached[0]
 
     def invalidate(self) -> None:
         """Forget the token (after a 401)."""

@@ -8,7 +8,10 @@ one line naming the setting and the fix; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -291,13 +294,25 @@ def _parse_source(source: Mapping[str, Any], spelled: Callable[[str], str],
     return values
 
 
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file. Opened without blocking and checked
+    before reading: a FIFO nobody writes would hang start-up, a device never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
 def _read_secret_file(name: str, raw: object) -> str:
     """The secret in the file ``raw`` names, without its trailing newline (the
     Docker and Kubernetes secrets convention)."""
     path = _path(name, raw)
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_SECRET_FILE_BYTES + 1)
+        data = _read_regular_file(path, _MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name}: {path} cannot be read ({exc.strerror}); point it at the "
                           "file that holds the secret") from None
@@ -411,8 +426,7 @@ def _check_app_key(path: Path) -> None:
     name = "OBSV_GITHUB_APP_PRIVATE_KEY_PATH"
     fix = "download a private key from the GitHub App's settings page and point it there"
     try:
-        with open(path, "rb") as f:
-            pem = f.read(_MAX_KEY_FILE_BYTES + 1)
+        pem = _read_regular_file(path, _MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name}: {path} cannot be read ({exc.strerror}); {fix}") from None
     try:

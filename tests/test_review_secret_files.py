@@ -7,13 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=(
-    "obsv/settings.py opens OBSV_*_FILE with a blocking open(): a FIFO with no writer "
-    "blocks for ever. Open with O_RDONLY|O_NONBLOCK|O_CLOEXEC, fstat, and refuse what "
-    "is not a regular file in one line (same for github_app_private_key_path)"))
 def test_a_fifo_as_secret_file_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "secret"
     os.mkfifo(fifo, 0o600)
