@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from obsv.eventlog import iter_lines
 from obsv.github import GitHubSink
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
-from obsv.server import create_app
+from obsv.server import CONSUMER, EVENTLOG, create_app
 from obsv.settings import Settings
 
 from .conftest import (
@@ -78,24 +77,16 @@ class Story(Service):
         await self.settled()
 
     async def settled(self) -> None:
-        """Every decision recorded and carried out (nothing pending in the sink)."""
-        def done() -> bool:
-            return all(line.startswith(b"{") for _, line in iter_lines(self.log)) and \
-                self._pending() == 0
-        await wait_until(done, timeout=20)
+        """Every record folded, every decision recorded and carried out (or failed for
+        good): what the running consumer itself knows, so nothing can race it."""
+        app = self.client.server.app
+        consumer, eventlog = app[CONSUMER], app[EVENTLOG]
 
-    def _pending(self) -> int:
-        text = [json.loads(line) for _, line in iter_lines(self.log)]
-        decided = {r["alert_seq"] for r in text if r["type"] == "alert.decided"
-                   and r["action"] != "suppress"}
-        decided |= {r["cause_seq"] for r in text if r["type"] == "sync.decided"}
-        final = {r["alert_seq"] for r in text if r["type"] in (
-            "issue.opened", "comment.posted", "issue.closed")
-            or (r["type"] == "issue.failed" and not r["retryable"])}
-        final |= {r["cause_seq"] for r in text if r["type"] == "sentry.resolved"}
-        alerts = sum(1 for r in text if r["type"] == "alert.received")
-        recorded = sum(1 for r in text if r["type"] == "alert.decided")
-        return len(decided - final) + (alerts - recorded)
+        def done() -> bool:
+            state = consumer.state
+            return (state.last_seq == eventlog.last_seq and not state.unrecorded
+                    and not state.intents)
+        await wait_until(done, timeout=20)
 
     def decisions(self) -> list[tuple[str, str]]:
         return [(r["action"], r["reason"]) for r in self.records("alert.decided")]
