@@ -219,7 +219,8 @@ class FakeGitHub:
         body and headers, signed with ``secret`` (``X-Hub-Signature-256``)."""
         issue = self.issue(number) if number not in self.gone else {
             "number": number, "state": "open", "state_reason": None, "closed_at": None,
-            "labels": [], "body": self._deleted_bodies.get(number), "title": "gone"}
+            "labels": [], "body": self._deleted_bodies.get(number), "title": "gone",
+            "updated_at": _now()}
         self._deliveries += 1
         body = json.dumps({
             "action": action, "issue": issue,

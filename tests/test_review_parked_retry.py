@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import pytest
 
 from obsv.core.events import Envelope, IssueFailed
 from obsv.eventlog import encode_line
@@ -18,10 +17,6 @@ from .conftest import ClientFactory, FakeClock, alert_body, post_signed, records
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fold takes next_attempt_at as recorded (obsv/core/policy.py applies "
-    "IssueFailed.next_attempt_at as is): it should clamp it to at most the failure "
-    "record's at + MAX_RETRY_SECONDS (3600 s), deterministically, so replay agrees"))
 async def test_a_recorded_retry_centuries_away_is_tried_within_the_hour(
         make_client: ClientFactory, settings: Settings) -> None:
     log = settings.event_log

@@ -123,6 +123,7 @@ from obsv.core.events import (
 
 EVENT_ID_WINDOW = timedelta(hours=24)
 STORM_WINDOW = timedelta(hours=1)
+MAX_RETRY_WAIT = timedelta(hours=1)  # docs/reference.md §6: never more than 1 h away
 WONT_FIX_REASONS = frozenset({"not_planned", "duplicate"})
 UNLINKING_ACTIONS = frozenset({"deleted", "transferred"})
 
@@ -327,7 +328,7 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
         case SentryResolved():
             _sentry_resolved(state, event, at)
         case IssueFailed():
-            _failed(state, event)
+            _failed(state, event, envelope.at)
         case SentryIssueChanged():
             _sentry_changed(state, event, at, seq)
         case GitHubIssueObserved():
@@ -489,13 +490,18 @@ def _sentry_resolved(state: State, event: SentryResolved, at: datetime) -> None:
                                               resolve_echo_due=True)
 
 
-def _failed(state: State, event: IssueFailed) -> None:
+def _failed(state: State, event: IssueFailed, at: datetime) -> None:
     intent = state.intents.get(event.alert_seq)
     if intent is None:
         return
     if event.retryable:
-        state.intents[event.alert_seq] = replace(
-            intent, attempts=event.attempt, next_attempt_at=event.next_attempt_at)
+        # No retry is ever further than MAX_RETRY_WAIT from its failure, whatever an
+        # older obsv (or a peer's Retry-After) wrote: a decision is never parked for good.
+        due = event.next_attempt_at
+        if due is not None and due - at > MAX_RETRY_WAIT:
+            due = at + MAX_RETRY_WAIT
+        state.intents[event.alert_seq] = replace(intent, attempts=event.attempt,
+                                                 next_attempt_at=due)
         return
     del state.intents[event.alert_seq]
     if intent.action == "open" or (intent.action == "reopen" and not intent.reopened):
