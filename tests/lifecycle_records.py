@@ -3,6 +3,7 @@ and the sink's outcomes, folded like the service (sync decisions recorded right 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,8 +31,10 @@ class LifeLog(Log):
                reason: str | None = None, closed_at: datetime | None = None,
                labels: tuple[str, ...] = ("agent:builder",), issue: str = "1",
                delivery: str | None = None, source: str = "webhook",
-               after: timedelta = timedelta(0), record: bool = True) -> SyncDecided | None:
-        """GitHub reports issue ``number``; returns the sync decision it got, if any."""
+               after: timedelta = timedelta(0), record: bool = True,
+               sender: str | None = None) -> SyncDecided | None:
+        """GitHub reports issue ``number``; returns the sync decision it got, if any.
+        ``sender`` is the login GitHub's webhook names as the one who acted."""
         self.now += after
         if state is None:
             state = "closed" if action == "closed" else "open"
@@ -39,9 +42,10 @@ class LifeLog(Log):
             closed_at = self.now
         if action == "closed" and reason is None:
             reason = "completed"
+        raw = json.dumps({"action": action, "sender": {"login": sender}} if sender else {})
         event = GitHubIssueObserved(REPO, number, issue, action, state,  # type: ignore[arg-type]
                                     reason, closed_at, labels, source,  # type: ignore[arg-type]
-                                    delivery, "{}" if source == "webhook" else None)
+                                    delivery, raw if source == "webhook" else None)
         return self._sync_after(event, record)
 
     def sentry(self, action: str, *, issue: str = "1", status: str | None = None,
