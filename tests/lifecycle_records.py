@@ -59,6 +59,13 @@ class LifeLog(Log):
                                    None, resolution, "{}")
         return self._sync_after(event, record)
 
+    def report(self, event: GitHubIssueObserved | SentryIssueChanged,
+               after: timedelta = timedelta(0), record: bool = True) -> SyncDecided | None:
+        """Fold a report built elsewhere (from a sample webhook, say) ``after`` the
+        previous record; returns the sync decision it got, recorded unless told not to."""
+        self.now += after
+        return self._sync_after(event, record)
+
     def _sync_after(self, event: GitHubIssueObserved | SentryIssueChanged,
                     record: bool) -> SyncDecided | None:
         self.add(event)
@@ -70,14 +77,15 @@ class LifeLog(Log):
             self.add(derived)
         return derived
 
-    def reopened(self, alert_seq: int, number: int) -> None:
-        self.add(IssueReopened(alert_seq, REPO, number, False))
+    def reopened(self, alert_seq: int, number: int, repo: str = REPO) -> None:
+        self.add(IssueReopened(alert_seq, repo, number, False))
 
-    def commented(self, alert_seq: int, number: int) -> None:
-        self.add(CommentPosted(alert_seq, "1", REPO, number, 1, "u", False))
+    def commented(self, alert_seq: int, number: int, repo: str = REPO, issue: str = "1",
+                  url: str = "u") -> None:
+        self.add(CommentPosted(alert_seq, issue, repo, number, 1, url, False))
 
-    def closed(self, cause_seq: int, number: int) -> None:
-        self.add(IssueClosed(cause_seq, REPO, number, False))
+    def closed(self, cause_seq: int, number: int, repo: str = REPO) -> None:
+        self.add(IssueClosed(cause_seq, repo, number, False))
 
     def resolved(self, cause_seq: int, issue: str = "1") -> None:
         self.add(SentryResolved(cause_seq, issue))
