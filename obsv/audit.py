@@ -10,7 +10,7 @@ and each recorded ``alert.decided`` / ``sync.decided`` is compared with that.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -184,9 +184,13 @@ class Audit:
         parts = []
         if row.opened is not None:
             parts.append(str(row.opened))
+        comment = row.comment
         if row.reopened and row.link_seq is not None:
-            parts.append(f"{self.issue_name(row.link_seq)} reopened")
-        parts += [p for p in (row.comment, row.failed) if p]
+            reopened = self.issue_name(row.link_seq)
+            parts.append(f"{reopened} reopened")
+            if comment == reopened:  # a dry run appends the comment to the same file
+                comment = None
+        parts += [p for p in (comment, row.failed) if p]
         return ", ".join(parts) or None
 
     def replaces(self, row: Row) -> str | None:
@@ -300,16 +304,17 @@ def _note_changes(result: Audit, envelope: Envelope, link_seq: int, before: Link
     explanation of later decisions on it."""
     if after is None:
         return
+    closed = after.state == "closed" and (before is None or _closure(before) != _closure(after))
+    labelled = after.labels is not None and (before is None or before.labels != after.labels)
+    resolved = after.resolved_since is not None and (
+        before is None or before.resolved_since != after.resolved_since)
+    if not (closed or labelled or resolved):
+        return
     report = _describe_report(envelope)
     known = result.provenance.get(link_seq, Provenance())
-    if after.state == "closed" and (before is None or _closure(before) != _closure(after)):
-        known = replace(known, closed=report)
-    if after.labels is not None and (before is None or before.labels != after.labels):
-        known = replace(known, labels=report)
-    if after.resolved_since is not None and (
-            before is None or before.resolved_since != after.resolved_since):
-        known = replace(known, resolved=report)
-    result.provenance[link_seq] = known
+    result.provenance[link_seq] = Provenance(
+        closed=report if closed else known.closed, labels=report if labelled else known.labels,
+        resolved=report if resolved else known.resolved)
 
 
 def _closure(link: Link) -> tuple[object, ...]:

@@ -308,23 +308,28 @@ def _outcome_line(result: Audit, event: Event, seq: int) -> str:
         what = f"alert seq {key}" if entry and entry.row else f"the sync decision on seq {key}"
         return f"  (seq {seq}, for {what})"
 
-    def issue(repo: str | None, number: int | None, url: str = "") -> str:
-        return f"{repo or ''}#{number}" if number is not None else url or "the outbox file"
+    def issue(repo: str | None, number: int | None, key: int) -> str:
+        if number is not None:
+            return f"{repo or ''}#{number}"
+        entry = result.entries.get(key)  # a dry run: the outbox file of the linked issue
+        link_seq = None if entry is None else entry.row.link_seq if entry.row else entry.link_seq
+        return result.issue_name(link_seq) if link_seq else "its outbox file"
 
     dry = " (dry run)" if getattr(event, "dry_run", False) else ""
     match event:
         case IssueOpened():
-            where = (f"{issue(event.repo, event.number)} {event.url}"
+            where = (f"{issue(event.repo, event.number, event.alert_seq)} {event.url}"
                      if event.number is not None else event.url)
             return f"issue opened: {where}{dry}{of(event.alert_seq)}"
         case CommentPosted():
-            return (f"comment posted: {event.url} on "
-                    f"{issue(event.repo, event.number, event.url)}{dry}{of(event.alert_seq)}")
+            on = f" on {event.repo or ''}#{event.number}" if event.number is not None else ""
+            return f"comment posted: {event.url}{on}{dry}{of(event.alert_seq)}"
         case IssueReopened():
-            return f"issue reopened: {issue(event.repo, event.number)}{dry}{of(event.alert_seq)}"
-        case IssueClosed():
-            return (f"issue closed: {issue(event.repo, event.number)} as completed{dry}"
+            return (f"issue reopened: {issue(event.repo, event.number, event.alert_seq)}{dry}"
                     f"{of(event.alert_seq)}")
+        case IssueClosed():
+            return (f"issue closed: {issue(event.repo, event.number, event.alert_seq)} as "
+                    f"completed{dry}{of(event.alert_seq)}")
         case SentryResolved():
             return (f"Sentry issue {event.sentry_issue_id} resolved by obsv"
                     f"{of(event.cause_seq)}")

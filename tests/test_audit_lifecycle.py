@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from obsv.core.codec import format_time
-from obsv.core.events import Delivery, GitHubIssueObserved, SentryIssueChanged
+from obsv.core.events import (
+    CommentPosted,
+    Delivery,
+    GitHubIssueObserved,
+    IssueClosed,
+    IssueOpened,
+    IssueReopened,
+    SentryIssueChanged,
+)
 from obsv.core.lifecycle import (
     github_issue_from_event,
     github_issue_from_rest,
@@ -507,3 +515,58 @@ def test_why_escapes_hostile_labels_senders_and_titles(tmp_path: Path) -> None:
     assert "labels obsv:mute, evil\\x1b[31m\\r\\nFAKE label\\u202e" in out
     assert "by @mallory\\x1b]0;pwned\\x07" in out
     assert "    Boom\\x1b[2J\\n2026-01-01  FAKE alert" in out.splitlines()
+
+
+def test_a_dry_run_names_the_outbox_file_it_closed_and_reopened(tmp_path: Path) -> None:
+    outbox = f"var/outbox/{ISSUE}.md"
+    log = LifeLog(now=T0)
+    log.config(close_on_resolve=True)
+    first = log.alert(issue=ISSUE).alert_seq
+    log.add(IssueOpened(first, ISSUE, None, None, outbox, True))
+    close = log.report(sentry_report("issue-resolved.json"), seconds_(60))
+    assert close is not None
+    log.add(IssueClosed(close.cause_seq, None, None, True))
+    reopen = log.alert(seconds_(60), issue=ISSUE)
+    assert reopen.action == "reopen"
+    log.add(IssueReopened(reopen.alert_seq, None, None, True))
+    log.add(CommentPosted(reopen.alert_seq, ISSUE, None, None, None, outbox, True))
+    path = write(tmp_path / "events.jsonl", log)
+
+    why = obsv("why", ISSUE, "--log", str(path))
+    table = obsv("replay", str(path))
+
+    assert why.returncode == 0 and table.returncode == 0, why.stderr + table.stderr
+    outcomes = [line.split("  ", 1)[1] for line in why.stdout.splitlines()
+                if line[:4].isdigit() and "alert seq" not in line.split("  ")[1]]
+    assert outcomes == [
+        f"issue opened: {outbox} (dry run)  (seq {first + 2}, for alert seq {first})",
+        "Sentry: resolved; status resolved, substatus -, resolution now  "
+        f"(sentry.issue seq {close.cause_seq})",
+        f"issue closed: {outbox} as completed (dry run)  (seq {close.cause_seq + 2}, for the "
+        f"sync decision on seq {close.cause_seq})",
+        f"issue reopened: {outbox} (dry run)  (seq {reopen.alert_seq + 2}, for alert seq "
+        f"{reopen.alert_seq})",
+        f"comment posted: {outbox} (dry run)  (seq {reopen.alert_seq + 3}, for alert seq "
+        f"{reopen.alert_seq})"]
+    assert re.split(r"\s{2,}", table.stdout.splitlines()[-1])[4:] == [
+        "reopen", "regression", f"{outbox} reopened"]
+
+
+def test_why_says_since_when_sentry_had_the_issue_resolved(tmp_path: Path) -> None:
+    log = LifeLog(now=T0)
+    log.config()  # close_on_resolve off: the issue stays open
+    log.opened(log.alert(issue=ISSUE).alert_seq, 12, repo=REPO)
+    log.report(sentry_report("issue-resolved.json"), seconds_(60))
+    resolved = len(log.records)
+    regression = log.alert(seconds_(60), issue=ISSUE)
+    assert (regression.action, regression.reason) == ("comment", "regression")
+    path = write(tmp_path / "events.jsonl", log)
+
+    result = obsv("why", ISSUE, "--log", str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        "    decision: comment (regression: Sentry reported the issue resolved since the last "
+        "notification: comment at once, whatever the cooldown; linked issue #12, its Sentry "
+        f"issue resolved since {format_time(T0 + seconds_(60))} (sentry.issue seq {resolved}, "
+        "resolved))") in result.stdout.splitlines()
