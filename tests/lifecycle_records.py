@@ -31,10 +31,11 @@ class LifeLog(Log):
                reason: str | None = None, closed_at: datetime | None = None,
                labels: tuple[str, ...] = ("agent:builder",), issue: str = "1",
                delivery: str | None = None, source: str = "webhook",
-               after: timedelta = timedelta(0), record: bool = True,
-               sender: str | None = None) -> SyncDecided | None:
-        """GitHub reports issue ``number``; returns the sync decision it got, if any.
-        ``sender`` is the login GitHub's webhook names as the one who acted."""
+               updated_at: datetime | None = None, after: timedelta = timedelta(0),
+               record: bool = True, sender: str | None = None) -> SyncDecided | None:
+        """GitHub reports issue ``number`` (as of ``updated_at``, by default now); returns
+        the sync decision it got, if any. ``sender`` is the login GitHub's webhook names
+        as the one who acted."""
         self.now += after
         if state is None:
             state = "closed" if action == "closed" else "open"
@@ -44,7 +45,8 @@ class LifeLog(Log):
             reason = "completed"
         raw = json.dumps({"action": action, "sender": {"login": sender}} if sender else {})
         event = GitHubIssueObserved(REPO, number, issue, action, state,  # type: ignore[arg-type]
-                                    reason, closed_at, labels, source,  # type: ignore[arg-type]
+                                    reason, closed_at, updated_at or self.now, labels,
+                                    source,  # type: ignore[arg-type]
                                     delivery, raw if source == "webhook" else None)
         return self._sync_after(event, record)
 

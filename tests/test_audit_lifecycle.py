@@ -45,16 +45,20 @@ WINDOW = 3600
 
 
 def github_report(name: str, *, number: int = 12, closed_at: datetime | None = None,
-                  sender: str | None = None, labels: tuple[str, ...] | None = None,
-                  delivery: str | None = None, poll: bool = False) -> GitHubIssueObserved:
+                  updated_at: datetime | None = None, sender: str | None = None,
+                  labels: tuple[str, ...] | None = None, delivery: str | None = None,
+                  poll: bool = False) -> GitHubIssueObserved:
     """A sample ``issues`` webhook of tests/samples, edited, through the real extractor
-    (as a poll reads the same issue object when ``poll``)."""
+    (as a poll reads the same issue object when ``poll``). GitHub's ``updated_at`` is
+    ``updated_at``, else ``closed_at``."""
     body: dict[str, Any] = json.loads(
         (SAMPLES / "github" / "webhooks" / f"{name}.json").read_text("utf-8"))
     issue = body["issue"]
     issue["number"] = number
     if closed_at is not None:
-        issue["closed_at"] = closed_at.strftime("%Y-%m-%dT%H:%M:%SZ")  # GitHub's form
+        issue["closed_at"] = github_time(closed_at)
+    if updated_at or closed_at:
+        issue["updated_at"] = github_time(updated_at or closed_at)
     if labels is not None:
         issue["labels"] = [{"name": label} for label in labels]
     if sender is not None:
@@ -63,6 +67,10 @@ def github_report(name: str, *, number: int = 12, closed_at: datetime | None = N
               github_issue_from_event(body, raw=json.dumps(body), delivery_id=delivery))
     assert record is not None
     return record
+
+
+def github_time(at: datetime | None) -> str | None:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
 
 
 def sentry_report(name: str) -> SentryIssueChanged:
@@ -118,7 +126,8 @@ def story() -> Story:
     assert log.record_pending() == [reopen.alert_seq]
     log.reopened(reopen.alert_seq, 12, repo=REPO)
     assert log.report(github_report("issues-reopened", delivery="gh-2",
-                                    sender="obsv-bot[bot]"), seconds_(1)) is None
+                                    updated_at=log.now + seconds_(1), sender="obsv-bot[bot]"),
+                      seconds_(1)) is None
     log.commented(reopen.alert_seq, 12, repo=REPO, issue=ISSUE,
                   url=f"https://github.com/{REPO}/issues/12#issuecomment-7")
 
@@ -486,7 +495,8 @@ def test_another_alert_now_leaves_a_muted_issue_alone(tmp_path: Path) -> None:
     log = LifeLog(now=datetime.now(UTC) - timedelta(hours=1))
     log.config()
     log.opened(log.alert(issue=ISSUE).alert_seq, 12, repo=REPO)
-    event = github_report("issues-labeled-mute", delivery="gh-1", sender="lead")
+    event = github_report("issues-labeled-mute", delivery="gh-1", sender="lead",
+                          updated_at=log.now + seconds_(60))
     log.report(event, seconds_(60))
     assert another_alert_now(tmp_path, log) == (
         "suppress (wont_fix), #12 carries the mute label obsv:mute (github.issue seq 5, "
@@ -499,7 +509,7 @@ def test_why_escapes_hostile_labels_senders_and_titles(tmp_path: Path) -> None:
     log.opened(log.alert(issue=ISSUE, title="Boom\x1b[2J\n2026-01-01  FAKE alert").alert_seq,
                12, repo=REPO)
     hostile = github_report("issues-labeled-mute", delivery="gh-1",
-                            sender="mallory\x1b]0;pwned\x07",
+                            updated_at=T0 + seconds_(60), sender="mallory\x1b]0;pwned\x07",
                             labels=("obsv:mute", "evil\x1b[31m\r\nFAKE label\u202e"))
     log.report(hostile, seconds_(60))
     log.alert(seconds_(60), issue=ISSUE)

@@ -65,17 +65,18 @@ GOLDEN: list[tuple[Event, str]] = [
      '"status":"resolved","substatus":null,"resolution_type":"in_release",'
      '"release":"shop@2.3.1","raw":"{\\"action\\":\\"resolved\\"}"}'),
     (GitHubIssueObserved("acme/shop", 12, "4509912345", "closed", "closed", "not_planned", AT,
-                         ("agent:builder", "obsv:mute"), "webhook", "7f3c2a10", "{}"),
+                         AT, ("agent:builder", "obsv:mute"), "webhook", "7f3c2a10", "{}"),
      '{"seq":12,"at":"2026-11-27T08:30:01.123456Z","type":"github.issue","v":1,'
      '"repo":"acme/shop","number":12,"sentry_issue_id":"4509912345","action":"closed",'
      '"state":"closed","state_reason":"not_planned","closed_at":"2026-11-27T08:30:01.123456Z",'
-     '"labels":["agent:builder","obsv:mute"],"source":"webhook","delivery_id":"7f3c2a10",'
+     '"updated_at":"2026-11-27T08:30:01.123456Z","labels":["agent:builder","obsv:mute"],"source":"webhook","delivery_id":"7f3c2a10",'
      '"raw":"{}"}'),
-    (GitHubIssueObserved("acme/shop", 12, "4509912345", "observed", "open", None, None, (),
-                         "poll", None, None),
+    (GitHubIssueObserved("acme/shop", 12, "4509912345", "observed", "open", None, None, AT,
+                         (), "poll", None, None),
      '{"seq":12,"at":"2026-11-27T08:30:01.123456Z","type":"github.issue","v":1,'
      '"repo":"acme/shop","number":12,"sentry_issue_id":"4509912345","action":"observed",'
-     '"state":"open","state_reason":null,"closed_at":null,"labels":[],"source":"poll",'
+     '"state":"open","state_reason":null,"closed_at":null,'
+     '"updated_at":"2026-11-27T08:30:01.123456Z","labels":[],"source":"poll",'
      '"delivery_id":null,"raw":null}'),
     (IssueReopened(5, "acme/shop", 12, False),
      '{"seq":12,"at":"2026-11-27T08:30:01.123456Z","type":"issue.reopened","v":1,'
@@ -206,7 +207,7 @@ _lifecycle_events = st.one_of(
     st.builds(SentryIssueChanged, _deliveries, _text, _text, _opt_text, _opt_text, _opt_text,
               _text, _opt_text),
     st.builds(GitHubIssueObserved, _text, st.integers(1, 10**9), _text, _text,
-              st.sampled_from(["open", "closed"]), _opt_text, st.none() | _times,
+              st.sampled_from(["open", "closed"]), _opt_text, st.none() | _times, _times,
               st.lists(_text, max_size=4).map(tuple), st.sampled_from(["webhook", "poll"]),
               _opt_text, _opt_text),
     st.builds(IssueReopened, st.integers(1, 10**9), _opt_text, st.none() | st.integers(1, 10**9),

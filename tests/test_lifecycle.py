@@ -116,6 +116,7 @@ def test_github_webhook_samples(name: str, fields: tuple[object, ...]) -> None:
                                                                     "4509912345")
     assert (record.source, record.delivery_id, record.raw) == ("webhook", delivery_id,
                                                                vector["body"])
+    assert record.updated_at == datetime.fromisoformat(webhook(name)["issue"]["updated_at"])
     # The same body already parsed by the shell gives the same record.
     assert github_issue_from_event(webhook(name), raw=None, delivery_id=None) == replace(
         record, delivery_id=None, raw=None)
@@ -149,6 +150,8 @@ def test_github_body_that_is_not_json_is_400(raw: bytes) -> None:
     (lambda b: b["issue"].pop("state"), ["issue.state"], []),
     (lambda b: b["issue"].update(closed_at="yesterday"), [], ["issue.closed_at"]),
     (lambda b: b["issue"].update(closed_at="2026-11-22T16:40:11"), [], ["issue.closed_at"]),
+    (lambda b: b["issue"].pop("updated_at"), ["issue.updated_at"], []),
+    (lambda b: b["issue"].update(updated_at=1764232201), [], ["issue.updated_at"]),
     (lambda b: b["issue"].update(labels=["agent:builder"]), [], ["issue.labels"]),
     (lambda b: b["issue"].update(body=7, state_reason=1), [],
      ["issue.state_reason", "issue.body"]),

@@ -112,8 +112,8 @@ def test_a_close_reported_after_the_alert_counts_as_inside_the_window() -> None:
 
 def test_closed_without_a_reason_is_reopened() -> None:
     log, _ = opened_issue()
-    log.add(GitHubIssueObserved("o/r", 12, "1", "closed", "closed", None, T0, (), "webhook",
-                                None, None))
+    log.add(GitHubIssueObserved("o/r", 12, "1", "closed", "closed", None, T0, T0, (),
+                                "webhook", None, None))
     assert log.alert(seconds(1), issue="1").action == "reopen"
 
 
@@ -142,20 +142,31 @@ def test_stale_reports_of_the_reopened_close_are_ignored() -> None:
     log.github(12, closed_at=closed_at, after=seconds(10))
     reopen = log.alert(seconds(60), issue="1")
     # GitHub has not seen the PATCH yet: it still says closed (a label came and went).
+    labelled_at = log.now
     log.github(12, "labeled", state="closed", reason="completed", closed_at=closed_at,
                labels=("agent:builder", "x"))
     assert log.alert(seconds(1), issue="1").reason == "cooldown"
     log.reopened(reopen.alert_seq, 12)
     # A poll read before the PATCH, recorded after it.
     log.github(12, "observed", state="closed", reason="completed", closed_at=closed_at,
-               source="poll")
+               source="poll", updated_at=labelled_at, after=seconds(1))
     assert log.alert(seconds(1), issue="1").reason == "cooldown"
     # A human closing it again is news.
     log.github(12, closed_at=log.now + seconds(5), after=seconds(5))
     assert log.alert(seconds(1), issue="1").action == "reopen"
 
 
-def test_not_planned_is_never_stale() -> None:
+def test_reports_delivered_out_of_order_are_ordered_by_github_time() -> None:
+    log, _ = opened_issue()
+    closed_at = T0 + seconds(10)
+    # A human closed it as not planned, then reopened it; GitHub delivers the other way.
+    log.github(12, "reopened", reason="reopened", updated_at=T0 + seconds(20),
+               after=seconds(30))
+    log.github(12, reason="not_planned", closed_at=closed_at, updated_at=closed_at)
+    assert log.alert(seconds(700), issue="1").reason == "recurrence"
+
+
+def test_not_planned_counts_even_while_obsv_reopens() -> None:
     log, _ = opened_issue()
     closed_at = T0 + seconds(10)
     log.github(12, closed_at=closed_at, after=seconds(10))
@@ -231,6 +242,25 @@ def test_news_of_the_replaced_issue_is_not_taken_for_the_pending_new_one() -> No
     assert log.alert(seconds(1), issue="1").reason == "cooldown"
     log.opened(regression.alert_seq, 30)
     assert log.state.links[regression.alert_seq].state == "open"
+
+
+def test_news_of_an_issue_left_behind_is_not_taken_for_a_new_pending_one() -> None:
+    # Sentry issues 1 and 2 share a fingerprint; 2's regression moves the link away from
+    # #12, so 1's next alert opens a new issue that also carries 1's marker.
+    log = LifeLog()
+    log.config(cooldown_seconds=600, reopen_window_seconds=WINDOW, resolve_in_sentry=True)
+    log.opened(log.alert(issue="1", key="p:fp:shared").alert_seq, 12)
+    log.github(12, after=seconds(10))
+    log.alert(seconds(WINDOW + 1), issue="2", key="p:fp:shared")
+    fresh = log.alert(seconds(1), issue="1")
+    assert (fresh.action, fresh.reason) == ("open", "new_issue")
+    # GitHub's late webhooks about #12 say nothing about the pending issue.
+    assert log.github(12, reason="completed", after=seconds(1)) is None
+    assert log.state.links[fresh.alert_seq].state == "open"
+    # One about the new issue itself does, and tells its number.
+    log.github(31, "labeled", labels=("obsv:mute",))
+    assert log.state.links[fresh.alert_seq].number == 31
+    assert log.alert(seconds(1), issue="1").reason == "wont_fix"
 
 
 # -- row 9: a Sentry resolve, then the error again ------------------------------------------
@@ -338,7 +368,7 @@ def test_differs_from_log_says_what_a_poll_should_record() -> None:
              number: int = 12) -> GitHubIssueObserved:
         closed = T0 + seconds(50) if state == "closed" else None
         return GitHubIssueObserved("o/r", number, "1", "observed", state,  # type: ignore[arg-type]
-                                   reason, closed, labels, "poll", None, None)
+                                   reason, closed, log.now, labels, "poll", None, None)
 
     assert differs_from_log(log.state, poll("open", None, ("agent:builder",)))  # never seen
     log.add(poll("open", None, ("agent:builder",)))
@@ -433,7 +463,7 @@ def test_a_late_echo_of_obsvs_close_after_the_reopen_is_stale() -> None:
     log.now += seconds(2)
     log.reopened(reopen.alert_seq, 12)
     # GitHub's webhook of the close comes only now, after the reopen's PATCH.
-    log.github(12, closed_at=closed_on_github, after=seconds(3))
+    log.github(12, closed_at=closed_on_github, updated_at=closed_on_github, after=seconds(3))
     assert log.alert(seconds(1), issue="1").reason == "cooldown"
 
 
@@ -444,11 +474,23 @@ def test_the_echo_of_obsvs_resolve_after_a_new_alert_closes_nothing() -> None:
     log.resolved(resolve.cause_seq)
     reopen = log.alert(seconds(1), issue="1")  # the error is back: reopen
     assert reopen.action == "reopen"
-    # Sentry's webhook for obsv's own resolve arrives late: not a reason to close.
+    # Sentry's webhooks come late, the older one first: neither is a reason to close.
+    assert log.sentry("unresolved", after=seconds(1)) is None
     assert log.sentry("resolved", after=seconds(1)) is None
     # A human resolving it afterwards is.
     log.sentry("unresolved", after=seconds(1))
     assert log.sentry("resolved", after=seconds(1)) is not None
+
+
+def test_the_echo_of_a_resolve_for_the_replaced_issue_closes_nothing() -> None:
+    log, _ = opened_issue(close_on_resolve=True, resolve_in_sentry=True)
+    resolve = log.github(12, after=seconds(5))
+    assert resolve is not None
+    log.resolved(resolve.cause_seq)
+    regression = log.alert(seconds(WINDOW + 1), issue="1")
+    assert (regression.action, regression.reason) == ("open", "regression")
+    # Sentry's webhook for the resolve made for #12 must not close the new issue.
+    assert log.sentry("resolved", after=seconds(1)) is None
 
 
 def test_a_close_that_fails_for_good_leaves_the_issue_open() -> None:

@@ -193,6 +193,7 @@ def _observed(event: GitHubIssueObserved) -> Json:
         "state": event.state,
         "state_reason": event.state_reason,
         "closed_at": _optional_time(event.closed_at),
+        "updated_at": format_time(event.updated_at),
         "labels": list(event.labels),
         "source": event.source,
         "delivery_id": event.delivery_id,
@@ -408,7 +409,8 @@ def _read_observed(r: Json) -> GitHubIssueObserved:
     return GitHubIssueObserved(
         repo=str(r["repo"]), number=_int(r["number"]), sentry_issue_id=str(r["sentry_issue_id"]),
         action=str(r["action"]), state=state, state_reason=_optional_str(r["state_reason"]),
-        closed_at=_read_optional_time(r["closed_at"]), labels=tuple(map(str, r["labels"])),
+        closed_at=_read_optional_time(r["closed_at"]), updated_at=parse_time(r["updated_at"]),
+        labels=tuple(map(str, r["labels"])),
         source=source, delivery_id=_optional_str(r["delivery_id"]),
         raw=_optional_str(r["raw"]))
 

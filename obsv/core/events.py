@@ -184,6 +184,7 @@ class GitHubIssueObserved:
     state: IssueState
     state_reason: str | None  # completed, not_planned, duplicate, reopened
     closed_at: datetime | None  # GitHub's
+    updated_at: datetime  # GitHub's: orders reports, which webhooks may deliver out of order
     labels: tuple[str, ...]
     source: ObservedBy
     delivery_id: str | None  # X-GitHub-Delivery; None for a poll

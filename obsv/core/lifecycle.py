@@ -173,6 +173,7 @@ class _IssueFields:
     state: IssueState
     state_reason: str | None
     closed_at: datetime | None
+    updated_at: datetime
     labels: tuple[str, ...]
     body: str | None
 
@@ -192,14 +193,19 @@ def _issue_fields(issue: Mapping[str, Any], at: str,
     elif state not in _STATES:
         problem.invalid.append(at + "state")
     reason = _optional_str(issue, "state_reason", at + "state_reason", problem)
-    closed_at = _closed_at(issue.get("closed_at"), at + "closed_at", problem)
+    closed_at = _time(issue.get("closed_at"), at + "closed_at", problem)
+    updated_at = issue.get("updated_at")
+    if updated_at is None:
+        problem.missing.append(at + "updated_at")
+    else:
+        updated_at = _time(updated_at, at + "updated_at", problem)
     labels = _labels(issue.get("labels"), at + "labels", problem)
     body = _optional_str(issue, "body", at + "body", problem)
     if problem.missing or problem.invalid:
         return None
-    assert isinstance(number, int) and labels is not None
+    assert isinstance(number, int) and labels is not None and updated_at is not None
     return _IssueFields(number, "open" if state == "open" else "closed", reason, closed_at,
-                        labels, body)
+                        updated_at, labels, body)
 
 
 def _observed(fields: _IssueFields, *, repo: str, action: str, source: ObservedBy,
@@ -210,7 +216,7 @@ def _observed(fields: _IssueFields, *, repo: str, action: str, source: ObservedB
     return GitHubIssueObserved(
         repo=repo, number=fields.number, sentry_issue_id=sentry_issue_id, action=action,
         state=fields.state, state_reason=fields.state_reason, closed_at=fields.closed_at,
-        labels=fields.labels, source=source,
+        updated_at=fields.updated_at, labels=fields.labels, source=source,
         delivery_id=delivery_id, raw=raw)
 
 
@@ -223,7 +229,7 @@ def sentry_issue_id_from_marker(body: str | None) -> str | None:
     return ids[-1] if ids else None
 
 
-def _closed_at(value: object, path: str, problem: InvalidGitHubPayload) -> datetime | None:
+def _time(value: object, path: str, problem: InvalidGitHubPayload) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):

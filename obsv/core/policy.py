@@ -49,22 +49,26 @@ cite them:
     as the decisions.
  8. A ``github.issue`` is matched to its link by (repo, number), or, while the link's
     open is pending, by the marker's Sentry issue id (GitHub's webhook can beat the
-    sink's ``issue.opened``). It updates what the log knows of the issue: state,
-    state_reason, closed_at, labels. One that matches no link changes nothing, and a
-    redelivery (a ``delivery_id`` already folded) is skipped.
- 9. GitHub can lag obsv's own writes: while a reopen is not yet done, a report that
-    the issue is closed is stale (so is one whose closed_at is not after the close
-    obsv reopened, nor after its ``issue.reopened``: GitHub's webhooks may come late
-    and out of order), and while a close is not yet done, a report that it is open is
-    stale. Their labels still count, and a close as not_planned or duplicate always
-    counts: a human's decision wins.
+    sink's ``issue.opened``), unless it is about an issue obsv linked before and left
+    (its Sentry issue's older issue has the same marker). It updates what the log
+    knows of the issue: state, state_reason, closed_at, labels. One that matches no
+    link changes nothing, and a redelivery (a ``delivery_id`` already folded) is
+    skipped. Issue numbers obsv unlinked are kept, one per issue, like the links.
+ 9. GitHub's webhooks may come late and out of order, and GitHub lags obsv's own
+    writes. A report older (by GitHub's ``updated_at``) than the newest one applied,
+    or than obsv's last write on the issue (its ``issue.reopened`` or
+    ``issue.closed``), is stale and ignored. While a reopen is not yet done, a report
+    that the issue is closed is behind obsv, and while a close is not yet done, one
+    that it is open: their labels count, their state does not (except a close as
+    not_planned or duplicate: a human's decision wins).
 10. A ``sentry.issue`` is matched by its Sentry issue id. ``resolved`` marks it known
     resolved and due a regression comment (row 9) until the next notification, even
     if ``unresolved`` follows (Sentry sends that around the alert, in either order).
     Any other status, or a new alert of that Sentry issue (Sentry regresses a
     resolved issue on a new event), makes it no longer known resolved. After obsv's
-    own ``sentry.resolved``, the next ``sentry.issue`` of it may be Sentry's webhook
-    for that very change: a ``resolved`` then is its echo.
+    own ``sentry.resolved``, the next ``resolved`` of that Sentry issue is taken for
+    Sentry's webhook of that very change (Sentry sends one for resolves made through
+    its API too), whatever else Sentry reports first.
 11. Sync decisions are derived while folding their cause and recorded after it as
     ``sync.decided``, exactly like alert decisions; their intents are keyed by the
     cause's seq:
@@ -155,7 +159,8 @@ class Link:
     state_reason: str | None = None
     closed_at: datetime | None = None
     labels: tuple[str, ...] | None = None
-    reopened_from: datetime | None = None  # a close at or before this was reopened by obsv
+    # GitHub reported nothing newer than this, nor had obsv written since (rule 9).
+    stale_before: datetime | None = None
     # Sentry's side (rule 10).
     sentry_resolved: bool = False
     resolved_since: datetime | None = None  # reported resolved since the last notification
@@ -196,6 +201,8 @@ class State:
     links_by_issue: dict[str, int] = field(default_factory=dict)
     links_by_key: dict[str, int] = field(default_factory=dict)
     links_by_number: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Issues obsv linked once and no more (rule 8): never taken for a pending open's.
+    unlinked_numbers: set[tuple[str, int]] = field(default_factory=set)
     recent_opens: deque[datetime] = field(default_factory=deque)
     intents: dict[int, Intent] = field(default_factory=dict)
     unrecorded: dict[int, Decision] = field(default_factory=dict)
@@ -213,8 +220,8 @@ class State:
             event_ids=self.event_ids.copy(), github_deliveries=self.github_deliveries.copy(),
             links=self.links.copy(), links_by_issue=self.links_by_issue.copy(),
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
-            recent_opens=self.recent_opens.copy(), intents=self.intents.copy(),
-            unrecorded=self.unrecorded.copy())
+            unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
+            intents=self.intents.copy(), unrecorded=self.unrecorded.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -368,10 +375,13 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
                    at: datetime) -> None:
     alert = received.alert
     if decision.action == "open":
+        echo_due = False
         if decision.linked_issue is not None:  # row 8: the link moves to the new issue
+            echo_due = _resolve_echo_due(state, decision.linked_issue.alert_seq,
+                                         alert.sentry_issue_id)
             _unlink(state, decision.linked_issue.alert_seq)
         link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at,
-                    web_url=alert.web_url)
+                    web_url=alert.web_url, resolve_echo_due=echo_due)
         state.links[link.alert_seq] = link
         state.links_by_issue[alert.sentry_issue_id] = link.alert_seq
         state.links_by_key[alert.fingerprint_key] = link.alert_seq
@@ -386,14 +396,21 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
         link = replace(link, last_notified_at=at, suppressed=0, suppressed_first=None,
                        suppressed_last=None, resolved_since=None)
         if decision.action == "reopen":  # rule 5: open at once
-            link = replace(link, state="open", state_reason="reopened", closed_at=None,
-                           reopened_from=link.closed_at)
+            link = replace(link, state="open", state_reason="reopened", closed_at=None)
         state.links[link_seq] = link
         _intend(state, decision.alert_seq, decision.action, link_seq, at, received, decision)
     elif decision.reason == "cooldown":
         state.links[link_seq] = replace(
             link, suppressed=link.suppressed + 1,
             suppressed_first=link.suppressed_first or at, suppressed_last=at)
+
+
+def _resolve_echo_due(state: State, link_seq: int, sentry_issue_id: str) -> bool:
+    """Whether Sentry may still send the webhook of obsv's resolve of this Sentry issue,
+    made for the issue that a regression issue now replaces (rule 10)."""
+    old = state.links[link_seq]
+    return old.sentry_issue_id == sentry_issue_id and (
+        old.resolve_echo_due or _unfinished(state, link_seq, "resolve_sentry"))
 
 
 def _intend(state: State, seq: int, action: IntentAction, link_seq: int, at: datetime,
@@ -416,10 +433,20 @@ def _opened(state: State, event: IssueOpened) -> None:
     link = state.links.get(event.alert_seq)
     if link is None:
         return
-    state.links[event.alert_seq] = replace(link, status="opened", number=event.number,
-                                           url=event.url, repo=event.repo)
-    if event.repo is not None and event.number is not None:
-        state.links_by_number[(event.repo, event.number)] = event.alert_seq
+    _numbered(state, link, event.repo, event.number)
+    state.links[event.alert_seq] = replace(state.links[event.alert_seq], status="opened",
+                                           url=event.url)
+
+
+def _numbered(state: State, link: Link, repo: str | None, number: int | None) -> None:
+    """The link's issue is ``repo#number`` (indexed for rule 8)."""
+    old = (link.repo, link.number)
+    if old[0] is not None and old[1] is not None and state.links_by_number.get(
+            (old[0], old[1])) == link.alert_seq:
+        del state.links_by_number[(old[0], old[1])]
+    state.links[link.alert_seq] = replace(link, repo=repo, number=number)
+    if repo is not None and number is not None:
+        state.links_by_number[(repo, number)] = link.alert_seq
 
 
 def _reopened(state: State, event: IssueReopened, at: datetime) -> None:
@@ -427,17 +454,25 @@ def _reopened(state: State, event: IssueReopened, at: datetime) -> None:
     if intent is None or intent.action != "reopen":
         return
     state.intents[event.alert_seq] = replace(intent, reopened=True)
-    link = state.links.get(intent.link_seq)
-    # Rule 9: GitHub has it open since the PATCH, so any close it reports from before
-    # then (a late webhook of obsv's own close, say) is stale.
-    if link is not None and (link.reopened_from is None or link.reopened_from < at):
-        state.links[intent.link_seq] = replace(link, reopened_from=at)
+    _written(state, intent.link_seq, at)
+
+
+def _written(state: State, link_seq: int, at: datetime) -> None:
+    """Rule 9: GitHub holds obsv's write since ``at``; what it reported before is stale."""
+    link = state.links.get(link_seq)
+    if link is not None:
+        state.links[link_seq] = replace(link, stale_before=_later(link.stale_before, at))
+
+
+def _later(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or a < b else a
 
 
 def _closed(state: State, event: IssueClosed, at: datetime) -> None:
     intent = state.intents.pop(event.alert_seq, None)
     if intent is None or intent.action != "close":
         return
+    _written(state, intent.link_seq, at)
     link = state.links.get(intent.link_seq)
     # Still closed by this decision (nothing reopened it since, GitHub said nothing
     # newer): it has been closed since GitHub answered.
@@ -484,9 +519,10 @@ def _unlink(state: State, link_seq: int) -> None:
         del state.links_by_issue[link.sentry_issue_id]
     if state.links_by_key.get(link.fingerprint_key) == link_seq:
         del state.links_by_key[link.fingerprint_key]
-    if link.repo is not None and link.number is not None and state.links_by_number.get(
-            (link.repo, link.number)) == link_seq:
-        del state.links_by_number[(link.repo, link.number)]
+    if link.repo is not None and link.number is not None:
+        state.unlinked_numbers.add((link.repo, link.number))
+        if state.links_by_number.get((link.repo, link.number)) == link_seq:
+            del state.links_by_number[(link.repo, link.number)]
     pending = state.intents.get(link_seq)
     if pending is not None and pending.action == "open":
         del state.intents[link_seq]
@@ -502,10 +538,12 @@ def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: 
     link = state.links[link_seq]
     was_resolved = link.sentry_resolved
     # The echo of obsv's own resolve: Sentry's webhook for it, before or after its
-    # sentry.resolved (a new alert in between may have made it "not resolved" again).
+    # sentry.resolved (a new alert in between may have made it "not resolved" again;
+    # Sentry's older webhooks of the issue may still come first, in any order).
     echo = event.action == "resolved" and (
         link.resolve_echo_due or _unfinished(state, link_seq, "resolve_sentry"))
-    link = replace(link, resolve_echo_due=False)
+    if event.action == "resolved":
+        link = replace(link, resolve_echo_due=False)
     resolved = _resolved_in_sentry(event)
     if resolved is not None:
         link = replace(link, sentry_resolved=resolved)
@@ -539,6 +577,9 @@ def _github_observed(state: State, event: GitHubIssueObserved, at: datetime,
     link = observed_link(state, event)
     if link is None:
         return
+    if link.number is None:  # matched by the marker: now its number is known
+        _numbered(state, link, event.repo, event.number)
+        link = state.links[link.alert_seq]
     if event.action in UNLINKING_ACTIONS:
         _unlink(state, link.alert_seq)
         return
@@ -556,41 +597,35 @@ def observed_link(state: State, event: GitHubIssueObserved) -> Link | None:
     link_seq = state.links_by_number.get((event.repo, event.number))
     if link_seq is not None:
         return state.links[link_seq]
+    if (event.repo, event.number) in state.unlinked_numbers:
+        return None  # an issue obsv left (a regression issue has the old one's marker)
     link_seq = state.links_by_issue.get(event.sentry_issue_id)
-    if link_seq is None or state.links[link_seq].status != "pending":
+    if link_seq is None:
         return None
-    # A pending regression issue has the old one's marker too: news of the old one
-    # is not news of it.
-    opening = state.intents.get(link_seq)
-    if opening is not None and isinstance(opening.decision, AlertDecided):
-        replaced = opening.decision.linked_issue
-        if replaced is not None and replaced.number == event.number:
-            return None
-    return state.links[link_seq]
+    link = state.links[link_seq]
+    return link if link.status == "pending" and link.number is None else None
 
 
 def _observe(state: State, link: Link, event: GitHubIssueObserved, at: datetime) -> Link:
     """The link once ``event`` is known (rule 9 decides which reports are stale)."""
-    labels = tuple(sorted(set(event.labels)))
-    link = replace(link, labels=labels)
-    if event.state == "closed" and _stale_close(state, link, event):
+    if link.stale_before is not None and event.updated_at < link.stale_before:
         return link
-    if event.state == "open" and _unfinished(state, link.alert_seq, "close"):
+    link = replace(link, labels=tuple(sorted(set(event.labels))),
+                   stale_before=event.updated_at)
+    if _behind_obsv(state, link, event):
         return link
     closed_at = (event.closed_at or at) if event.state == "closed" else None
     return replace(link, state=event.state, state_reason=event.state_reason,
                    closed_at=closed_at)
 
 
-def _stale_close(state: State, link: Link, event: GitHubIssueObserved) -> bool:
-    """Rule 9: a report of the close obsv is reopening, or has reopened (a close as not
-    planned or duplicate is a human's decision, never stale)."""
-    if event.state_reason in WONT_FIX_REASONS:
-        return False
-    if _unfinished(state, link.alert_seq, "reopen"):
-        return True
-    return (link.reopened_from is not None and event.closed_at is not None
-            and event.closed_at <= link.reopened_from)
+def _behind_obsv(state: State, link: Link, event: GitHubIssueObserved) -> bool:
+    """Rule 9: GitHub has not seen obsv's unfinished reopen or close yet (a close as not
+    planned or duplicate, though, is a human's decision and always counts)."""
+    if event.state == "closed":
+        return (event.state_reason not in WONT_FIX_REASONS
+                and _unfinished(state, link.alert_seq, "reopen"))
+    return _unfinished(state, link.alert_seq, "close")
 
 
 def _closed_completed(link: Link) -> bool:

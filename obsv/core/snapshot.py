@@ -62,7 +62,7 @@ def snapshot_rows(state: State) -> Iterator[Row]:
                link.number, link.url, link.suppressed, _t(link.suppressed_first),
                _t(link.suppressed_last), link.repo, link.web_url, link.state,
                link.state_reason, _t(link.closed_at),
-               None if link.labels is None else list(link.labels), _t(link.reopened_from),
+               None if link.labels is None else list(link.labels), _t(link.stale_before),
                link.sentry_resolved, _t(link.resolved_since), link.resolve_echo_due,
                _held(state, link)]
     # The indexes are not written out: a link nearly always holds the entries of its
@@ -72,6 +72,8 @@ def snapshot_rows(state: State) -> Iterator[Row]:
     # live link, hence the flags of what each link holds.
     for event_id, at in state.github_deliveries.items():
         yield ["g", event_id, format_time(at)]
+    for repo, number in sorted(state.unlinked_numbers):
+        yield ["n", repo, number]
     for i in state.intents.values():
         yield ["i", i.alert_seq, i.action, i.link_seq, format_time(i.at), _record(i.received),
                _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.reopened]
@@ -116,6 +118,8 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             event_ids[row[1]] = parse_time(row[2])
         case "g":
             state.github_deliveries[row[1]] = parse_time(row[2])
+        case "n":
+            state.unlinked_numbers.add((row[1], row[2]))
         case "o":
             opens.append(parse_time(row[1]))
         case "l":
@@ -146,7 +150,7 @@ def _load_link(state: State, row: Row) -> None:
                 _pt(row[10]), _pt(row[11]), repo=row[12], web_url=row[13], state=row[14],
                 state_reason=row[15], closed_at=_pt(row[16]),
                 labels=None if row[17] is None else tuple(row[17]),
-                reopened_from=_pt(row[18]), sentry_resolved=row[19],
+                stale_before=_pt(row[18]), sentry_resolved=row[19],
                 resolved_since=_pt(row[20]), resolve_echo_due=row[21])
     state.links[link.alert_seq] = link
     held = row[22]
