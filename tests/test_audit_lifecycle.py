@@ -13,30 +13,41 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obsv.audit import Audit, audit
 from obsv.core.codec import format_time
 from obsv.core.events import (
+    AlertDecided,
     CommentPosted,
     Delivery,
+    Envelope,
     GitHubIssueObserved,
     IssueClosed,
     IssueOpened,
     IssueReopened,
     SentryIssueChanged,
+    SyncDecided,
 )
 from obsv.core.lifecycle import (
     github_issue_from_event,
     github_issue_from_rest,
     sentry_issue_from_delivery,
 )
+from obsv.eventlog import encode_line
 
 from .conftest import SAMPLES
 from .lifecycle_records import LifeLog
 from .test_audit_cli import obsv, write
+from .test_lifecycle_properties import build as build_lifecycle
+from .test_lifecycle_properties import steps as lifecycle_steps
 
 ISSUE = "4509912345"  # the Sentry issue of every sample in tests/samples
 REPO = "acme/shop"
@@ -580,3 +591,53 @@ def test_why_says_since_when_sentry_had_the_issue_resolved(tmp_path: Path) -> No
         "notification: comment at once, whatever the cooldown; linked issue #12, its Sentry "
         f"issue resolved since {format_time(T0 + seconds_(60))} (sentry.issue seq {resolved}, "
         "resolved))") in result.stdout.splitlines()
+
+
+# -- any interleaving ---------------------------------------------------------------------
+
+def audit_of(records: list[Envelope], issue: str | None = None) -> Audit:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        path.write_bytes(b"".join(encode_line(envelope) for envelope in records))
+        return audit(path, issue=issue)
+
+
+def tampered(event: AlertDecided | SyncDecided) -> AlertDecided | SyncDecided:
+    """Another decision a hand edit could put in its place."""
+    if isinstance(event, SyncDecided):
+        other = {"close": ("resolve_sentry", "closed_on_github"),
+                 "resolve_sentry": ("close", "resolved_in_sentry")}[event.action]
+        return replace(event, action=other[0], reason=other[1])  # type: ignore[arg-type]
+    if event.action == "reopen":
+        return replace(event, action="comment")
+    if event.reason == "duplicate":
+        return replace(event, action="open", reason="new_issue")
+    return replace(event, action="suppress", reason="duplicate")
+
+
+@settings(max_examples=60, deadline=None)
+@given(script=lifecycle_steps, data=st.data())
+def test_any_interleaving_verifies_and_any_edited_decision_is_named(
+        script: list[tuple[object, ...]], data: st.DataObject) -> None:
+    records = build_lifecycle(script).records
+    result = audit_of(records)
+    assert result.findings == [] and result.unrecorded == [] and result.unrecorded_sync == []
+    assert all(row.recorded == row.derived for row in result.rows.values())
+    decisions = [e for e in records if isinstance(e.event, AlertDecided | SyncDecided)]
+    assert result.sync_decisions == sum(isinstance(e.event, SyncDecided) for e in decisions)
+
+    # The timeline of each Sentry issue holds every report and sync decision about it.
+    for issue in ("1", "2"):
+        timeline = audit_of(records, issue).timeline
+        seqs = {entry.envelope.seq for entry in timeline}
+        assert {e.seq for e in records if isinstance(e.event, SentryIssueChanged)
+                and e.event.sentry_issue_id == issue} <= seqs
+        assert {e.event.cause_seq for e in decisions if isinstance(e.event, SyncDecided)
+                and e.event.sentry_issue_id == issue} <= seqs
+
+    if not decisions:
+        return
+    edited = data.draw(st.sampled_from(decisions))
+    changed = [replace(e, event=tampered(e.event)) if e is edited else e  # type: ignore[arg-type]
+               for e in records]
+    assert [f.seq for f in audit_of(changed).of_kind("decision")] == [edited.seq]
