@@ -259,7 +259,9 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
                 _add_entry(result, Entry(envelope, row=row))
                 # The issues this Sentry issue's alerts opened or were linked to: what
                 # GitHub reports about them belongs in its timeline.
-                result.followed.add(seq if derived.action == "open" else row.link_seq or 0)
+                followed = seq if derived.action == "open" else row.link_seq
+                if followed is not None:
+                    result.followed.add(followed)
         return
     if isinstance(event, AlertDecided):
         if (decided := result.rows.get(event.alert_seq)) is not None:
