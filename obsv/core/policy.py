@@ -440,10 +440,9 @@ def _opened(state: State, event: IssueOpened) -> None:
 
 def _numbered(state: State, link: Link, repo: str | None, number: int | None) -> None:
     """The link's issue is ``repo#number`` (indexed for rule 8)."""
-    old = (link.repo, link.number)
-    if old[0] is not None and old[1] is not None and state.links_by_number.get(
-            (old[0], old[1])) == link.alert_seq:
-        del state.links_by_number[(old[0], old[1])]
+    if link.repo is not None and link.number is not None and state.links_by_number.get(
+            (link.repo, link.number)) == link.alert_seq:
+        del state.links_by_number[(link.repo, link.number)]
     state.links[link.alert_seq] = replace(link, repo=repo, number=number)
     if repo is not None and number is not None:
         state.links_by_number[(repo, number)] = link.alert_seq
@@ -542,13 +541,11 @@ def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: 
     # Sentry's older webhooks of the issue may still come first, in any order).
     echo = event.action == "resolved" and (
         link.resolve_echo_due or _unfinished(state, link_seq, "resolve_sentry"))
-    if event.action == "resolved":
-        link = replace(link, resolve_echo_due=False)
     resolved = _resolved_in_sentry(event)
     if resolved is not None:
         link = replace(link, sentry_resolved=resolved)
     if event.action == "resolved":
-        link = replace(link, resolved_since=at)
+        link = replace(link, resolved_since=at, resolve_echo_due=False)
     state.links[link_seq] = link
     policy = state.effective_policy
     if (event.action == "resolved" and not was_resolved and not echo
