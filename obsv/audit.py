@@ -2,7 +2,10 @@
 
 Everything here is derived by folding the log with the same ``apply`` the
 service uses, so what the audit says is what the service did (or, with
-``--policy current``, what today's settings would do).
+``--policy current``, what today's settings would do). Decisions are re-derived
+where the core derives them (docs/reference.md §5 rule 2, policy.py rules 2 and 11):
+an alert's at the alert, a sync decision at its ``sentry.issue`` or ``github.issue``,
+and each recorded ``alert.decided`` / ``sync.decided`` is compared with that.
 """
 
 from __future__ import annotations
@@ -21,12 +24,53 @@ from obsv.core.events import (
     AlertReceived,
     CommentPosted,
     Envelope,
+    Event,
+    GitHubIssueObserved,
+    IssueClosed,
     IssueFailed,
     IssueOpened,
+    IssueReopened,
     Policy,
+    SentryIssueChanged,
+    SentryResolved,
+    SyncDecided,
 )
-from obsv.core.policy import State, apply, decide
+from obsv.core.policy import Link, State, apply, decide, observed_link
 from obsv.eventlog import iter_lines
+
+# The records that carry out a decision, named by the seq of the record decided.
+Outcome = IssueOpened | CommentPosted | IssueReopened | IssueClosed | IssueFailed | SentryResolved
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRef:
+    """A GitHub issue obsv opened (or rendered to the outbox), as ``issue.opened`` said."""
+
+    repo: str | None
+    number: int | None
+    url: str
+
+    def __str__(self) -> str:
+        return f"#{self.number}" if self.number is not None else self.url
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Which records last closed, labelled or resolved a linked issue (and who, when
+    GitHub's webhook says): what explains a ``wont_fix`` or a ``regression``."""
+
+    closed: str | None = None
+    labels: str | None = None
+    resolved: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A linked issue as the log knew it when a decision was taken on it."""
+
+    link: Link
+    policy: Policy
+    provenance: Provenance
 
 
 @dataclass(slots=True)
@@ -36,24 +80,47 @@ class Row:
     seq: int
     at: datetime
     alert: Alert
-    action: str | None = None
-    reason: str | None = None
-    derived_action: str | None = None
-    derived_reason: str | None = None
-    link_seq: int | None = None
-    outcome: str = ""
-    history: list[tuple[datetime, str]] = field(default_factory=list)
+    derived: AlertDecided
+    recorded: AlertDecided | None = None
+    context: Context | None = None  # its linked issue before the decision
+    policy_repo: str | None = None  # the policy's repo when it was decided
+    opened: IssueRef | None = None
+    reopened: bool = False
+    comment: str | None = None
+    failed: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` line of this row."""
-        return {
-            "seq": self.seq, "at": format_time(self.at),
-            "sentry_issue_id": self.alert.sentry_issue_id, "event_id": self.alert.event_id,
-            "level": self.alert.level, "environment": self.alert.environment,
-            "fingerprint_key": self.alert.fingerprint_key, "title": self.alert.title,
-            "action": self.action, "reason": self.reason, "github": self.outcome or None,
-            "linked_alert_seq": self.link_seq,
-        }
+    @property
+    def action(self) -> str | None:
+        """The recorded action (None until the decision is recorded)."""
+        return self.recorded.action if self.recorded else None
+
+    @property
+    def reason(self) -> str | None:
+        """The recorded reason (None until the decision is recorded)."""
+        return self.recorded.reason if self.recorded else None
+
+    @property
+    def decision(self) -> AlertDecided:
+        """The decision the service took: the recorded one, else the one derived."""
+        return self.recorded or self.derived
+
+    @property
+    def link_seq(self) -> int | None:
+        """The seq of the alert whose ``open`` made this alert's linked issue."""
+        linked = self.decision.linked_issue
+        return linked.alert_seq if linked else None
+
+
+@dataclass(slots=True)
+class Entry:
+    """One line of a Sentry issue's timeline (``obsv why``): a record in log order, with
+    the decision taken on it (an alert's, or a sync decision on a report)."""
+
+    envelope: Envelope
+    row: Row | None = None
+    derived_sync: SyncDecided | None = None
+    recorded_sync: SyncDecided | None = None
+    link_seq: int | None = None  # the linked issue a report or sync decision is about
 
 
 @dataclass(slots=True)
@@ -76,23 +143,68 @@ class Audit:
 
     rows: dict[int, Row] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
-    unrecorded: list[int] = field(default_factory=list)
+    unrecorded: list[int] = field(default_factory=list)  # alerts decided, not recorded
+    unrecorded_sync: list[int] = field(default_factory=list)  # causes, likewise
     state: State = field(default_factory=State)
     records: int = 0
+    sync_decisions: int = 0
     # The first line that is not a record: the pass stopped there, so nothing after it
     # was read and no answer about the log is complete.
     unreadable: Finding | None = None
     # An unterminated last line: a crash, or a write still in progress on a live log.
     torn: Finding | None = None
+    # Every issue ever opened, by the seq of the alert that opened it (kept after the
+    # link is gone, so a replaced issue can still be named).
+    issues: dict[int, IssueRef] = field(default_factory=dict)
+    provenance: dict[int, Provenance] = field(default_factory=dict)
+    # With an issue id: its timeline, and the links its alerts opened or were linked to.
+    timeline: list[Entry] = field(default_factory=list)
+    entries: dict[int, Entry] = field(default_factory=dict)
+    followed: set[int] = field(default_factory=set)
 
     def of_kind(self, *kinds: str) -> list[Finding]:
         """The findings of the given kinds, in log order."""
         return [f for f in self.findings if f.kind in kinds]
 
+    def issue_name(self, link_seq: int) -> str:
+        """How to name the issue opened by the alert at ``link_seq``: ``#N`` or its
+        outbox path, or that it is not opened yet."""
+        issue = self.issues.get(link_seq)
+        return str(issue) if issue else f"the issue of alert seq {link_seq} (not opened yet)"
+
+    def repo(self, row: Row) -> str | None:
+        """The repo of the issue a decision concerns, else the policy's repo then."""
+        issue = row.opened if row.decision.action == "open" else (
+            self.issues.get(row.link_seq) if row.link_seq is not None else None)
+        return (issue.repo if issue else None) or row.policy_repo
+
+    def github(self, row: Row) -> str | None:
+        """What GitHub (or the outbox) has for this alert: the issue opened, the issue
+        reopened and its comment, the comment, or the failure."""
+        parts = []
+        if row.opened is not None:
+            parts.append(str(row.opened))
+        comment = row.comment
+        if row.reopened and row.link_seq is not None:
+            reopened = self.issue_name(row.link_seq)
+            parts.append(f"{reopened} reopened")
+            if comment == reopened:  # a dry run appends the comment to the same file
+                comment = None
+        parts += [p for p in (comment, row.failed) if p]
+        return ", ".join(parts) or None
+
+    def replaces(self, row: Row) -> str | None:
+        """For a ``regression`` open (docs/reference.md §5 row 8): the old issue it names."""
+        decision = row.decision
+        if decision.action != "open" or decision.linked_issue is None:
+            return None
+        return self.issue_name(decision.linked_issue.alert_seq)
+
 
 def audit(path: Path, policy_override: Policy | None = None,
           issue: str | None = None) -> Audit:
-    """Fold ``path`` once: rows per alert, integrity and decision findings."""
+    """Fold ``path`` once: rows per alert, integrity and decision findings, and with
+    ``issue`` the timeline of that Sentry issue."""
     result = Audit(state=State(policy_override=policy_override))
     expected_seq = 1
     for line_no, (end, line) in enumerate(iter_lines(path), 1):
@@ -117,45 +229,179 @@ def audit(path: Path, policy_override: Policy | None = None,
                                            "gap"))
         expected_seq = envelope.seq + 1
         _fold(result, envelope, issue)
-    result.unrecorded = sorted(result.state.unrecorded)
+    pending = result.state.unrecorded
+    result.unrecorded = sorted(s for s, d in pending.items() if isinstance(d, AlertDecided))
+    result.unrecorded_sync = sorted(s for s, d in pending.items() if isinstance(d, SyncDecided))
     return result
 
 
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
-    event = envelope.event
+    event, seq, state = envelope.event, envelope.seq, result.state
     result.records += 1
     if isinstance(event, AlertDecided):
-        _check_decision(result, envelope.seq, event)
-    derived = apply(result.state, envelope)
+        _check_decision(result, seq, event)
+    elif isinstance(event, SyncDecided):
+        result.sync_decisions += 1
+        _check_sync(result, seq, event)
+    link_seq = _concerned_link(state, event)
+    before = state.links.get(link_seq) if link_seq is not None else None
+    context = _context(result, event.alert) if isinstance(event, AlertReceived) else None
+    policy_repo = state.effective_policy.repo
+    derived = apply(state, envelope)
+    if link_seq is not None:
+        _note_changes(result, envelope, link_seq, before, state.links.get(link_seq))
     if isinstance(event, AlertReceived) and derived is not None:
         if issue is None or event.alert.sentry_issue_id == issue:
-            result.rows[envelope.seq] = Row(
-                envelope.seq, envelope.at, event.alert, derived_action=derived.action,
-                derived_reason=derived.reason,
-                link_seq=derived.linked_issue.alert_seq if derived.linked_issue else None)
+            row = Row(seq, envelope.at, event.alert, derived, context=context,
+                      policy_repo=policy_repo)
+            result.rows[seq] = row
+            if issue is not None:
+                _add_entry(result, Entry(envelope, row=row))
+                # The issues this Sentry issue's alerts opened or were linked to: what
+                # GitHub reports about them belongs in its timeline.
+                followed = seq if derived.action == "open" else row.link_seq
+                if followed is not None:
+                    result.followed.add(followed)
         return
-    row = result.rows.get(getattr(event, "alert_seq", -1))
+    if isinstance(event, AlertDecided):
+        if (decided := result.rows.get(event.alert_seq)) is not None:
+            decided.recorded = event
+        return
+    if isinstance(event, IssueOpened):
+        result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
+    if isinstance(event, Outcome):
+        _outcome(result, event)
+    if issue is not None:
+        _follow(result, envelope, issue, link_seq)
+
+
+def _context(result: Audit, alert: Alert) -> Context | None:
+    """The alert's linked issue as the log knows it now, before the alert is decided."""
+    link = result.state.linked(alert)
+    if link is None:
+        return None
+    return Context(link, result.state.effective_policy,
+                   result.provenance.get(link.alert_seq, Provenance()))
+
+
+def _concerned_link(state: State, event: Event) -> int | None:
+    """The link a report or an outcome is about, before it is folded (a report may
+    unlink it)."""
+    match event:
+        case GitHubIssueObserved():
+            link = observed_link(state, event)
+            return link.alert_seq if link else None
+        case SentryIssueChanged():
+            return state.links_by_issue.get(event.sentry_issue_id)
+        case IssueClosed() | SentryResolved():
+            key = event.alert_seq if isinstance(event, IssueClosed) else event.cause_seq
+            intent = state.intents.get(key)
+            return intent.link_seq if intent else None
+    return None
+
+
+def _note_changes(result: Audit, envelope: Envelope, link_seq: int, before: Link | None,
+                  after: Link | None) -> None:
+    """Remember which record closed, labelled or resolved a linked issue, for the
+    explanation of later decisions on it."""
+    if after is None:
+        return
+    closed = after.state == "closed" and (before is None or _closure(before) != _closure(after))
+    labelled = after.labels is not None and (before is None or before.labels != after.labels)
+    resolved = after.resolved_since is not None and (
+        before is None or before.resolved_since != after.resolved_since)
+    if not (closed or labelled or resolved):
+        return
+    report = _describe_report(envelope)
+    known = result.provenance.get(link_seq, Provenance())
+    result.provenance[link_seq] = Provenance(
+        closed=report if closed else known.closed, labels=report if labelled else known.labels,
+        resolved=report if resolved else known.resolved)
+
+
+def _closure(link: Link) -> tuple[object, ...]:
+    return link.state, link.state_reason, link.closed_at
+
+
+def _describe_report(envelope: Envelope) -> str:
+    event, seq = envelope.event, envelope.seq
+    match event:
+        case GitHubIssueObserved():
+            sender = webhook_sender(event)
+            return f"github.issue seq {seq}, {event.source}" + (f", by {sender}" if sender
+                                                                 else "")
+        case SentryIssueChanged():
+            return f"sentry.issue seq {seq}, {event.action}"
+        case IssueClosed():
+            return f"closed by obsv, issue.closed seq {seq}"
+        case SentryResolved():
+            return f"resolved by obsv, sentry.resolved seq {seq}"
+    return f"seq {seq}"
+
+
+def webhook_sender(event: GitHubIssueObserved) -> str | None:
+    """Who acted on GitHub, per the webhook's ``sender.login`` (a poll does not say)."""
+    if event.raw is None:
+        return None
+    try:
+        body = orjson.loads(event.raw)
+    except orjson.JSONDecodeError:
+        return None
+    sender = body.get("sender") if isinstance(body, dict) else None
+    login = sender.get("login") if isinstance(sender, dict) else None
+    return f"@{login}" if isinstance(login, str) and login else None
+
+
+def _outcome(result: Audit, event: Outcome) -> None:
+    """Fill in the alert row this outcome belongs to, if it is one."""
+    key = event.cause_seq if isinstance(event, SentryResolved) else event.alert_seq
+    row = result.rows.get(key)
     if row is None:
         return
     match event:
-        case AlertDecided():
-            row.action, row.reason = event.action, event.reason
-            row.history.append((envelope.at, f"decided {event.action} ({event.reason})"))
         case IssueOpened():
-            row.outcome = f"#{event.number}" if event.number is not None else event.url
-            row.history.append((envelope.at, f"issue opened: {row.outcome}"
-                                + (" (dry run)" if event.dry_run else "")))
+            row.opened, row.failed = result.issues[event.alert_seq], None
+        case IssueReopened():
+            row.reopened, row.failed = True, None
         case CommentPosted():
-            row.outcome = event.url
-            row.history.append((envelope.at, f"comment posted: {event.url}"
-                                + (" (dry run)" if event.dry_run else "")))
+            row.comment, row.failed = event.url, None
         case IssueFailed():
-            when = f", next attempt {format_time(event.next_attempt_at)}" \
-                if event.next_attempt_at else ""
-            kind = "retryable" if event.retryable else "permanent"
-            row.outcome = f"failed ({kind})"
-            row.history.append((envelope.at, f"attempt {event.attempt} failed ({kind}, "
-                                f"status {event.status}): {event.error}{when}"))
+            row.failed = f"failed ({'retryable' if event.retryable else 'permanent'})"
+
+
+def _follow(result: Audit, envelope: Envelope, issue: str, link_seq: int | None) -> None:
+    """Add a report, a sync decision or an outcome to the timeline of ``issue``."""
+    event = envelope.event
+    match event:
+        case GitHubIssueObserved():
+            if event.sentry_issue_id == issue or link_seq in result.followed:
+                _add_entry(result, _report_entry(result, envelope, link_seq))
+        case SentryIssueChanged():
+            if event.sentry_issue_id == issue:
+                _add_entry(result, _report_entry(result, envelope, link_seq))
+        case SyncDecided():
+            cause = result.entries.get(event.cause_seq)
+            if cause is not None and cause.row is None:
+                cause.recorded_sync = event
+            elif event.sentry_issue_id == issue:  # a decision on nothing that derives one
+                _add_entry(result, Entry(envelope, recorded_sync=event))
+        case IssueOpened() | CommentPosted() | IssueReopened() | IssueClosed() | IssueFailed():
+            if event.alert_seq in result.entries:
+                _add_entry(result, Entry(envelope))
+        case SentryResolved():
+            if event.cause_seq in result.entries or event.sentry_issue_id == issue:
+                _add_entry(result, Entry(envelope))
+
+
+def _report_entry(result: Audit, envelope: Envelope, link_seq: int | None) -> Entry:
+    derived = result.state.unrecorded.get(envelope.seq)
+    return Entry(envelope, derived_sync=derived if isinstance(derived, SyncDecided) else None,
+                 link_seq=link_seq)
+
+
+def _add_entry(result: Audit, entry: Entry) -> None:
+    result.timeline.append(entry)
+    result.entries.setdefault(entry.envelope.seq, entry)
 
 
 def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
@@ -174,19 +420,62 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
             + ("" if derived.linked_issue == recorded.linked_issue else
                f"; linked issue recorded {recorded.linked_issue}, derived {derived.linked_issue}")
             + ("" if derived.suppressed == recorded.suppressed else
-               f"; suppressed recorded {recorded.suppressed}, derived {derived.suppressed}"))))
+               f"; suppressed recorded {recorded.suppressed}, derived {derived.suppressed}")
+            + ("" if derived.since == recorded.since else
+               f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}"))))
 
 
-def next_alert_now(state: State, last: Alert, now: datetime) -> tuple[str, str, str]:
+def _check_sync(result: Audit, seq: int, recorded: SyncDecided) -> None:
+    """Compare a recorded sync decision with the one derived while folding its cause
+    (policy.py rule 11)."""
+    derived = result.state.unrecorded.get(recorded.cause_seq)
+    said = f"recorded {recorded.action} ({recorded.reason})"
+    if not isinstance(derived, SyncDecided):
+        result.findings.append(Finding(seq, None, (
+            f"sync decision on seq {recorded.cause_seq}: {said}, but that record derives "
+            "none (or it was decided already)")))
+        return
+    if (derived.action, derived.reason, derived.sentry_issue_id) != (
+            recorded.action, recorded.reason, recorded.sentry_issue_id):
+        result.findings.append(Finding(seq, None, (
+            f"sync decision on seq {recorded.cause_seq}: {said}, derived {derived.action} "
+            f"({derived.reason})"
+            + ("" if derived.sentry_issue_id == recorded.sentry_issue_id else
+               f"; Sentry issue recorded {recorded.sentry_issue_id}, "
+               f"derived {derived.sentry_issue_id}"))))
+
+
+def _time(at: datetime | None) -> str:
+    return format_time(at) if at else "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What another alert of a Sentry issue would get now, and the issue it is about."""
+
+    decision: AlertDecided
+    context: Context | None
+
+
+def next_alert_now(result: Audit, last: Alert, now: datetime) -> Probe:
     """What the service would decide for another alert of this issue at ``now``."""
+    state = result.state
     probe = Alert(last.sentry_issue_id, "obsv-why-probe", last.level, last.fingerprint_key,
                   last.project, last.environment, last.title, last.culprit, last.web_url)
     decision = decide(state, probe, now, state.last_seq + 1, state.effective_policy)
-    detail = ""
-    link = state.linked(probe)
-    if decision.reason == "cooldown" and link is not None:
-        until = link.last_notified_at.timestamp() + state.effective_policy.cooldown_seconds
-        detail = f"until {format_time(datetime.fromtimestamp(until, now.tzinfo))}"
-    elif link is not None:
-        detail = f"linked issue {'#' + str(link.number) if link.number else link.url or 'pending'}"
-    return decision.action, decision.reason, detail
+    return Probe(decision, _context(result, probe))
+
+
+def row_json(result: Audit, row: Row) -> dict[str, Any]:
+    """The ``--json`` line of a row (docs/reference.md §1 names its keys)."""
+    decision = row.decision
+    return {
+        "seq": row.seq, "at": format_time(row.at),
+        "sentry_issue_id": row.alert.sentry_issue_id, "event_id": row.alert.event_id,
+        "level": row.alert.level, "environment": row.alert.environment,
+        "fingerprint_key": row.alert.fingerprint_key, "title": row.alert.title,
+        "action": row.action, "reason": row.reason, "repo": result.repo(row),
+        "github": result.github(row), "linked_alert_seq": row.link_seq,
+        "replaces": result.replaces(row),
+        "since": format_time(decision.since) if decision.since else None,
+    }

@@ -11,9 +11,33 @@ from pathlib import Path
 
 import orjson
 
-from obsv.audit import Audit, Row, audit, next_alert_now
+from obsv.audit import (
+    Audit,
+    Context,
+    Entry,
+    Probe,
+    Row,
+    audit,
+    next_alert_now,
+    row_json,
+    webhook_sender,
+)
 from obsv.core.codec import format_time
-from obsv.core.events import Policy
+from obsv.core.events import (
+    AlertDecided,
+    CommentPosted,
+    Event,
+    GitHubIssueObserved,
+    IssueClosed,
+    IssueFailed,
+    IssueOpened,
+    IssueReopened,
+    Policy,
+    SentryIssueChanged,
+    SentryResolved,
+    SyncDecided,
+)
+from obsv.core.policy import WONT_FIX_REASONS
 from obsv.errors import UsageError
 from obsv.settings import load_settings
 
@@ -56,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return _print_verify(path, result, override)
     else:
         rows = [r for r in result.rows.values() if since is None or r.at >= since]
-        _print_rows(rows, as_json=args.json, current=override is not None)
+        _print_rows(result, rows, as_json=args.json, current=override is not None)
         code = 0
     return max(code, _report_findings(path, result, current=override is not None))
 
@@ -101,7 +125,7 @@ def _since(text: str) -> datetime:
 
 def _decision(row: Row, current: bool) -> tuple[str, str]:
     if current or row.action is None:
-        action, reason = row.derived_action or "?", row.derived_reason or "?"
+        action, reason = row.derived.action, row.derived.reason
         if row.action is None:
             return action + "*", reason
         if (action, reason) != (row.action, row.reason):
@@ -110,24 +134,23 @@ def _decision(row: Row, current: bool) -> tuple[str, str]:
     return row.action, row.reason or ""
 
 
-def _print_rows(rows: list[Row], *, as_json: bool, current: bool) -> None:
+def _print_rows(result: Audit, rows: list[Row], *, as_json: bool, current: bool) -> None:
     if as_json:
         out = sys.stdout.buffer
         for row in rows:
-            data = row.to_json()
+            data = row_json(result, row)
             if current:
-                data["action"], data["reason"] = row.derived_action, row.derived_reason
+                data["action"], data["reason"] = row.derived.action, row.derived.reason
                 data["recorded_action"], data["recorded_reason"] = row.action, row.reason
             out.write(json_printable(orjson.dumps(data)) + b"\n")
         out.flush()
         return
-    rows_by_seq = {row.seq: row for row in rows}
     table = [["SEQ", "TIME (UTC)", "SENTRY ISSUE", "LEVEL", "DECISION", "REASON", "GITHUB"]]
     for row in rows:
         action, reason = _decision(row, current)
         table.append([printable(cell) for cell in (
             str(row.seq), row.at.strftime("%Y-%m-%d %H:%M:%S"), row.alert.sentry_issue_id,
-            row.alert.level, action, reason, _github_column(row, rows_by_seq))])
+            row.alert.level, action, reason, _github_column(result, row))])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1])
@@ -136,13 +159,35 @@ def _print_rows(rows: list[Row], *, as_json: bool, current: bool) -> None:
               "before recording it; it will on its next start)")
 
 
-def _github_column(row: Row, rows_by_seq: dict[int, Row]) -> str:
-    if row.outcome:
-        return row.outcome
-    if row.link_seq is not None:
-        linked = rows_by_seq.get(row.link_seq)
-        return f"(linked: {linked.outcome if linked and linked.outcome else 'pending'})"
-    return "pending" if (row.action or row.derived_action) in ("open", "comment") else ""
+def _github_column(result: Audit, row: Row) -> str:
+    """The issue opened (and the one it replaces), reopened, commented on, or linked."""
+    decision = row.decision
+    replaces = result.replaces(row)
+    also = f" (replaces {replaces})" if replaces else ""
+    if github := result.github(row):
+        return github + also
+    if decision.action == "open":
+        return "pending" + also
+    if row.link_seq is None:
+        return ""
+    issue = result.issues.get(row.link_seq)
+    linked = f"linked: {issue or 'pending'}"
+    if decision.action == "comment":
+        return f"pending ({linked})"
+    if decision.action == "reopen":
+        return f"pending reopen ({linked})"
+    quiet = _wont_fix_why(row.context) if decision.reason == "wont_fix" else None
+    return f"({linked}{', ' + quiet if quiet else ''})"
+
+
+def _wont_fix_why(context: Context | None) -> str | None:
+    """Row 6 in a few words: closed as not planned (or duplicate), or muted."""
+    if context is None:
+        return None
+    link = context.link
+    if link.state == "closed" and link.state_reason in WONT_FIX_REASONS:
+        return f"closed as {link.state_reason}"
+    return "muted"
 
 
 def _print_verify(path: Path, result: Audit, override: Policy | None) -> int:
@@ -151,17 +196,23 @@ def _print_verify(path: Path, result: Audit, override: Policy | None) -> int:
     against = "today's settings" if override else "the policies recorded in the log"
     alerts = len(result.rows)
     if result.unrecorded:
-        shown = ", ".join(map(str, result.unrecorded[:10]))
-        more = " …" if len(result.unrecorded) > 10 else ""
         _say(f"note: {len(result.unrecorded)} alert(s) decided but not recorded yet "
-             f"(seq {shown}{more})")
+             f"(seq {_seqs(result.unrecorded)})")
+    if result.unrecorded_sync:
+        _say(f"note: {len(result.unrecorded_sync)} sync decision(s) derived but not recorded "
+             f"yet (on seq {_seqs(result.unrecorded_sync)})")
+    counted = f"{alerts} alerts, {result.sync_decisions} sync decisions"
     if result.findings:
         _say(f"{path}: {len(result.findings)} finding(s) in {result.records} records "
-             f"({alerts} alerts), decisions checked against {against}")
+             f"({counted}), decisions checked against {against}")
         return 1
-    _say(f"{path}: ok: {result.records} records, seq contiguous, {alerts} alerts, every "
+    _say(f"{path}: ok: {result.records} records, seq contiguous, {counted}, every "
          f"decision re-derived with {against}")
     return 0
+
+
+def _seqs(seqs: list[int]) -> str:
+    return ", ".join(map(str, seqs[:10])) + (" …" if len(seqs) > 10 else "")
 
 
 def _why(path: Path, sentry_issue_id: str, result: Audit) -> int:
@@ -169,24 +220,126 @@ def _why(path: Path, sentry_issue_id: str, result: Audit) -> int:
     if not rows:
         _say(f"no alerts of Sentry issue {sentry_issue_id} in {path}")
         return 1
-    _say(f"Sentry issue {sentry_issue_id}: {len(rows)} alert(s) in {path}")
-    for row in rows:
-        action, reason = _decision(row, current=False)
-        env = row.alert.environment or "no environment"
-        print()
-        _say(f"{format_time(row.at)}  alert seq {row.seq}  {row.alert.level} in {env}"
-             f"  event {row.alert.event_id}")
-        if row.alert.title:
-            _say(f"    {row.alert.title}")
-        _say(f"    decision: {action} ({_explain(reason, row, result)})")
-        for at, what in row.history[1:] if row.history else []:
-            _say(f"    {format_time(at)}  {what}")
+    reports = sum(isinstance(e.envelope.event, GitHubIssueObserved | SentryIssueChanged)
+                  for e in result.timeline)
+    _say(f"Sentry issue {sentry_issue_id}: {len(rows)} alert(s)"
+         + (f", {reports} report(s) from GitHub and Sentry" if reports else "")
+         + f" in {path}")
+    for entry in result.timeline:
+        for line in _timeline_lines(result, entry):
+            if line is None:
+                print()
+            else:
+                _say(line)
     now = datetime.now(UTC)
-    action, reason, detail = next_alert_now(result.state, rows[-1].alert, now)
+    probe = next_alert_now(result, rows[-1].alert, now)
+    decision = probe.decision
+    detail = _now_detail(result, probe)
     print()
-    _say(f"Another alert now ({format_time(now)}) would be: {action} ({reason})"
-         + (f", {detail}" if detail else ""))
+    _say(f"Another alert now ({format_time(now)}) would be: {decision.action} "
+         f"({decision.reason})" + (f", {detail}" if detail else ""))
     return 0
+
+
+def _timeline_lines(result: Audit, entry: Entry) -> list[str | None]:
+    """The lines of one timeline entry; None is a blank line before a new block."""
+    envelope = entry.envelope
+    at, seq, event = format_time(envelope.at), envelope.seq, envelope.event
+    if entry.row is not None:
+        row = entry.row
+        action, _ = _decision(row, current=False)
+        env = row.alert.environment or "no environment"
+        lines: list[str | None] = [
+            None, f"{at}  alert seq {seq}  {row.alert.level} in {env}  event {row.alert.event_id}"]
+        if row.alert.title:
+            lines.append(f"    {row.alert.title}")
+        lines.append(f"    decision: {action} ({_explain(result, row.decision, row.context)})"
+                     + _rederived(row.recorded, row.derived))
+        return lines
+    match event:
+        case GitHubIssueObserved() | SentryIssueChanged():
+            lines = [None, f"{at}  {_report(event, seq)}"]
+            decision = entry.recorded_sync or entry.derived_sync
+            if decision is not None:
+                mark = "" if entry.recorded_sync else "*"
+                lines.append(f"    decision: {decision.action}{mark} "
+                             f"({_explain_sync(result, entry, decision)})"
+                             + _rederived(entry.recorded_sync, entry.derived_sync))
+            return lines
+        case SyncDecided():
+            return [None, f"{at}  sync decision {event.action} ({event.reason}) on seq "
+                    f"{event.cause_seq}, which derives none  (sync.decided seq {seq})"]
+        case _:
+            return [f"{at}  {_outcome_line(result, event, seq)}"]
+
+
+def _rederived(recorded: AlertDecided | SyncDecided | None,
+               derived: AlertDecided | SyncDecided | None) -> str:
+    """A note when the recorded decision is not the one the log derives."""
+    if recorded is None or (derived is not None and
+                            (recorded.action, recorded.reason) == (derived.action, derived.reason)):
+        return ""
+    if derived is None:
+        return "  [re-derived: none]"
+    return f"  [re-derived: {derived.action} ({derived.reason})]"
+
+
+def _report(event: GitHubIssueObserved | SentryIssueChanged, seq: int) -> str:
+    """A github.issue or sentry.issue in one line: what it says of the issue."""
+    if isinstance(event, SentryIssueChanged):
+        return (f"Sentry: {event.action}; status {event.status or '-'}, substatus "
+                f"{event.substatus or '-'}, resolution {event.resolution_type or '-'}"
+                + (f", in release {event.release}" if event.release else "")
+                + f"  (sentry.issue seq {seq})")
+    sender = webhook_sender(event)
+    state = event.state + (f" ({event.state_reason})" if event.state_reason else "")
+    if event.closed_at is not None and event.state == "closed":
+        state += f" since {format_time(event.closed_at)}"
+    return (f"GitHub ({event.source}{', by ' + sender if sender else ''}): {event.repo}"
+            f"#{event.number} {event.action}; state {state}; labels "
+            + (", ".join(event.labels) or "none") + f"  (github.issue seq {seq})")
+
+
+def _outcome_line(result: Audit, event: Event, seq: int) -> str:
+    """An outcome (the sink's record of carrying out a decision) in one line, naming
+    the decision it carried out."""
+    def of(key: int) -> str:
+        entry = result.entries.get(key)
+        what = f"alert seq {key}" if entry and entry.row else f"the sync decision on seq {key}"
+        return f"  (seq {seq}, for {what})"
+
+    def issue(repo: str | None, number: int | None, key: int) -> str:
+        if number is not None:
+            return f"{repo or ''}#{number}"
+        entry = result.entries.get(key)  # a dry run: the outbox file of the linked issue
+        link_seq = None if entry is None else entry.row.link_seq if entry.row else entry.link_seq
+        return result.issue_name(link_seq) if link_seq else "its outbox file"
+
+    dry = " (dry run)" if getattr(event, "dry_run", False) else ""
+    match event:
+        case IssueOpened():
+            where = (f"{issue(event.repo, event.number, event.alert_seq)} {event.url}"
+                     if event.number is not None else event.url)
+            return f"issue opened: {where}{dry}{of(event.alert_seq)}"
+        case CommentPosted():
+            on = f" on {event.repo or ''}#{event.number}" if event.number is not None else ""
+            return f"comment posted: {event.url}{on}{dry}{of(event.alert_seq)}"
+        case IssueReopened():
+            return (f"issue reopened: {issue(event.repo, event.number, event.alert_seq)}{dry}"
+                    f"{of(event.alert_seq)}")
+        case IssueClosed():
+            return (f"issue closed: {issue(event.repo, event.number, event.alert_seq)} as "
+                    f"completed{dry}{of(event.alert_seq)}")
+        case SentryResolved():
+            return (f"Sentry issue {event.sentry_issue_id} resolved by obsv"
+                    f"{of(event.cause_seq)}")
+        case IssueFailed():
+            kind = "retryable" if event.retryable else "permanent"
+            when = (f", next attempt {format_time(event.next_attempt_at)}"
+                    if event.next_attempt_at else "")
+            return (f"attempt {event.attempt} failed ({kind}, status {event.status}): "
+                    f"{event.error}{when}{of(event.alert_seq)}")
+    return f"seq {seq}"
 
 
 def _say(line: str) -> None:
@@ -224,21 +377,94 @@ def json_printable(line: bytes) -> bytes:
     return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
+# What each decision means, by "action reason" where the action changes the meaning,
+# else by reason (docs/reference.md §5 rows, §7 sync decisions).
 _EXPLANATIONS = {
     "new_issue": "no linked GitHub issue yet",
     "duplicate": "this event_id was already received: a Sentry redelivery",
     "below_min_level": "level below OBSV_MIN_LEVEL",
     "environment_filtered": "environment not in OBSV_ENVIRONMENTS",
+    "wont_fix": "a human closed the linked issue as not planned or a duplicate, or muted it "
+                "with OBSV_MUTE_LABEL: never reopened, never commented",
+    "reopen": "the linked issue was closed at most OBSV_REOPEN_WINDOW_SECONDS before: "
+              "reopen it, then comment",
+    "open regression": "the linked issue was closed longer than OBSV_REOPEN_WINDOW_SECONDS "
+                       "before: a new issue that names the old one",
+    "comment regression": "Sentry reported the issue resolved since the last notification: "
+                          "comment at once, whatever the cooldown",
+    "regression": "the error came back after its issue was closed or resolved",
     "cooldown": "the linked issue was notified less than OBSV_COOLDOWN_SECONDS before",
     "recurrence": "cooldown passed: comment on the linked issue",
     "storm_budget": "OBSV_MAX_ISSUES_PER_HOUR issues already opened in the hour before",
+    "resolved_in_sentry": "Sentry reported the issue resolved and OBSV_CLOSE_ON_RESOLVE is "
+                          "on: comment why and close the linked issue as completed",
+    "closed_on_github": "the GitHub issue was closed as completed and "
+                        "OBSV_RESOLVE_IN_SENTRY is on: resolve the Sentry issue",
 }
 
 
-def _explain(reason: str, row: Row, result: Audit) -> str:
-    text = f"{reason}: {_EXPLANATIONS.get(reason, reason)}"
-    if row.link_seq is not None:
-        linked = result.rows.get(row.link_seq)
-        target = linked.outcome if linked and linked.outcome else None
-        text += f"; linked issue {target or f'opened by alert {row.link_seq}'}"
-    return text
+def _explanation(action: str, reason: str) -> str:
+    return (_EXPLANATIONS.get(f"{action} {reason}") or _EXPLANATIONS.get(action)
+            or _EXPLANATIONS.get(reason, reason))
+
+
+def _explain(result: Audit, decision: AlertDecided, context: Context | None) -> str:
+    """A decision's reason in words, and what in the log made it so."""
+    detail = _detail(result, decision, context)
+    return (f"{decision.reason}: {_explanation(decision.action, decision.reason)}"
+            + (f"; {detail}" if detail else ""))
+
+
+def _detail(result: Audit, decision: AlertDecided, context: Context | None) -> str:
+    """The linked issue, and for ``wont_fix`` and ``regression`` who closed, muted or
+    resolved it and since when."""
+    if decision.linked_issue is None:
+        return ""
+    name = result.issue_name(decision.linked_issue.alert_seq)
+    if context is None:
+        return f"linked issue {name}"
+    link, policy, known = context.link, context.policy, context.provenance
+    if decision.reason == "wont_fix":
+        if link.state == "closed" and link.state_reason in WONT_FIX_REASONS:
+            return f"{name} was closed as {link.state_reason}{_by(known.closed)}"
+        return f"{name} carries the mute label {policy.mute_label}{_by(known.labels)}"
+    if decision.reason != "regression":
+        return f"linked issue {name}"
+    since = format_time(decision.since) if decision.since else "an unknown time"
+    window = _duration(policy.reopen_window_seconds)
+    if decision.action == "comment":
+        return f"linked issue {name}, its Sentry issue resolved since {since}{_by(known.resolved)}"
+    closed = f"closed ({link.state_reason or 'no reason'}) since {since}{_by(known.closed)}"
+    if decision.action == "reopen":
+        return f"reopens {name}, {closed}, within the reopen window ({window})"
+    return f"replaces {name}, {closed}, longer ago than the reopen window ({window})"
+
+
+def _by(report: str | None) -> str:
+    return f" ({report})" if report else ""
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _explain_sync(result: Audit, entry: Entry, decision: SyncDecided) -> str:
+    """A sync decision's reason in words, and what it acts on."""
+    target = (result.issue_name(entry.link_seq)
+              if decision.action == "close" and entry.link_seq is not None
+              else f"Sentry issue {decision.sentry_issue_id}")
+    return f"{decision.reason}: {_explanation(decision.action, decision.reason)}; {target}"
+
+
+def _now_detail(result: Audit, probe: Probe) -> str:
+    """What the "another alert now" line adds: the cooldown's end, or the linked issue
+    and why it is quiet or regressed."""
+    decision, context = probe.decision, probe.context
+    if decision.reason == "cooldown" and context is not None:
+        until = context.link.last_notified_at + timedelta(
+            seconds=context.policy.cooldown_seconds)
+        return f"until {format_time(until)}"
+    return _detail(result, decision, context)

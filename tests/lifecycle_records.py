@@ -3,6 +3,7 @@ and the sink's outcomes, folded like the service (sync decisions recorded right 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,9 +32,10 @@ class LifeLog(Log):
                labels: tuple[str, ...] = ("agent:builder",), issue: str = "1",
                delivery: str | None = None, source: str = "webhook",
                updated_at: datetime | None = None, after: timedelta = timedelta(0),
-               record: bool = True) -> SyncDecided | None:
+               record: bool = True, sender: str | None = None) -> SyncDecided | None:
         """GitHub reports issue ``number`` (as of ``updated_at``, by default now); returns
-        the sync decision it got, if any."""
+        the sync decision it got, if any. ``sender`` is the login GitHub's webhook names
+        as the one who acted."""
         self.now += after
         if state is None:
             state = "closed" if action == "closed" else "open"
@@ -41,10 +43,11 @@ class LifeLog(Log):
             closed_at = self.now
         if action == "closed" and reason is None:
             reason = "completed"
+        raw = json.dumps({"action": action, "sender": {"login": sender}} if sender else {})
         event = GitHubIssueObserved(REPO, number, issue, action, state,  # type: ignore[arg-type]
                                     reason, closed_at, updated_at or self.now, labels,
                                     source,  # type: ignore[arg-type]
-                                    delivery, "{}" if source == "webhook" else None)
+                                    delivery, raw if source == "webhook" else None)
         return self._sync_after(event, record)
 
     def sentry(self, action: str, *, issue: str = "1", status: str | None = None,
@@ -58,6 +61,13 @@ class LifeLog(Log):
                                    None, resolution, "{}")
         return self._sync_after(event, record)
 
+    def report(self, event: GitHubIssueObserved | SentryIssueChanged,
+               after: timedelta = timedelta(0), record: bool = True) -> SyncDecided | None:
+        """Fold a report built elsewhere (from a sample webhook, say) ``after`` the
+        previous record; returns the sync decision it got, recorded unless told not to."""
+        self.now += after
+        return self._sync_after(event, record)
+
     def _sync_after(self, event: GitHubIssueObserved | SentryIssueChanged,
                     record: bool) -> SyncDecided | None:
         self.add(event)
@@ -69,14 +79,15 @@ class LifeLog(Log):
             self.add(derived)
         return derived
 
-    def reopened(self, alert_seq: int, number: int) -> None:
-        self.add(IssueReopened(alert_seq, REPO, number, False))
+    def reopened(self, alert_seq: int, number: int, repo: str = REPO) -> None:
+        self.add(IssueReopened(alert_seq, repo, number, False))
 
-    def commented(self, alert_seq: int, number: int) -> None:
-        self.add(CommentPosted(alert_seq, "1", REPO, number, 1, "u", False))
+    def commented(self, alert_seq: int, number: int, repo: str = REPO, issue: str = "1",
+                  url: str = "u") -> None:
+        self.add(CommentPosted(alert_seq, issue, repo, number, 1, url, False))
 
-    def closed(self, cause_seq: int, number: int) -> None:
-        self.add(IssueClosed(cause_seq, REPO, number, False))
+    def closed(self, cause_seq: int, number: int, repo: str = REPO) -> None:
+        self.add(IssueClosed(cause_seq, repo, number, False))
 
     def resolved(self, cause_seq: int, issue: str = "1") -> None:
         self.add(SentryResolved(cause_seq, issue))

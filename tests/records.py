@@ -23,9 +23,10 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def make_alert(issue: str = "100", event_id: str | None = None, level: str = "error",
-               key: str | None = None, environment: str | None = "prod") -> Alert:
+               key: str | None = None, environment: str | None = "prod",
+               title: str = "Boom") -> Alert:
     return Alert(issue, event_id or f"ev-{issue}-{id(object())}", level,
-                 key or f"p:hash:{issue}", "p", environment, "Boom", "app.py", None)
+                 key or f"p:hash:{issue}", "p", environment, title, "app.py", None)
 
 
 @dataclass
@@ -58,10 +59,19 @@ class Log:
             self.add(decision)
         return decision
 
-    def opened(self, alert_seq: int, number: int) -> None:
-        issue = self.state.intents[alert_seq].received.alert.sentry_issue_id
-        self.add(IssueOpened(alert_seq, issue, "o/r", number, f"https://gh/o/r/issues/{number}",
-                             False))
+    def opened(self, alert_seq: int, number: int, repo: str = "o/r") -> None:
+        received = self.state.intents[alert_seq].received
+        assert isinstance(received, AlertReceived)
+        self.add(IssueOpened(alert_seq, received.alert.sentry_issue_id, repo, number,
+                             f"https://gh/{repo}/issues/{number}", False))
+
+    def record_pending(self) -> list[int]:
+        """Record every decision derived but not recorded yet, in seq order, as the
+        live consumer does when it catches up; returns the seqs decided."""
+        pending = sorted(self.state.unrecorded.items())
+        for _, decision in pending:
+            self.add(decision)
+        return [seq for seq, _ in pending]
 
     def failed(self, alert_seq: int, retryable: bool) -> None:
         self.add(IssueFailed(alert_seq, 3, 422 if not retryable else 502, "boom", retryable,
