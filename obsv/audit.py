@@ -36,7 +36,7 @@ from obsv.core.events import (
     SyncDecided,
 )
 from obsv.core.policy import Link, State, apply, decide, observed_link
-from obsv.eventlog import iter_lines
+from obsv.eventlog import bounded_reason, iter_lines
 
 # The records that carry out a decision, named by the seq of the record decided.
 Outcome = IssueOpened | CommentPosted | IssueReopened | IssueClosed | IssueFailed | SentryResolved
@@ -219,7 +219,8 @@ def audit(path: Path, policy_override: Policy | None = None,
                 raise CodecError("not a JSON object")
             envelope = decode(record)
         except (orjson.JSONDecodeError, CodecError) as exc:
-            result.unreadable = Finding(None, line_no, f"not a valid record ({exc})",
+            result.unreadable = Finding(None, line_no,
+                                        f"not a valid record ({bounded_reason(str(exc))})",
                                         "unreadable")
             result.findings.append(result.unreadable)
             break

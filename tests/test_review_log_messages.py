@@ -44,12 +44,6 @@ async def test_serve_names_a_huge_wrong_value_in_one_short_line(tmp_path: Path) 
     assert path.read_bytes() == before
 
 
-UNBOUNDED_IN_AUDIT = ("obsv/audit.py formats the decoder's message itself (Finding 'not a "
-                      "valid record ({exc})'); it should use "
-                      "obsv.eventlog.bounded_reason(str(exc)) as LogCorrupt now does")
-
-
-@pytest.mark.xfail(strict=True, reason=UNBOUNDED_IN_AUDIT)
 @pytest.mark.parametrize("args", [["replay"], ["why", "1"], ["replay", "--verify"]])
 async def test_the_audit_commands_name_a_huge_wrong_value_in_one_short_line(
         tmp_path: Path, args: list[str]) -> None:
