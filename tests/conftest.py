@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -194,3 +194,14 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
     filler.write_bytes(b"\0" * max(0, free - leave_bytes))
     return filler
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[Any]:
+    """The fake GitHub over HTTP on 127.0.0.1 (tests/fakes.py), for one test."""
+    from .fakes import FakeGitHub  # fakes imports this module: imported late
+
+    fake = FakeGitHub()
+    await fake.start()
+    yield fake
+    await fake.close()

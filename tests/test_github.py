@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +19,6 @@ from obsv.settings import Settings
 
 from .conftest import FakeClock, post_signed, wait_until
 from .fakes import FAST, FakeGitHub, Fault, Service, start_service_against
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,14 +23,6 @@ from .hostile import deep_breadcrumb_body
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 AN_HOUR_LATER = "2026-06-01T01:00:00.000000Z"
 MiB = 1 << 20
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

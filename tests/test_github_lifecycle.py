@@ -53,14 +53,6 @@ SinkFactory = Callable[..., Awaitable[GitHubSink]]
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def make_sink(settings: Settings, github: FakeGitHub) -> AsyncIterator[SinkFactory]:
     """A GitHub sink against the fake; several may be made, like process restarts."""
     sinks: list[GitHubSink] = []

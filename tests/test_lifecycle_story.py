@@ -40,14 +40,6 @@ ISSUE_ID = "1117540176"  # the Sentry issue of alert_body()
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def sentry() -> AsyncIterator[FakeSentry]:
     fake = FakeSentry(SENTRY_TOKEN)
     await fake.start()
