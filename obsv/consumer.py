@@ -167,7 +167,7 @@ class Consumer:
                              f"{self._fold_seq}: was the file changed while obsv ran?")
         log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),
                  snapshot_seq=self._snapshots.seq, pending_intents=len(state.intents),
-                 undecided=len(state.unrecorded), arrived_meanwhile=len(self._inbox))
+                 unrecorded=len(state.unrecorded), arrived_meanwhile=len(self._inbox))
         return state
 
     # -- deciding ---------------------------------------------------------------
