@@ -19,7 +19,7 @@ from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
 from obsv.metrics import Metrics
-from obsv.poller import Fetch, Poller
+from obsv.poller import Poller
 from obsv.sentryapi import SentrySink
 from obsv.settings import Settings
 from obsv.sink import DryRunSink, Sink
@@ -167,8 +167,7 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
 
     # What changed while obsv was down is found from the log's last record on.
     since = eventlog.last_at if eventlog.last_seq else app[CLOCK]()
-    typed: Fetch = fetch
-    return Poller(sink.repo, typed, interval=settings.github_poll_seconds, since=since,
+    return Poller(sink.repo, fetch, interval=settings.github_poll_seconds, since=since,
                   state=lambda: consumer.state,
                   caught_up=lambda: consumer.applied(eventlog.last_seq),
                   record=eventlog.append_many)
