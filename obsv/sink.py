@@ -73,6 +73,8 @@ class OpenJob:
     maybe_sent: bool  # an earlier attempt may have reached GitHub: look before posting
     # The decision; a ``regression`` open (row 8) names the issue it replaces.
     decision: AlertDecided | None = None
+    # The first alert of this Sentry issue in the log (the fold keeps it), for the body.
+    first_seen: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class CommentJob:
     issue_number: int | None
     attempts: int
     maybe_sent: bool
+    first_seen: datetime | None = None  # as in OpenJob, for comment templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,7 @@ def render_job(job: OpenJob) -> IssueDraft | IssueFailed:
     (rule 1: the renderer is total by design; this is the net below it)."""
     try:
         return render_issue(job.received.alert, body_of(job.received), job.labels,
-                            decision=job.decision)
+                            first_seen=job.first_seen, decision=job.decision)
     except Exception as exc:
         return unrenderable(job.alert_seq, job.attempts, exc)
 

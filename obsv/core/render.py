@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from obsv.core.alert import Alert, tag_pairs
+from obsv.core.codec import format_time
 from obsv.core.events import AlertDecided, SentryIssueChanged
 
 TITLE_MAX = 256
@@ -325,7 +326,7 @@ def _summary(alert: Alert, event: Mapping[str, Any], first_seen: datetime | None
         f"- **Level:** {code(alert.level)}",
         f"- **Environment:** {code(alert.environment or 'none')}",
         f"- **Release:** {code(_text(event.get('release')) or 'none')}",
-        f"- **First seen:** {code(first_seen.isoformat() if first_seen else seen or 'unknown')}",
+        f"- **First seen:** {code(format_time(first_seen) if first_seen else seen or 'unknown')}",
         f"- **Last seen:** {code(seen or 'unknown')}",
         f"- **Sentry:** {_link(alert.web_url)}",
     ]
