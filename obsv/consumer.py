@@ -319,10 +319,11 @@ class Consumer:
                 maybe_sent))
         assert isinstance(received, AlertReceived) and isinstance(decision, AlertDecided)
         policy = self.state.effective_policy
+        first_seen = self.state.first_seen.get(received.alert.sentry_issue_id)
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
                 intent.alert_seq, intent.at, received, policy.labels, intent.attempts,
-                maybe_sent, decision))
+                maybe_sent, decision, first_seen))
         if intent.action == "reopen" and not intent.reopened:
             return await self._sink.reopen_issue(ReopenJob(
                 intent.alert_seq, decision, number, policy.labels, policy.mute_label,
@@ -330,7 +331,7 @@ class Consumer:
         # A comment, or a reopen's regression comment once its PATCH is recorded.
         return await self._sink.post_comment(CommentJob(
             intent.alert_seq, intent.at, received, decision, number, intent.attempts,
-            maybe_sent))
+            maybe_sent, first_seen))
 
     async def _resolve_in_sentry(self, intent: Intent, maybe_sent: bool) -> Event:
         decision = intent.decision

@@ -82,6 +82,7 @@ from obsv.sink import (
     render_job,
     reopen_labels,
 )
+from obsv.templates import load_renderer
 
 log = structlog.get_logger("obsv.github")
 
@@ -430,6 +431,7 @@ class GitHubSink:
         self._retry = retry
         self._limits = limits
         self._auth = auth_from(settings, clock)
+        self._renderer = load_renderer(settings.template_dir, settings.redact_pii)
         self._session: aiohttp.ClientSession | None = None
         self._gh: GitHubAPI | None = None
         self._labels_ready = False
@@ -468,7 +470,7 @@ class GitHubSink:
 
     async def open_issue(self, job: OpenJob) -> IssueOpened | IssueFailed:
         """Open the issue for an ``open`` decision (or find the one already opened)."""
-        draft = render_job(job)
+        draft = render_job(job, self._renderer)
         if isinstance(draft, IssueFailed):
             return draft
 
@@ -488,7 +490,7 @@ class GitHubSink:
         """Post the recurrence or regression comment (or find the one already posted)."""
         if job.issue_number is None:
             return _no_issue(job.alert_seq, job.attempts, "comment on")
-        text = render_comment_job(job)
+        text = render_comment_job(job, self._renderer)
         if isinstance(text, IssueFailed):
             return text
         marker = comment_marker_for(job.alert_seq)

@@ -42,7 +42,7 @@ STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
 def default_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Sink:
     """The dry-run outbox unless GitHub is configured and dry run is off."""
     if settings.dry_run:
-        return DryRunSink(settings.outbox_dir, settings.github_repo, clock)
+        return DryRunSink.from_settings(settings, clock)
     from obsv.github import GitHubSink
     return GitHubSink(settings, clock, metrics)
 

@@ -64,6 +64,9 @@ class Settings:
     resolve_in_sentry: bool = False
     sentry_api_token: str | None = None
     sentry_api_url: str = "https://sentry.io"
+    # The issue text (docs/reference.md §6, §10).
+    template_dir: Path | None = None
+    redact_pii: bool = True
 
     def __repr__(self) -> str:
         shown = []
@@ -245,6 +248,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "resolve_in_sentry": _boolean,
     "sentry_api_token": _optional_secret,
     "sentry_api_url": _url,
+    "template_dir": _optional_path,
+    "redact_pii": _boolean,
 }
 
 

@@ -44,13 +44,13 @@ from obsv.core.render import (
     close_marker_for,
     comment_marker_for,
     render_close_comment,
-    render_comment,
-    render_issue,
     render_reopen_note,
     reopen_marker_for,
 )
 from obsv.errors import StartupError
 from obsv.files import write_private
+from obsv.settings import Settings
+from obsv.templates import BUILTIN, Renderer, load_renderer
 
 MAX_RETRY_SECONDS = 3600
 # Outbox write errors that the same write will meet again: the name is too long for
@@ -73,6 +73,8 @@ class OpenJob:
     maybe_sent: bool  # an earlier attempt may have reached GitHub: look before posting
     # The decision; a ``regression`` open (row 8) names the issue it replaces.
     decision: AlertDecided | None = None
+    # The first alert of this Sentry issue in the log (the fold keeps it), for the body.
+    first_seen: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class CommentJob:
     issue_number: int | None
     attempts: int
     maybe_sent: bool
+    first_seen: datetime | None = None  # as in OpenJob, for comment templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +170,21 @@ def body_of(received: AlertReceived) -> dict[str, object]:
     return body
 
 
-def render_job(job: OpenJob) -> IssueDraft | IssueFailed:
+def render_job(job: OpenJob, renderer: Renderer = BUILTIN) -> IssueDraft | IssueFailed:
     """The issue to post, or the permanent failure of a payload that cannot be rendered
     (rule 1: the renderer is total by design; this is the net below it)."""
     try:
-        return render_issue(job.received.alert, body_of(job.received), job.labels,
-                            decision=job.decision)
+        return renderer.issue(job.received.alert, body_of(job.received), job.labels,
+                              job.first_seen, job.decision)
     except Exception as exc:
         return unrenderable(job.alert_seq, job.attempts, exc)
 
 
-def render_comment_job(job: CommentJob) -> str | IssueFailed:
+def render_comment_job(job: CommentJob, renderer: Renderer = BUILTIN) -> str | IssueFailed:
     """The comment to post, or the permanent failure of one that cannot be rendered."""
     try:
-        return render_comment(job.received.alert, job.decision, body_of(job.received))
+        return renderer.comment(job.received.alert, job.decision, body_of(job.received),
+                                job.first_seen)
     except Exception as exc:
         return unrenderable(job.alert_seq, job.attempts, exc)
 
@@ -232,10 +236,18 @@ class DryRunSink:
 
     dry_run = True
 
-    def __init__(self, outbox: Path, repo: str | None, clock: Callable[[], datetime]) -> None:
+    def __init__(self, outbox: Path, repo: str | None, clock: Callable[[], datetime],
+                 renderer: Renderer = BUILTIN) -> None:
         self.outbox = outbox
         self.repo = repo
         self._clock = clock
+        self.renderer = renderer
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], datetime]) -> DryRunSink:
+        """The outbox sink of ``settings``, with its templates loaded and checked."""
+        return cls(settings.outbox_dir, settings.github_repo, clock,
+                   load_renderer(settings.template_dir, settings.redact_pii))
 
     async def start(self) -> None:
         """Create the outbox and prove it writable, so that a bad ``OBSV_OUTBOX_DIR``
@@ -257,12 +269,11 @@ class DryRunSink:
     async def open_issue(self, job: OpenJob) -> IssueOpened | IssueFailed:
         """Write the rendered issue; rewriting it on a retry is harmless."""
         alert = job.received.alert
-        draft = render_job(job)
+        draft = render_job(job, self.renderer)
         if isinstance(draft, IssueFailed):
             return draft
         path = self.outbox / outbox_name(alert.sentry_issue_id)
-        labels = ", ".join(draft.labels)
-        text = f"# {draft.title}\n\nLabels: {labels}\n\n{draft.body}"
+        text = outbox_text(draft)
         try:
             write_private(path, text.encode("utf-8"), how="replace")
         except OSError as exc:
@@ -273,7 +284,7 @@ class DryRunSink:
         """Append the comment to the issue's file, once per decision."""
         alert = job.received.alert
         path = self.outbox / outbox_name(alert.sentry_issue_id)
-        text = render_comment_job(job)
+        text = render_comment_job(job, self.renderer)
         if isinstance(text, IssueFailed):
             return text
         failed = self._append_once(path, "Comment", text, comment_marker_for(job.alert_seq),
@@ -318,6 +329,11 @@ class DryRunSink:
             return IssueFailed(alert_seq, attempts + 1, None, error, False, None)
         return IssueFailed(alert_seq, attempts + 1, None, error, True,
                            retry_time(self._clock(), attempts + 1))
+
+
+def outbox_text(draft: IssueDraft) -> str:
+    """An issue as the dry-run outbox (and ``obsv render``) writes it."""
+    return f"# {draft.title}\n\nLabels: {', '.join(draft.labels)}\n\n{draft.body}"
 
 
 def retry_time(now: datetime, rounds_failed: int) -> datetime:

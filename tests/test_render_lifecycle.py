@@ -63,7 +63,7 @@ def test_a_recurrence_comment_gives_the_event_facts() -> None:
     exception = sample("event_alert-triggered.json")["data"]["event"]["exception"]["values"][0]
     for fact in (f"**Release:** {code('shop@2.3.1')}", "**Environment:** `production`",
                  "**Event:** `" + "e" * 32 + "`", "[open the event in Sentry](<https://sentry.io/",
-                 "**Location:** `app/cart.py:41` in `total`",
+                 "**Location:** `app/cart.py:41:5` in `total`",
                  f"**Exception:** `{exception['type']}`", exception["value"]):
         assert fact in text, fact
     assert text.rstrip().endswith("<!-- obsv:comment-for-alert=42 -->")
@@ -81,7 +81,7 @@ def test_a_reopen_comment_says_it_regressed_and_since_when_it_was_closed() -> No
     assert "closed since `2026-05-20T08:30:00+00:00`; obsv reopened it" in text
     assert "cooldown" not in text  # nothing was held back: no line about it
     assert f"**Release:** {code('shop@2.3.1')}" in text
-    assert "**Location:** `app/cart.py:41`" in text
+    assert "**Location:** `app/cart.py:41:5`" in text
 
 
 def test_a_regression_on_an_open_issue_says_since_when_it_was_resolved() -> None:

@@ -100,8 +100,8 @@ async def test_a_payload_that_cannot_be_rendered_fails_for_good(
     def broken(*_args: object, **_kwargs: object) -> NoReturn:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("obsv.sink.render_issue", broken)
-    monkeypatch.setattr("obsv.sink.render_comment", broken)
+    monkeypatch.setattr("obsv.templates.render_issue", broken)
+    monkeypatch.setattr("obsv.templates.render_comment", broken)
     failed = await harness.sink.open_issue(OpenJob(7, AT, received(), ("agent:builder",), 0,
                                                    False))
     assert isinstance(failed, IssueFailed)

@@ -207,6 +207,9 @@ class State:
     recent_opens: deque[datetime] = field(default_factory=deque)
     intents: dict[int, Intent] = field(default_factory=dict)
     unrecorded: dict[int, Decision] = field(default_factory=dict)
+    # The ``at`` of the first alert of each Sentry issue: the issue body's "first seen"
+    # (docs/reference.md §6). One entry per distinct Sentry issue, like the links.
+    first_seen: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def effective_policy(self) -> Policy:
@@ -222,7 +225,8 @@ class State:
             links=self.links.copy(), links_by_issue=self.links_by_issue.copy(),
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
-            intents=self.intents.copy(), unrecorded=self.unrecorded.copy())
+            intents=self.intents.copy(), unrecorded=self.unrecorded.copy(),
+            first_seen=self.first_seen.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -346,6 +350,7 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
     decision = decide(state, alert, at, seq, state.effective_policy)
     if alert.event_id not in state.event_ids:
         state.event_ids[alert.event_id] = at
+    state.first_seen.setdefault(alert.sentry_issue_id, at)
     if decision.reason != "duplicate":
         _no_longer_resolved(state, alert.sentry_issue_id)
     _fold_decision(state, decision, received, at)

@@ -26,7 +26,7 @@ from obsv.core.events import (
 )
 from obsv.core.policy import Intent, Link, State
 
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5  # 5: first_seen rows
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -79,6 +79,8 @@ def snapshot_rows(state: State) -> Iterator[Row]:
                _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.reopened]
     for decision in state.unrecorded.values():
         yield ["u", _record(decision)]
+    for sentry_issue_id, at in state.first_seen.items():
+        yield ["f", sentry_issue_id, format_time(at)]
 
 
 def _held(state: State, link: Link) -> int:
@@ -122,6 +124,8 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             state.unlinked_numbers.add((row[1], row[2]))
         case "o":
             opens.append(parse_time(row[1]))
+        case "f":
+            state.first_seen[row[1]] = parse_time(row[2])
         case "l":
             _load_link(state, row)
         case "i":
