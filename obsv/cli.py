@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the Sentry-Hook-Resource to send (default: event_alert); with a "
                            "sample for event_alert, issue, error, installation, comment, "
                            "metric_alert")
+
+    render = commands.add_parser(
+        "render", help="print the issue (or comment) obsv would post for a payload",
+        description="Render a Sentry event_alert payload as obsv would post it, with the "
+                    "configured templates and redaction: the title and body of the issue, "
+                    "or with --comment the recurrence comment. Reads no log (so 'first "
+                    "seen' is this event's time) and contacts nobody: the way to preview "
+                    "templates.")
+    render.add_argument("--config", metavar="PATH",
+                        help="settings file (for OBSV_TEMPLATE_DIR, OBSV_REDACT_PII, labels)")
+    render.add_argument("--payload", metavar="FILE",
+                        help="an event_alert body (default: Sentry's documented sample)")
+    render.add_argument("--comment", action="store_true",
+                        help="print the recurrence comment instead of the issue")
     return parser
 
 
@@ -137,6 +151,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)
+        if args.command == "render":
+            from obsv.preview import render_command
+            return render_command(args)
     except (ConfigError, UsageError, StartupError, LogInUse) as exc:
         print(f"obsv: {exc}", file=sys.stderr)
         return 2
