@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import decide, endtoend, ingest, replay, restart
+from bench import append, decide, endtoend, ingest, replay, restart
 from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "endtoend": endtoend.main,
     "replay": replay.main,
     "restart": restart.main,
+    "append": append.main,
 }
 
 
