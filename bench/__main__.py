@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import decide, endtoend, ingest, render, replay, restart
+from bench import append, decide, endtoend, ingest, render, replay, restart
 from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "replay": replay.main,
     "restart": restart.main,
     "render": render.main,
+    "append": append.main,
 }
 
 

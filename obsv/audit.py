@@ -6,10 +6,15 @@ service uses, so what the audit says is what the service did (or, with
 where the core derives them (docs/reference.md §5 rule 2, policy.py rules 2 and 11):
 an alert's at the alert, a sync decision at its ``sentry.issue`` or ``github.issue``,
 and each recorded ``alert.decided`` / ``sync.decided`` is compared with that.
+
+``--verify`` also checks what makes the log tamper-evident (docs/reference.md §11,
+``Integrity``): the hash chain line by line, a head kept elsewhere, the checkpoints,
+and with the webhook secret every stored body against its recorded signature.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +23,7 @@ from typing import Any
 import orjson
 
 from obsv.core.alert import Alert
-from obsv.core.codec import CodecError, decode, format_time
+from obsv.core.codec import GENESIS, CodecError, decode, format_time
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -26,16 +31,19 @@ from obsv.core.events import (
     Envelope,
     Event,
     GitHubIssueObserved,
+    HookReceived,
     IssueClosed,
     IssueFailed,
     IssueOpened,
     IssueReopened,
+    LogCheckpoint,
     Policy,
     SentryIssueChanged,
     SentryResolved,
     SyncDecided,
 )
 from obsv.core.policy import Link, State, apply, decide, observed_link
+from obsv.core.signature import is_valid
 from obsv.eventlog import bounded_reason, iter_lines
 
 # The records that carry out a decision, named by the seq of the record decided.
@@ -130,7 +138,7 @@ class Finding:
     seq: int | None
     line: int | None
     message: str
-    kind: str = "decision"  # or "unreadable", "torn", "gap"
+    kind: str = "decision"  # or "unreadable", "torn", "gap", "chain", "head", "signature"
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else f"seq {self.seq}"
@@ -201,10 +209,139 @@ class Audit:
         return self.issue_name(decision.linked_issue.alert_seq)
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A line an operator kept elsewhere: its seq and the sha256 of its bytes."""
+
+    seq: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.sha256}"
+
+
+_SHOWN_SEQS = 10
+
+
+@dataclass(slots=True)
+class Integrity:
+    """The tamper checks of ``--verify`` (docs/reference.md §11), fed every whole line.
+
+    The chain starts at the first record with ``prev``; from there each ``prev`` must be
+    the hash of the line before (64 zeros on line 1) and a record without one is a break.
+    Only the first break is a finding: every link after a removed or reordered line may
+    break too, and they are counted instead.
+    """
+
+    head: Head | None = None
+    secret: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    chained: int = 0  # records with prev
+    breaks: int = 0
+    head_line: int | None = None  # the line holding head.seq
+    last_seq: int | None = None
+    checkpoint: tuple[int, int, LogCheckpoint] | None = None  # (line, seq, record)
+    signatures_checked: int = 0
+    signatures_failed: list[int] = field(default_factory=list)  # seqs
+    signatures_skipped: int = 0  # raw null with no earlier body of its event id in the log
+    _expected: str = GENESIS
+    _started: bool = False
+    # event id -> (sha256, signature, valid) of the first stored body, for the raw null
+    # of a redelivery: the same body signed with the same secret has the same signature.
+    _bodies: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
+
+    def feed(self, line_no: int, line: bytes, envelope: Envelope) -> None:
+        """Check one whole line (``\\n`` included) and the record it holds."""
+        digest = hashlib.sha256(memoryview(line)[:-1]).hexdigest()
+        self._link(line_no, envelope)
+        if isinstance(envelope.event, LogCheckpoint):
+            self._checkpoint(line_no, envelope, envelope.event)
+        if self.head is not None and envelope.seq == self.head.seq and self.head_line is None:
+            self.head_line = line_no
+            if digest != self.head.sha256:
+                self.findings.append(Finding(envelope.seq, line_no, (
+                    f"--head {self.head}: the line holding seq {envelope.seq} has hash "
+                    f"{digest}: the log was rewritten since that head was taken"), "head"))
+        if self.secret is not None:
+            self._signature(envelope)
+        self._expected = digest
+        self.last_seq = envelope.seq
+
+    def finish(self) -> None:
+        """The findings that need the whole log: a head it does not hold, signatures."""
+        if self.head is not None and self.head_line is None:
+            ends = (f"the log ends at seq {self.last_seq}" if self.last_seq is not None
+                    else "the log is empty")
+            self.findings.append(Finding(self.head.seq, None, (
+                f"--head {self.head}: {ends} and holds no seq {self.head.seq}: the log was "
+                "truncated, or it is not the log that head was taken from"), "head"))
+        if self.signatures_failed:
+            failed = self.signatures_failed
+            shown = ", ".join(map(str, failed[:_SHOWN_SEQS])) + (
+                " …" if len(failed) > _SHOWN_SEQS else "")
+            self.findings.append(Finding(failed[0], None, (
+                f"{len(failed)} of {self.signatures_checked} stored bodies do not match "
+                f"their recorded signature (seq {shown}): forged, or checked with the wrong "
+                "secret"), "signature"))
+
+    def _link(self, line_no: int, envelope: Envelope) -> None:
+        prev = envelope.prev
+        if prev is None and not self._started:
+            return  # an older log's line, before the chain starts
+        self._started = True
+        self.chained += prev is not None
+        if prev == self._expected:
+            return
+        self.breaks += 1
+        if self.breaks > 1:
+            return
+        if prev is None:
+            why = "has no prev, though the chain started before it: written by something else"
+        elif line_no == 1:
+            why = "its prev is not 64 zeros, as the first line's is: lines were removed before it"
+        else:
+            why = (f"its prev is not the hash of line {line_no - 1}: line {line_no - 1} was "
+                   f"changed, or lines were removed, inserted or reordered before line {line_no}")
+        self.findings.append(Finding(envelope.seq, line_no,
+                                     f"chain broken at seq {envelope.seq}: {why}", "chain"))
+
+    def _checkpoint(self, line_no: int, envelope: Envelope, event: LogCheckpoint) -> None:
+        self.checkpoint = (line_no, envelope.seq, event)
+        if (event.head_seq, event.head_sha256) != (self.last_seq, self._expected):
+            self.findings.append(Finding(envelope.seq, line_no, (
+                f"log.checkpoint names head {event.head_seq}:{event.head_sha256}, but the line "
+                f"before it is seq {self.last_seq} with hash {self._expected}"), "chain"))
+
+    def _signature(self, envelope: Envelope) -> None:
+        event, secret = envelope.event, self.secret
+        assert secret is not None
+        if not isinstance(event, AlertReceived | HookReceived | SentryIssueChanged):
+            return  # github.issue bodies are GitHub's, signed with another secret, not kept
+        signature = event.delivery.signature
+        if event.raw is None:
+            assert isinstance(event, AlertReceived)
+            first = self._bodies.get(event.alert.event_id)
+            if first is None:
+                self.signatures_skipped += 1
+                return
+            self.signatures_checked += 1
+            if first != (event.raw_sha256, signature, True):
+                self.signatures_failed.append(envelope.seq)
+            return
+        body = event.raw.encode("utf-8")  # the exact bytes: ingress stored them as UTF-8
+        self.signatures_checked += 1
+        valid = is_valid(secret, body, signature)
+        if not valid:
+            self.signatures_failed.append(envelope.seq)
+        if isinstance(event, AlertReceived):
+            self._bodies.setdefault(event.alert.event_id,
+                                    (hashlib.sha256(body).hexdigest(), signature, valid))
+
+
 def audit(path: Path, policy_override: Policy | None = None,
-          issue: str | None = None) -> Audit:
+          issue: str | None = None, integrity: Integrity | None = None) -> Audit:
     """Fold ``path`` once: rows per alert, integrity and decision findings, and with
-    ``issue`` the timeline of that Sentry issue."""
+    ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too."""
     result = Audit(state=State(policy_override=policy_override))
     expected_seq = 1
     for line_no, (end, line) in enumerate(iter_lines(path), 1):
@@ -229,7 +366,12 @@ def audit(path: Path, policy_override: Policy | None = None,
                                            f"seq {envelope.seq} where {expected_seq} was due",
                                            "gap"))
         expected_seq = envelope.seq + 1
+        if integrity is not None:
+            integrity.feed(line_no, line, envelope)
         _fold(result, envelope, issue)
+    if integrity is not None:
+        integrity.finish()
+        result.findings.extend(integrity.findings)
     pending = result.state.unrecorded
     result.unrecorded = sorted(s for s, d in pending.items() if isinstance(d, AlertDecided))
     result.unrecorded_sync = sorted(s for s, d in pending.items() if isinstance(d, SyncDecided))

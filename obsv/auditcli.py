@@ -15,6 +15,8 @@ from obsv.audit import (
     Audit,
     Context,
     Entry,
+    Head,
+    Integrity,
     Probe,
     Row,
     audit,
@@ -39,9 +41,11 @@ from obsv.core.events import (
 )
 from obsv.core.policy import WONT_FIX_REASONS
 from obsv.errors import UsageError
-from obsv.settings import load_settings
+from obsv.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_HEAD = re.compile(r"^([1-9][0-9]{0,18}):([0-9a-fA-F]{64})$")
+_NO_SECRET = ("", "-")  # load_settings(require_secret=False) fills in "-" when unset
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -62,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     why = args.command == "why"
     since = _since(args.since) if not why and args.since else None
     override = settings.policy() if not why and args.policy == "current" else None
+    integrity = None if why else _integrity(args, settings)
     try:
-        result = audit(path, override, args.sentry_issue_id if why else args.issue)
+        result = audit(path, override, args.sentry_issue_id if why else args.issue, integrity)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if result.unreadable is not None:
@@ -77,12 +82,32 @@ def run(args: argparse.Namespace) -> int:
     if why:
         code = _why(path, args.sentry_issue_id, result)
     elif args.verify:
-        return _print_verify(path, result, override)
+        assert integrity is not None
+        return _print_verify(path, result, override, integrity)
     else:
         rows = [r for r in result.rows.values() if since is None or r.at >= since]
         _print_rows(result, rows, as_json=args.json, current=override is not None)
         code = 0
     return max(code, _report_findings(path, result, current=override is not None))
+
+
+def _integrity(args: argparse.Namespace, settings: Settings) -> Integrity | None:
+    """The tamper checks ``--verify`` makes (docs/reference.md §11); None without it."""
+    if not args.verify:
+        for flag in ("head", "secret"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} is checked by --verify: add --verify")
+        return None
+    head = None
+    if args.head is not None:
+        match = _HEAD.match(args.head.strip())
+        if match is None:
+            raise UsageError(f"--head {args.head!r}: give SEQ:HASH, a seq and the 64 hex "
+                             "digits of its line's sha256 (a log.checkpoint's head_seq and "
+                             "head_sha256, or a snapshot header's head)")
+        head = Head(int(match.group(1)), match.group(2).lower())
+    secret = args.secret if args.secret is not None else settings.sentry_client_secret
+    return Integrity(head=head, secret=None if secret in _NO_SECRET else secret)
 
 
 def _warn(message: str) -> None:
@@ -190,9 +215,12 @@ def _wont_fix_why(context: Context | None) -> str | None:
     return "muted"
 
 
-def _print_verify(path: Path, result: Audit, override: Policy | None) -> int:
+def _print_verify(path: Path, result: Audit, override: Policy | None,
+                  integrity: Integrity) -> int:
     for finding in result.findings:
         _say(f"MISMATCH {finding}")
+    for line in _integrity_lines(integrity):
+        _say(line)
     against = "today's settings" if override else "the policies recorded in the log"
     alerts = len(result.rows)
     if result.unrecorded:
@@ -209,6 +237,34 @@ def _print_verify(path: Path, result: Audit, override: Policy | None) -> int:
     _say(f"{path}: ok: {result.records} records, seq contiguous, {counted}, every "
          f"decision re-derived with {against}")
     return 0
+
+
+def _integrity_lines(integrity: Integrity) -> list[str]:
+    """What the tamper checks covered: the chain, the head, the last checkpoint and the
+    signatures, one line each (their findings are printed above as MISMATCH). A log
+    written before the chain, checked without a secret, gets none: nothing was checked."""
+    lines = []
+    if integrity.breaks:
+        lines.append(f"chain: broken ({integrity.breaks} link(s)); the first is named above")
+    elif integrity.chained:
+        lines.append(f"chain: intact over {integrity.chained} record(s) with prev")
+    if integrity.head is not None and integrity.head_line is not None:
+        lines.append(f"head {integrity.head}: seq {integrity.head.seq} is at line "
+                     f"{integrity.head_line}")
+    if integrity.checkpoint is not None:
+        line_no, seq, event = integrity.checkpoint
+        lines.append(f"last checkpoint: line {line_no} (seq {seq}), head "
+                     f"{event.head_seq}:{event.head_sha256}")
+    elif integrity.chained:
+        lines.append("last checkpoint: none in the log yet")
+    if integrity.secret is not None:
+        failed = len(integrity.signatures_failed)
+        skipped = (f", {integrity.signatures_skipped} redelivery(ies) without a body skipped "
+                   "(no earlier body of their event id in the log)"
+                   if integrity.signatures_skipped else "")
+        lines.append(f"signatures: {integrity.signatures_checked} stored bodies re-checked, "
+                     f"{failed} fail{skipped}")
+    return lines
 
 
 def _seqs(seqs: list[int]) -> str:

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decide with the policies recorded in the log (default) or with "
                              "today's settings; exit 1 when any decision differs from the "
                              "recorded one")
+    replay.add_argument("--head", metavar="SEQ:HASH",
+                        help="with --verify: check the log still holds this line (a head "
+                             "kept elsewhere: a log.checkpoint's, or a snapshot's)")
+    replay.add_argument("--secret", metavar="S",
+                        help="with --verify: re-check every stored body against its "
+                             "signature with this webhook secret (default: the configured "
+                             "OBSV_SENTRY_CLIENT_SECRET)")
     replay.add_argument("--issue", metavar="ID", help="only alerts of this Sentry issue id")
     replay.add_argument("--since", metavar="TIME",
                         help="only alerts at or after TIME: RFC 3339 (2026-11-27T08:00:00Z), "

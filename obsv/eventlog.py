@@ -27,6 +27,18 @@ Rules:
    mode is reported (``mode``) and left as it is, as it may not be obsv's to change.
 8. Open costs O(tail), whatever the tail holds: the last newline is found by
    scanning back in fixed chunks, and a torn tail is copied aside in bounded chunks.
+9. The lines form a hash chain (docs/reference.md §11): each line starts with
+   ``"prev"``, the sha256 of the line before it without its ``\n`` (64 zeros for the
+   first line), so an edited, dropped or reordered line breaks the link after it.
+   Records are encoded on the loop; the log thread, which writes them anyway, puts
+   ``prev`` in front of each line and hashes it, so the loop does no hashing. Open
+   learns the last line's hash from the tail it reads for rule 6. A failed batch
+   leaves the head where it was, like ``seq``.
+10. While records arrive, the writer adds a ``log.checkpoint`` (the head: last seq
+   and its line's hash) to the first batch committed at least 60 s (by the log's
+   clock) after the previous checkpoint, or after the first batch since open. It is
+   written only after other records, so an idle log stays silent, and a checkpoint
+   never makes another one due.
 """
 
 from __future__ import annotations
@@ -35,20 +47,21 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 from obsv.clock import Clock as Clock  # re-exported: the shells import it from here
 from obsv.clock import utc_now as utc_now
-from obsv.core.codec import CodecError, decode, encode
-from obsv.core.events import Envelope, Event
+from obsv.core.codec import GENESIS, CodecError, decode, encode
+from obsv.core.events import Envelope, Event, LogCheckpoint
 from obsv.errors import StartupError
 from obsv.files import write_private
 
@@ -62,6 +75,8 @@ _CHECKED_LINES = 16  # rule 6: how many of the last records open checks ...
 _CHECKED_BYTES = 1 << 20  # ... as long as they fit in this (the last one always does)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_REASON = 300  # characters of a parse error shown: it may quote a value megabytes long
+CHECKPOINT_INTERVAL = timedelta(seconds=60)  # rule 10
+_PREV = b'{"prev":"'
 
 
 class LogCorrupt(Exception):
@@ -113,6 +128,26 @@ def decode_line(line: bytes) -> Envelope:
 def encode_line(envelope: Envelope) -> bytes:
     """One record -> its log line, ``\\n`` included."""
     return orjson.dumps(encode(envelope)) + b"\n"
+
+
+def line_sha256(line: bytes) -> str:
+    """The hash the next line's ``prev`` carries: sha256 of ``line`` without its ``\\n``."""
+    return hashlib.sha256(line[:-1] if line.endswith(b"\n") else line).hexdigest()
+
+
+def chain(lines: Sequence[bytes], prev: str) -> tuple[list[bytes | memoryview], str]:
+    """Rule 9: ``lines`` (encoded without ``prev``, ``\\n`` included) as pieces to join,
+    each line led by ``"prev"``, and the hash of the last one. The pieces are views, so
+    no line is copied before the one ``join`` of the batch."""
+    pieces: list[bytes | memoryview] = []
+    for line in lines:
+        rest = memoryview(line)[1:]  # after the "{" every record starts with
+        head = _PREV + prev.encode("ascii") + b'",'
+        digest = hashlib.sha256(head)
+        digest.update(rest[:-1])
+        pieces += (head, rest)
+        prev = digest.hexdigest()
+    return pieces, prev
 
 
 def iter_lines(path: Path, start: int = 0, end: int | None = None
@@ -197,7 +232,8 @@ class EventLog:
     """Append-only, group-committed, fsync'd JSONL log with ``seq`` and ``at``."""
 
     def __init__(self, path: Path, fd: int, size: int, last: Envelope | None,
-                 clock: Clock, torn: TornTail | None, mode: int = _FILE_MODE) -> None:
+                 clock: Clock, torn: TornTail | None, mode: int = _FILE_MODE,
+                 head_sha256: str = GENESIS) -> None:
         self.path = path
         self.torn = torn
         self.mode = mode  # as found on open: rule 7 reports a wider one, never changes it
@@ -206,6 +242,8 @@ class EventLog:
         self._dirty = False
         self._last_seq = last.seq if last else 0
         self._last_at = last.at if last else _EPOCH
+        self._head_sha256 = head_sha256  # rule 9: what the next line's prev is
+        self._checkpoint_due: datetime | None = None  # rule 10
         self._clock = clock
         self._queue: list[tuple[Event, asyncio.Future[Envelope]]] = []
         self._wakeup = asyncio.Event()
@@ -229,12 +267,12 @@ class EventLog:
                 _fsync_dir(path.parent)
             mode = stat.S_IMODE(os.fstat(fd).st_mode)
             whole = _whole_end(fd)
-            last = _check_last_records(path, fd, whole)
+            last, head_sha256 = _check_last_records(path, fd, whole)
             torn = _set_aside_tail(path, fd, whole, last.seq if last else 0)
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, whole, last, clock, torn, mode)
+        return cls(path, fd, whole, last, clock, torn, mode, head_sha256)
 
     @property
     def last_seq(self) -> int:
@@ -245,6 +283,11 @@ class EventLog:
     def last_at(self) -> datetime:
         """The ``at`` of the last durable record (the epoch for an empty log)."""
         return self._last_at
+
+    @property
+    def head_sha256(self) -> str:
+        """The hash of the last durable line (rule 9; 64 zeros for an empty log)."""
+        return self._head_sha256
 
     @property
     def size(self) -> int:
@@ -302,9 +345,8 @@ class EventLog:
         accepted, lines = self._stamp_and_encode(batch)
         if not accepted:
             return
-        data = b"".join(lines)
         try:
-            await loop.run_in_executor(self._io, self._write_durably, data)
+            size, head = await loop.run_in_executor(self._io, self._chain_and_write, lines)
         except OSError as exc:
             self.writable = False
             error = LogWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
@@ -312,13 +354,32 @@ class EventLog:
                 future.set_exception(error)
             return
         self.writable = True
-        self._size += len(data)
+        self._size += size
+        self._head_sha256 = head
         self._last_seq, self._last_at = accepted[-1][0].seq, accepted[-1][0].at
         for envelope, future in accepted:
             if not future.done():
                 future.set_result(envelope)
         for listener in self._listeners:
             listener([envelope for envelope, _ in accepted])
+        self._maybe_checkpoint(loop, accepted)
+
+    def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop,
+                          accepted: list[tuple[Envelope, asyncio.Future[Envelope]]]) -> None:
+        """Rule 10: queue a ``log.checkpoint`` first in the next batch when one is due."""
+        if self._closing or all(isinstance(e.event, LogCheckpoint) for e, _ in accepted):
+            return
+        at = accepted[-1][0].at
+        due, self._checkpoint_due = self._checkpoint_due, at + CHECKPOINT_INTERVAL
+        if due is None or at < due:
+            if due is not None:
+                self._checkpoint_due = due
+            return
+        future: asyncio.Future[Envelope] = loop.create_future()
+        # Nobody awaits it: a failed checkpoint is retried by the next batch that is due.
+        future.add_done_callback(_failed_checkpoint)
+        self._queue.insert(0, (LogCheckpoint(self._last_seq, self._head_sha256), future))
+        self._wakeup.set()
 
     def _stamp_and_encode(self, batch: list[tuple[Event, asyncio.Future[Envelope]]]
                           ) -> tuple[list[tuple[Envelope, asyncio.Future[Envelope]]],
@@ -340,6 +401,15 @@ class EventLog:
             accepted.append((envelope, future))
         return accepted, lines
 
+    def _chain_and_write(self, lines: list[bytes]) -> tuple[int, str]:
+        """Runs on the log thread: chain ``lines`` to the head (rule 9), write them
+        durably; their size and the new head. The loop waits for this before it
+        commits the next batch, so the head read here is never stale."""
+        pieces, head = chain(lines, self._head_sha256)
+        data = b"".join(pieces)
+        self._write_durably(data)
+        return len(data), head
+
     def _write_durably(self, data: bytes) -> None:
         """Runs on the log thread: write all of ``data`` and fsync, or cut it back."""
         try:
@@ -357,6 +427,11 @@ class EventLog:
                 os.ftruncate(self._fd, self._size)
                 self._dirty = False
             raise
+
+
+def _failed_checkpoint(future: asyncio.Future[Envelope]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: the failed batch was reported with its appends
 
 
 def _lock(path: Path, fd: int) -> None:
@@ -478,10 +553,13 @@ def _last_lines(fd: int, whole: int) -> list[tuple[int, bytes]]:
     return lines[-_CHECKED_LINES:]
 
 
-def _check_last_records(path: Path, fd: int, whole: int) -> Envelope | None:
-    """Rule 6: the last records parse and their seqs run on by one; the last one."""
+def _check_last_records(path: Path, fd: int, whole: int) -> tuple[Envelope | None, str]:
+    """Rule 6: the last records parse and their seqs run on by one; the last one, and
+    the hash of its line (rule 9)."""
     previous: Envelope | None = None
+    head = GENESIS
     for start, line in _last_lines(fd, whole):
+        head = line_sha256(line)
         try:
             record = decode_line(line)
         except (CodecError, orjson.JSONDecodeError) as exc:
@@ -491,7 +569,7 @@ def _check_last_records(path: Path, fd: int, whole: int) -> Envelope | None:
                              f"seq {record.seq} after seq {previous.seq}: the last records "
                              "must run on by one (an old line copied to the end?)")
         previous = record
-    return previous
+    return previous, head
 
 
 def _count_newlines(fd: int, end: int) -> int:

@@ -16,6 +16,9 @@ Rules:
    that seq ending at that very offset.
 4. Written atomically (a fresh temp file, fsync, rename) with mode 0600, since it
    holds alert data; neither written nor read through a symlink.
+4a. The header also names the log's head it covers, ``"head": "SEQ:HASH"`` (the seq
+   and the chain hash of its line, docs/reference.md §11), in the form that
+   ``obsv replay --verify --head`` takes, so an operator can keep it elsewhere.
 5. Written once ``every`` records have been folded since the last one, but at most
    every 10 s (writing costs O(state)), from a copy of the state on a worker thread
    so deliveries are not held up; and at a clean stop.
@@ -37,7 +40,7 @@ import structlog
 
 from obsv.core.policy import State
 from obsv.core.snapshot import snapshot_rows, state_from_rows
-from obsv.eventlog import EventLog, decode_line, line_ending_at
+from obsv.eventlog import EventLog, decode_line, line_ending_at, line_sha256
 from obsv.files import write_private
 from obsv.metrics import Metrics
 
@@ -67,7 +70,8 @@ class SnapshotFile:
         line = line_ending_at(self.log_path, offset)
         if line is None:
             raise OSError(f"no line of {self.log_path} ends at {offset}")
-        write_private(self.path, _batched(_lines(state, offset, _sha256(line))),
+        head = f"{state.last_seq}:{line_sha256(line)}"
+        write_private(self.path, _batched(_lines(state, offset, _sha256(line), head)),
                       how="replace")
 
     def load(self, limit: int) -> tuple[State, int] | None:
@@ -118,11 +122,11 @@ def _seq_of(line: bytes) -> int | None:
         return None
 
 
-def _lines(state: State, offset: int, line_sha256: str) -> Iterator[bytes]:
+def _lines(state: State, offset: int, line_hash: str, head: str) -> Iterator[bytes]:
     """Rule 2: header, rows, and the trailer that proves them."""
     digest = hashlib.sha256()
     header = orjson.dumps({"format": FORMAT, "offset": offset,
-                           "line_sha256": line_sha256}) + b"\n"
+                           "line_sha256": line_hash, "head": head}) + b"\n"
     digest.update(header)
     yield header
     rows = 0

@@ -32,6 +32,7 @@ from obsv.core.events import (
     IssueOpened,
     IssueReopened,
     LinkedIssue,
+    LogCheckpoint,
     Policy,
     SentryIssueChanged,
     SentryResolved,
@@ -40,6 +41,9 @@ from obsv.core.events import (
 )
 
 VERSION = 1
+# The ``prev`` of the first line of a log (docs/reference.md §11).
+GENESIS = "0" * 64
+_HEX = frozenset("0123456789abcdef")
 _DEFAULT_POLICY = Policy()
 
 Json = dict[str, Any]
@@ -94,13 +98,17 @@ def type_name(event: Event) -> str:
             return "sentry.resolved"
         case SyncDecided():
             return "sync.decided"
+        case LogCheckpoint():
+            return "log.checkpoint"
         case _:
             assert_never(event)
 
 
 def encode(envelope: Envelope) -> Json:
-    """The JSON-ready dict of one record."""
-    record: Json = {
+    """The JSON-ready dict of one record; ``prev`` comes first when there is one, as
+    the log writer puts it (obsv/eventlog.py rule 9)."""
+    record: Json = {} if envelope.prev is None else {"prev": envelope.prev}
+    record |= {
         "seq": envelope.seq,
         "at": format_time(envelope.at),
         "type": type_name(envelope.event),
@@ -180,6 +188,8 @@ def _event_fields(event: Event) -> Json:
                 "action": event.action,
                 "reason": event.reason,
             }
+        case LogCheckpoint():
+            return {"head_seq": event.head_seq, "head_sha256": event.head_sha256}
         case _:
             assert_never(event)
 
@@ -277,6 +287,7 @@ def decode(record: Json) -> Envelope:
             seq=_int(record["seq"]),
             at=parse_time(record["at"]),
             event=_decode_event(kind, record),
+            prev=_read_prev(record),
         )
     except CodecError:
         raise
@@ -297,6 +308,19 @@ def _upgrade(kind: str, record: Json) -> Json:
         record = steps[version](record)
         version += 1
     return record
+
+
+def _read_prev(record: Json) -> str | None:
+    prev = record.get("prev")  # lines of an older log have none
+    if prev is None:
+        return None
+    return _sha256_hex(prev, "prev")
+
+
+def _sha256_hex(value: object, name: str) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)):
+        raise CodecError(f"{name} must be 64 lowercase hex digits, got {value!r}")
+    return value
 
 
 def _decode_event(kind: str, r: Json) -> Event:
@@ -437,6 +461,10 @@ def _read_sync(r: Json) -> SyncDecided:
     return SyncDecided(_int(r["cause_seq"]), str(r["sentry_issue_id"]), action, reason)
 
 
+def _read_checkpoint(r: Json) -> LogCheckpoint:
+    return LogCheckpoint(_int(r["head_seq"]), _sha256_hex(r["head_sha256"], "head_sha256"))
+
+
 _READERS: dict[str, Callable[[Json], Event]] = {
     "alert.received": _read_received,
     "hook.received": _read_hook,
@@ -451,6 +479,7 @@ _READERS: dict[str, Callable[[Json], Event]] = {
     "issue.closed": _read_closed,
     "sentry.resolved": _read_resolved,
     "sync.decided": _read_sync,
+    "log.checkpoint": _read_checkpoint,
 }
 
 

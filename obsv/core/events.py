@@ -7,7 +7,7 @@ and ``at`` because only the writer knows them (it assigns both under group commi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -230,6 +230,15 @@ class SyncDecided:
     reason: SyncReason
 
 
+@dataclass(frozen=True, slots=True)
+class LogCheckpoint:
+    """The log's head when this record was written: the last ``seq`` and the sha256 of
+    its line, for an operator to keep elsewhere (docs/reference.md §11). Decides nothing."""
+
+    head_seq: int
+    head_sha256: str
+
+
 Event = (
     AlertReceived
     | HookReceived
@@ -244,6 +253,7 @@ Event = (
     | IssueClosed
     | SentryResolved
     | SyncDecided
+    | LogCheckpoint
 )
 
 
@@ -254,3 +264,8 @@ class Envelope:
     seq: int
     at: datetime
     event: Event
+    # The sha256 of the line before this one (docs/reference.md §11), as read from the
+    # log: None for a record not read back (the writer puts it in the line on its own
+    # thread) and for the lines of an older log. A property of the line, not of the
+    # record: two envelopes with the same seq, time and event are the same record.
+    prev: str | None = field(default=None, compare=False)

@@ -111,6 +111,7 @@ from obsv.core.events import (
     IssueReopened,
     IssueState,
     LinkedIssue,
+    LogCheckpoint,
     Policy,
     Reason,
     SentryIssueChanged,
@@ -337,7 +338,7 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
             _sentry_changed(state, event, at, seq)
         case GitHubIssueObserved():
             _github_observed(state, event, at, seq)
-        case HookReceived():
+        case HookReceived() | LogCheckpoint():  # decide nothing
             pass
         case _:
             assert_never(event)
