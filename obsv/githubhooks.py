@@ -7,7 +7,9 @@ In this order, like the Sentry receiver:
    by gidgethub's ``sansio.validate_event`` (constant time). A ``sha1=`` signature is
    refused: GitHub sends the SHA-256 one to every webhook, and SHA-1 is the weaker.
 4. ``ping`` 200; any event but ``issues`` 200 ``ignored``: nothing recorded.
-5. 400 for bytes that are not UTF-8 JSON, 422 for an ``issues`` body without a usable
+5. 400 ``invalid_delivery_id`` for an ``X-GitHub-Delivery`` over 128 characters (an
+   empty one counts as none: the delivery is recorded, not deduplicated).
+   400 for bytes that are not UTF-8 JSON, 422 for an ``issues`` body without a usable
    ``issue`` (fields named): GitHub does not retry a 4xx, and a bad body will not heal.
 6. An issue without obsv's marker is not obsv's: 200 ``ignored``.
 7. A delivery id already recorded (GitHub's "redeliver" button, or a retry) is answered
@@ -37,6 +39,9 @@ log = structlog.get_logger("obsv.githubhooks")
 # Delivery ids recorded by this process, beside those the fold knows (``seen``): the
 # fold lags the log by a moment, and a redelivery can come within it.
 _RECENT_DELIVERIES = 10_000
+# GitHub's delivery ids are GUIDs (36 characters). A longer one is no GitHub delivery;
+# kept, it would cost its length in memory (``_recent``, the fold) and in every record.
+DELIVERY_ID_MAX = 128
 
 
 class GitHubReceiver:
@@ -54,7 +59,9 @@ class GitHubReceiver:
     async def handle(self, request: web.Request) -> web.Response:
         """The whole of ``POST /webhooks/github`` (rules 2-8)."""
         event = header(request, "X-GitHub-Event") or ""
-        delivery_id = header(request, "X-GitHub-Delivery")
+        # An empty header is no id: treated as one, it would make the next delivery
+        # without one a "duplicate" of a different change.
+        delivery_id = (header(request, "X-GitHub-Delivery") or "").strip() or None
         with structlog.contextvars.bound_contextvars(github_delivery=delivery_id,
                                                      github_event=event or None):
             try:
@@ -71,6 +78,8 @@ class GitHubReceiver:
                       delivery_id: str | None) -> tuple[int, dict[str, Any]]:
         raw = await read_limited(request, self._max_body)
         self._verify(raw, request.headers.get("X-Hub-Signature-256"))
+        if delivery_id is not None and len(delivery_id) > DELIVERY_ID_MAX:
+            raise Rejected(400, {"error": "invalid_delivery_id"})
         if event == "ping":
             return 200, {"status": "pong"}
         if event != "issues":

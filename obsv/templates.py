@@ -14,22 +14,32 @@ Rules:
    at most 256 characters, the body at most 65,536.
 4. Templates are loaded and rendered once against the bundled sample at start: a
    syntax error or an undefined variable is a ``StartupError`` naming file and line.
+   Only regular files are read (a FIFO named ``body.md.j2`` would block the start).
 5. jinja2 is imported only when a template directory is configured: the built-in
    rendering costs nothing more.
+6. A template cannot hang obsv or fill its memory (the render runs on the event loop):
+   one render stops after ``RENDER_SECONDS`` (loops are Python code, traced), its
+   output is read only up to ``OUTPUT_MAX`` characters, and an operation that would
+   build a huge value in one C call (``'x' * 10**9``, ``2 ** 10**9``, ``center(10**9)``,
+   ``'{:>999999999}'.format``) is refused. Each is ``TemplateTooCostly``: at start a
+   ``StartupError``, later a permanent failure of that one alert (obsv/sink.py).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from obsv.core.alert import Alert, alert_from_delivery
@@ -61,6 +71,10 @@ from obsv.core.render import (
 from obsv.errors import StartupError
 
 _IN_TITLE: ContextVar[bool] = ContextVar("obsv_template_title", default=False)
+RENDER_SECONDS = 2.0  # one render; the built-in sections render in about a millisecond
+OUTPUT_MAX = 4 * BODY_MAX  # characters read from a template; the rest would be cut anyway
+# A %-style or {}-style width or precision of a million or more.
+_WIDE_FORMAT = re.compile(r"%[-+ #0]*\d*\.?\d{6,}|\{[^{}]*:[^{}]*\d{6,}")
 FILES = ("title.j2", "body.md.j2", "comment.md.j2")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>=])")
 
@@ -186,12 +200,12 @@ class Renderer:
         if title_t is not None:
             token = _IN_TITLE.set(True)
             try:
-                title = clip(" ".join(_unmarked(title_t.render(context)).split()), TITLE_MAX)
+                title = clip(" ".join(_unmarked(_render(title_t, context)).split()), TITLE_MAX)
             finally:
                 _IN_TITLE.reset(token)
         text = assemble(sections, marker)
         if body_t is not None:
-            rendered = _unmarked(body_t.render(context)).strip("\n")
+            rendered = _unmarked(_render(body_t, context)).strip("\n")
             text = assemble(_cut(rendered, marker), marker)
         return IssueDraft(title, text, tuple(labels), marker)
 
@@ -213,8 +227,125 @@ class Renderer:
             "suppressed_last": held.last_at.isoformat() if held.last_at else None,
             "since": decision.since.isoformat() if decision.since else None}
         marker = comment_marker_for(decision.alert_seq)
-        rendered = _unmarked(template.render(context)).strip("\n")
+        rendered = _unmarked(_render(template, context)).strip("\n")
         return assemble(_cut(rendered, marker), marker)
+
+
+class TemplateTooCostly(Exception):
+    """A template that took too long, or asked for too large a value (rule 6)."""
+
+
+def _render(template: Any, context: Mapping[str, Any], limit: int = OUTPUT_MAX) -> str:
+    """``template.render(context)``, within rule 6's time and size."""
+    deadline = time.monotonic() + RENDER_SECONDS
+    filename = template.root_render_func.__code__.co_filename
+
+    def in_template(frame: FrameType, event: str, arg: object) -> Any:
+        if time.monotonic() > deadline:
+            raise TemplateTooCostly(f"still rendering after {RENDER_SECONDS:g} s")
+        return in_template
+
+    def on_call(frame: FrameType, event: str, arg: object) -> Any:
+        return in_template if frame.f_code.co_filename == filename else None
+
+    chunks: list[str] = []
+    size = 0
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        for chunk in template.generate(context):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:  # the rest would be cut: stop the template here
+                break
+    finally:
+        sys.settrace(previous)
+    return "".join(chunks)
+
+
+def _too_large(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > OUTPUT_MAX
+
+
+# Filters and ``str`` methods whose numbers are widths or counts of what they build.
+_SIZING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "indent", "wordwrap",
+                     "truncate", "batch", "slice", "do_center", "do_indent", "do_wordwrap",
+                     "do_truncate", "do_batch", "do_slice", "safe_range"})
+
+
+def _check_arguments(args: Sequence[object], kwargs: Mapping[str, object]) -> None:
+    """Rule 6: no width or count over ``OUTPUT_MAX`` (``center(10**9)``)."""
+    for value in (*args, *kwargs.values()):
+        if _too_large(value):
+            raise TemplateTooCostly(f"a value too large for a template ({str(value)[:20]}…)")
+
+
+def _check_format(text: object) -> None:
+    if isinstance(text, str) and _WIDE_FORMAT.search(text):
+        raise TemplateTooCostly("a format width too large for a template")
+
+
+def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A Jinja filter that refuses rule 6's arguments (Jinja's pass_context marks are
+    copied by ``functools.wraps``, so the filter is called as before)."""
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if function.__name__ in _SIZING:
+            _check_arguments(args, kwargs)
+        if function.__name__ == "do_format" and args:  # ``'%09999999d'|format(1)``
+            _check_format(args[0])
+        return function(*args, **kwargs)
+    return bounded
+
+
+def _environment(directory: Path) -> Any:
+    """The sandbox of rule 1, bounded as rule 6 says."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class Bounded(SandboxedEnvironment):
+        # Intercepted operators are also never folded at compile time: a constant
+        # ``10 ** 10 ** 9`` would otherwise hang the start in Jinja's optimiser.
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            """Refuse what would build a huge value in one C call."""
+            if operator == "**" and (_too_large(right) or (
+                    isinstance(right, int) and abs(right) > 4096 and left not in (0, 1, -1))):
+                raise TemplateTooCostly("an exponent too large for a template")
+            if operator == "*" and (_sized(left) or _sized(right)):
+                size, count = (left, right) if _sized(left) else (right, left)
+                if isinstance(count, int) and len(size) * count > OUTPUT_MAX:
+                    raise TemplateTooCostly("a repetition too large for a template")
+            if operator == "+" and _sized(left) and _sized(right) and (
+                    len(left) + len(right) > OUTPUT_MAX):
+                raise TemplateTooCostly("a value too large for a template")
+            if operator == "%":
+                _check_format(left)
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            """Every call a template makes (methods, ``range``) with rule 6's limits."""
+            if getattr(__obj, "__name__", None) in _SIZING:
+                _check_arguments(args, kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            """``'{:>999999999}'.format``: refused when the format is read."""
+            if attribute in ("format", "format_map"):
+                _check_format(obj)
+            return super().getattr(obj, attribute)
+
+    env = Bounded(loader=FileSystemLoader(directory), autoescape=True,
+                  undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
+    env.filters.update(code=_code, fence=_fence, link=_linked)
+    env.globals.pop("lipsum", None)  # megabytes of prose, in plain Python loops
+    return env
+
+
+def _sized(value: object) -> bool:
+    return isinstance(value, str | list | tuple)
 
 
 def _unmarked(text: str) -> str:
@@ -238,17 +369,17 @@ def load_renderer(directory: Path | None, redact_pii: bool = True) -> Renderer:
     if not directory.is_dir():
         raise StartupError(f"OBSV_TEMPLATE_DIR {directory} is not a directory; create it "
                            "or unset OBSV_TEMPLATE_DIR")
-    from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError
-    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2 import TemplateSyntaxError
 
-    env = SandboxedEnvironment(loader=FileSystemLoader(directory), autoescape=True,
-                               undefined=StrictUndefined, keep_trailing_newline=True)
-    env.filters.update(code=_code, fence=_fence, link=_linked)
+    env = _environment(directory)
     templates = {}
     for name in FILES:
         path = directory / name
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             continue
+        if not path.is_file():  # a FIFO would block the start; a dangling link is a typo
+            raise StartupError(f"template {path}: not a regular file; replace it with the "
+                               "template or remove it")
         try:
             templates[name] = env.get_template(name)
         except TemplateSyntaxError as exc:

@@ -7,7 +7,8 @@ Rules:
    ``invalid_payload`` naming the fields by path, like ``alert_from_delivery`` does.
 2. A GitHub issue is obsv's when its body holds obsv's marker (``render.marker_for``);
    any other issue gives ``None``: the receiver answers "ignored" and records nothing.
-   Pull requests come through the issues list endpoint too; they are never obsv's.
+   Pull requests come through the issues list endpoint (and as ``issue`` in some
+   ``issues`` events) too; they are never obsv's, even with a pasted marker.
 3. Everything kept is what decisions or the shells need; the webhook body is kept
    whole as ``raw`` so that its signature can be checked again later.
 """
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from obsv.core.alert import InvalidPayload
+from obsv.core.alert import ISSUE_ID_MAX, InvalidPayload
 from obsv.core.events import (
     Delivery,
     GitHubIssueObserved,
@@ -30,11 +31,8 @@ from obsv.core.events import (
     ObservedBy,
     SentryIssueChanged,
 )
+from obsv.core.render import parse_marker
 
-# The inverse of ``render.marker_for``: today it keeps ``[A-Za-z0-9._-]`` (at most 128
-# characters) and writes ``_`` for anything else, so numeric ids (all Sentry issue ids
-# seen in practice) come back exactly. Change the two together.
-_MARKER = re.compile(r"<!-- obsv:sentry-issue=([A-Za-z0-9._-]{1,128}) -->")
 _ORG_IN_PATH = re.compile(r"^/organizations/([^/]+)/")
 _STATES: tuple[IssueState, ...] = ("open", "closed")
 # Larger numbers are no GitHub issue, and would not survive a JSON line (orjson: 64 bits).
@@ -71,7 +69,7 @@ def sentry_issue_from_delivery(delivery: Delivery, body: object, raw: str) -> Se
 def _issue_id(value: object, problem: InvalidPayload) -> str | None:
     if value is None:
         problem.missing.append("data.issue.id")
-    elif isinstance(value, str) and value:
+    elif isinstance(value, str) and 0 < len(value) <= ISSUE_ID_MAX:  # as for alerts (§6)
         return value
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
@@ -144,7 +142,9 @@ def github_issue_from_event(body: object, *, raw: str | None, delivery_id: str |
     fields = _issue_fields(issue, "issue.", problem) if issue is not None else None
     if problem.missing or problem.invalid:
         raise problem
-    assert action is not None and repo is not None and fields is not None
+    assert action is not None and repo is not None and fields is not None and issue is not None
+    if issue.get("pull_request") is not None:  # rule 2, as for the list endpoint
+        return None
     return _observed(fields, repo=repo, action=action, source="webhook",
                      delivery_id=delivery_id, raw=raw)
 
@@ -225,8 +225,8 @@ def sentry_issue_id_from_marker(body: str | None) -> str | None:
     marker counts, as obsv appends its own after everything else (docs/reference.md §6)."""
     if not body:
         return None
-    ids = _MARKER.findall(body)
-    return ids[-1] if ids else None
+    sentry_issue_id = parse_marker(body)
+    return sentry_issue_id if sentry_issue_id and len(sentry_issue_id) <= ISSUE_ID_MAX else None
 
 
 def _time(value: object, path: str, problem: InvalidGitHubPayload) -> datetime | None:

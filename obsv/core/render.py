@@ -126,11 +126,23 @@ def marker_for(sentry_issue_id: str) -> str:
 
 
 def parse_marker(text: str) -> str | None:
-    """The Sentry issue id of the first obsv marker in ``text`` (an issue body), if any."""
-    found = _MARKER.search(text)
-    if found is None:
-        return None
-    return urllib.parse.unquote(found.group(1), errors="surrogatepass")
+    """The Sentry issue id of the last marker in ``text`` (an issue body) that obsv could
+    have written, if any.
+
+    The last: obsv appends its own after everything else, and a human may have pasted
+    another issue's marker above it. One obsv could have written: ``marker_for`` of the
+    decoded id gives the marker back, so a hand-made ``%FF`` or ``%41`` (for ``A``) is no
+    marker, and no id ever comes back as one that is not valid UTF-8 text.
+    """
+    found: str | None = None
+    for match in _MARKER.finditer(text):
+        try:
+            sentry_issue_id = urllib.parse.unquote(match.group(1), errors="strict")
+        except UnicodeDecodeError:
+            continue
+        if marker_for(sentry_issue_id) == match.group(0):
+            found = sentry_issue_id
+    return found
 
 
 def comment_marker_for(alert_seq: int) -> str:
