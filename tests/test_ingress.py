@@ -52,6 +52,12 @@ async def test_event_alert_is_recorded_then_answered_202(
         "culprit": "?(<anonymous>)",
         "web_url": "https://sentry.io/organizations/test-org/issues/1117540176/events/"
                    "e4874d664c3540c1a32eab185f12c5ab/",
+        # What routes and silences match on (docs/reference.md §8, §9).
+        "project_slug": "front-end",
+        "tags": [["browser", "Chrome 75.0.3770"], ["browser.name", "Chrome"],
+                 ["handled", "no"], ["level", "error"], ["mechanism", "onerror"],
+                 ["os", "Mac OS X 10.14.0"], ["os.name", "Mac OS X"],
+                 ["user", "ip:162.217.75.90"], ["url", "https://null.jsbin.com/runner"]],
     }
     assert stat.S_IMODE(os.stat(settings.event_log).st_mode) == 0o600
 

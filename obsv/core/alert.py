@@ -52,6 +52,11 @@ class Alert:
     title: str | None
     culprit: str | None
     web_url: str | None
+    # What routes and silences match on besides the fields above (docs/reference.md §8,
+    # §9): the project's slug from the event's API url, the release, and the tags.
+    project_slug: str | None = None
+    release: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -192,6 +197,9 @@ def alert_from_delivery(body: Mapping[str, Any], *, validated: bool = False) -> 
         title=_optional_str(event.get("title")),
         culprit=_optional_str(event.get("culprit")),
         web_url=_optional_str(event.get("web_url")),
+        project_slug=_project_slug(event),
+        release=_bounded(event.get("release")),
+        tags=_kept_tags(event.get("tags")),
     )
 
 
@@ -258,6 +266,31 @@ def _project(event: Mapping[str, Any]) -> str | None:
     if isinstance(project, int | str) and str(project) != "":
         return str(project)
     return None
+
+
+_PROJECT_IN_API_URL = re.compile(r"/api/0/projects/[^/]+/([^/]+)/")
+# Tags are kept for matching, bounded: the raw body keeps them all anyway.
+TAGS_KEPT = 64
+TAG_VALUE_KEPT = 200
+
+
+def _project_slug(event: Mapping[str, Any]) -> str | None:
+    """The project's slug, from the event's API url (``/api/0/projects/<org>/<slug>/``)."""
+    url = event.get("url")
+    if isinstance(url, str) and (match := _PROJECT_IN_API_URL.search(url)):
+        return match.group(1)[:TAG_VALUE_KEPT]
+    return None
+
+
+def _bounded(value: object) -> str | None:
+    return value[:TAG_VALUE_KEPT] if isinstance(value, str) and value else None
+
+
+def _kept_tags(tags: object) -> tuple[tuple[str, str], ...]:
+    """The first ``TAGS_KEPT`` tags with a value, each cut to ``TAG_VALUE_KEPT``."""
+    kept = [(key[:TAG_VALUE_KEPT], value[:TAG_VALUE_KEPT])
+            for key, value in tag_pairs(tags) if value is not None]
+    return tuple(kept[:TAGS_KEPT])
 
 
 def _optional_str(value: object) -> str | None:

@@ -221,7 +221,7 @@ def _delivery(delivery: Delivery) -> Json:
 
 
 def _alert(alert: Alert) -> Json:
-    return {
+    fields: Json = {
         "sentry_issue_id": alert.sentry_issue_id,
         "event_id": alert.event_id,
         "level": alert.level,
@@ -232,6 +232,14 @@ def _alert(alert: Alert) -> Json:
         "culprit": alert.culprit,
         "web_url": alert.web_url,
     }
+    # Written only when present, so older lines re-encode as they were.
+    if alert.project_slug is not None:
+        fields["project_slug"] = alert.project_slug
+    if alert.release is not None:
+        fields["release"] = alert.release
+    if alert.tags:
+        fields["tags"] = [list(pair) for pair in alert.tags]
+    return fields
 
 
 def _decided(event: AlertDecided) -> Json:
@@ -378,6 +386,9 @@ def _read_alert(a: Json) -> Alert:
         title=a["title"],
         culprit=a["culprit"],
         web_url=a["web_url"],
+        project_slug=a.get("project_slug"),
+        release=a.get("release"),
+        tags=tuple((str(k), str(v)) for k, v in a.get("tags") or ()),
     )
 
 
