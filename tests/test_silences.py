@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from obsv.core.alert import Alert
@@ -113,6 +113,9 @@ _VALUES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 @given(name=st.sampled_from([*FIELDS, "tag:team"]), op=st.sampled_from(["=", "!="]),
        value=_VALUES)
 def test_parse_format_round_trip(name: str, op: str, value: str) -> None:
+    # ``title=~x`` is the regex operator: an equality with a value starting with ~ is
+    # written as a regex (title=~\~x), as in Alertmanager's syntax.
+    assume(not (op == "=" and value.startswith("~")))
     matcher = parse_matcher(f"{name}{op}{value}")
     assert (matcher.name, matcher.op, matcher.value) == (name, op, value)
     assert parse_matcher(str(matcher)) == matcher
@@ -121,6 +124,7 @@ def test_parse_format_round_trip(name: str, op: str, value: str) -> None:
 @given(value=_VALUES, other=_VALUES)
 def test_equality_and_escaped_regex_agree(value: str, other: str) -> None:
     """``title=V`` and ``title=~re.escape(V)`` match the same titles; ``!=`` is its negation."""
+    assume(not value.startswith("~"))  # see test_parse_format_round_trip
     subject = alert(title=other)
     eq = parse_matcher(f"title={value}").matches(subject)
     assert eq is (value == other)

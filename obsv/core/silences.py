@@ -4,6 +4,8 @@ Rules:
 1. A matcher is ``NAME=VALUE``, ``NAME!=VALUE``, ``NAME=~REGEX`` or ``NAME!~REGEX``,
    NAME one of ``FIELDS`` or ``tag:TAG``. A field the alert lacks counts as the
    empty string (so ``release=`` matches an alert without a release).
+   ``=~`` is always the regex operator: an equality whose value starts with ``~``
+   is written as the regex ``NAME=~\\~...`` (as in Alertmanager).
 2. A regex matches the whole value (``re.fullmatch``), and is compiled once, when the
    matcher is parsed. Python's ``re`` cannot be stopped once it runs, and the fold
    must never hang on one alert: patterns are at most ``MAX_PATTERN`` characters, a
