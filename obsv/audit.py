@@ -15,7 +15,7 @@ and with the webhook secret every stored body against its recorded signature.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,13 @@ from obsv.core.events import (
     Policy,
     SentryIssueChanged,
     SentryResolved,
+    SilenceAdded,
+    SilenceExpired,
     SyncDecided,
 )
 from obsv.core.policy import Link, State, apply, decide, observed_link
 from obsv.core.signature import is_valid
+from obsv.core.silences import Silence
 from obsv.eventlog import bounded_reason, iter_lines
 
 # The records that carry out a decision, named by the seq of the record decided.
@@ -169,6 +172,9 @@ class Audit:
     timeline: list[Entry] = field(default_factory=list)
     entries: dict[int, Entry] = field(default_factory=dict)
     followed: set[int] = field(default_factory=set)
+    # Every silence of the log, as it last stood (kept after the fold forgets it, so a
+    # ``silenced`` decision can always say who muted what, why and until when).
+    silences: dict[str, Silence] = field(default_factory=dict)
 
     def of_kind(self, *kinds: str) -> list[Finding]:
         """The findings of the given kinds, in log order."""
@@ -391,6 +397,8 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     context = _context(result, event.alert) if isinstance(event, AlertReceived) else None
     policy_repo = state.effective_policy.repo
     derived = apply(state, envelope)
+    if isinstance(event, SilenceAdded | SilenceExpired) and event.id in state.silences:
+        result.silences[event.id] = state.silences[event.id]
     if link_seq is not None:
         _note_changes(result, envelope, link_seq, before, state.links.get(link_seq))
     if isinstance(event, AlertReceived) and derived is not None:
@@ -555,8 +563,9 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
                                        "with no alert.received awaiting a decision before it"))
         return
     if (derived.action, derived.reason, derived.linked_issue, derived.suppressed,
-            derived.since) != (recorded.action, recorded.reason, recorded.linked_issue,
-                               recorded.suppressed, recorded.since):
+            derived.since, derived.silence_id) != (
+                recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed,
+                recorded.since, recorded.silence_id):
         result.findings.append(Finding(seq, None, (
             f"alert {recorded.alert_seq}: recorded {recorded.action} ({recorded.reason}), "
             f"derived {derived.action} ({derived.reason})"
@@ -565,7 +574,9 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
             + ("" if derived.suppressed == recorded.suppressed else
                f"; suppressed recorded {recorded.suppressed}, derived {derived.suppressed}")
             + ("" if derived.since == recorded.since else
-               f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}"))))
+               f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}")
+            + ("" if derived.silence_id == recorded.silence_id else
+               f"; silence recorded {recorded.silence_id}, derived {derived.silence_id}"))))
 
 
 def _check_sync(result: Audit, seq: int, recorded: SyncDecided) -> None:
@@ -603,8 +614,7 @@ class Probe:
 def next_alert_now(result: Audit, last: Alert, now: datetime) -> Probe:
     """What the service would decide for another alert of this issue at ``now``."""
     state = result.state
-    probe = Alert(last.sentry_issue_id, "obsv-why-probe", last.level, last.fingerprint_key,
-                  last.project, last.environment, last.title, last.culprit, last.web_url)
+    probe = replace(last, event_id="obsv-why-probe")  # all it matches on, silences too
     decision = decide(state, probe, now, state.last_seq + 1, state.effective_policy)
     return Probe(decision, _context(result, probe))
 

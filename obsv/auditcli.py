@@ -194,7 +194,7 @@ def _github_column(result: Audit, row: Row) -> str:
     if decision.action == "open":
         return "pending" + also
     if row.link_seq is None:
-        return ""
+        return f"(silence {decision.silence_id})" if decision.silence_id else ""
     issue = result.issues.get(row.link_seq)
     linked = f"linked: {issue or 'pending'}"
     if decision.action == "comment":
@@ -287,6 +287,12 @@ def _why(path: Path, sentry_issue_id: str, result: Audit) -> int:
                 print()
             else:
                 _say(line)
+    matched = dict.fromkeys(r.decision.silence_id for r in rows if r.decision.silence_id)
+    if matched:
+        print()
+        _say(f"Silences that matched ({len(matched)}):")
+        for silence_id in matched:
+            _say(f"    {silence_detail(result, silence_id)}")
     now = datetime.now(UTC)
     probe = next_alert_now(result, rows[-1].alert, now)
     decision = probe.decision
@@ -452,6 +458,7 @@ _EXPLANATIONS = {
     "cooldown": "the linked issue was notified less than OBSV_COOLDOWN_SECONDS before",
     "recurrence": "cooldown passed: comment on the linked issue",
     "storm_budget": "OBSV_MAX_ISSUES_PER_HOUR issues already opened in the hour before",
+    "silenced": "an active silence matches the alert (obsv silence list)",
     "resolved_in_sentry": "Sentry reported the issue resolved and OBSV_CLOSE_ON_RESOLVE is "
                           "on: comment why and close the linked issue as completed",
     "closed_on_github": "the GitHub issue was closed as completed and "
@@ -473,7 +480,9 @@ def _explain(result: Audit, decision: AlertDecided, context: Context | None) -> 
 
 def _detail(result: Audit, decision: AlertDecided, context: Context | None) -> str:
     """The linked issue, and for ``wont_fix`` and ``regression`` who closed, muted or
-    resolved it and since when."""
+    resolved it and since when; for ``silenced``, who muted it, why and until when."""
+    if decision.reason == "silenced":
+        return silence_detail(result, decision.silence_id)
     if decision.linked_issue is None:
         return ""
     name = result.issue_name(decision.linked_issue.alert_seq)
@@ -494,6 +503,19 @@ def _detail(result: Audit, decision: AlertDecided, context: Context | None) -> s
     if decision.action == "reopen":
         return f"reopens {name}, {closed}, within the reopen window ({window})"
     return f"replaces {name}, {closed}, longer ago than the reopen window ({window})"
+
+
+def silence_detail(result: Audit, silence_id: str | None) -> str:
+    """A silence in words: its id, matchers, who added it, why, and until when."""
+    silence = result.silences.get(silence_id or "")
+    if silence is None:
+        return f"silence {silence_id} (not in this log)"
+    until = format_time(silence.ends_at)
+    if silence.expired_at is not None:
+        until += f", expired {format_time(silence.expired_at)} by {silence.expired_by}"
+    matchers = " ".join(str(m) for m in silence.matchers)
+    return (f"silence {silence.id} [{matchers}] by {silence.created_by}: "
+            f"{silence.comment!r}, until {until}")
 
 
 def _by(report: str | None) -> str:

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an event_alert body (default: Sentry's documented sample)")
     render.add_argument("--comment", action="store_true",
                         help="print the recurrence comment instead of the issue")
+
+    from obsv.silencecli import add_parser as add_silence_parser
+    add_silence_parser(commands)
     return parser
 
 
@@ -158,6 +161,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)
+        if args.command == "silence":
+            from obsv.silencecli import run as run_silence
+            return run_silence(args)
         if args.command == "render":
             from obsv.preview import render_command
             return render_command(args)

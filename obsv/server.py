@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from obsv.adminapi import AdminApi
 from obsv.clock import Clock, TrustedClock, utc_now
 from obsv.consumer import Consumer
 from obsv.core.policy import delivery_recorded
@@ -37,6 +38,7 @@ SENTRY: web.AppKey[SentrySink | None] = web.AppKey("sentry")
 POLLER = web.AppKey("poller", Poller)
 CONSUMER = web.AppKey("consumer", Consumer)
 STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
+ADMIN = web.AppKey("admin", AdminApi)
 
 
 def default_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Sink:
@@ -93,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_route("*", "/api/{path:.*}", _admin_api)  # docs/reference.md §9
     return app
 
 
@@ -117,6 +120,8 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
         app[GITHUB_RECEIVER] = GitHubReceiver(
             settings.github_webhook_secret, settings.max_body_bytes, eventlog, app[METRICS],
             seen=_fold_saw_delivery(app))
+    app[ADMIN] = AdminApi(settings.admin_token, eventlog, app[CLOCK],
+                          consumer=lambda: app.get(CONSUMER))
     yield
     await eventlog.close()
 
@@ -200,6 +205,10 @@ async def _github_webhook(request: web.Request) -> web.Response:
     if receiver is None:  # no OBSV_GITHUB_WEBHOOK_SECRET: the route is off (fail closed)
         return web.json_response({"error": "not_found"}, status=404)
     return await receiver.handle(request)
+
+
+async def _admin_api(request: web.Request) -> web.Response:
+    return await request.app[ADMIN].handle(request)
 
 
 async def _healthz(_request: web.Request) -> web.Response:

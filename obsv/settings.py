@@ -67,6 +67,9 @@ class Settings:
     # The issue text (docs/reference.md §6, §10).
     template_dir: Path | None = None
     redact_pii: bool = True
+    # The admin API (docs/reference.md §9): off (404) without a token.
+    admin_token: str | None = None
+    admin_url: str | None = None  # what `obsv silence` calls; default from host and port
 
     def __repr__(self) -> str:
         shown = []
@@ -101,7 +104,7 @@ class Settings:
 # Settings whose values are credentials: never shown (repr, error messages), and each
 # may be read from a file named by ``<key>_file`` / ``OBSV_<KEY>_FILE`` (docs/reference.md §2).
 _SECRETS = {"sentry_client_secret", "github_token", "github_webhook_secret",
-            "sentry_api_token"}
+            "sentry_api_token", "admin_token"}
 _FILE_SUFFIX = "_file"
 # A secret file holds one token; anything larger is the wrong file (or /dev/zero).
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -250,6 +253,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "sentry_api_url": _url,
     "template_dir": _optional_path,
     "redact_pii": _boolean,
+    "admin_token": _optional_secret,
+    "admin_url": lambda name, raw: _url(name, raw) if _text(name, raw) else None,
 }
 
 

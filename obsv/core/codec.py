@@ -36,6 +36,8 @@ from obsv.core.events import (
     Policy,
     SentryIssueChanged,
     SentryResolved,
+    SilenceAdded,
+    SilenceExpired,
     Suppressed,
     SyncDecided,
 )
@@ -100,6 +102,10 @@ def type_name(event: Event) -> str:
             return "sync.decided"
         case LogCheckpoint():
             return "log.checkpoint"
+        case SilenceAdded():
+            return "silence.added"
+        case SilenceExpired():
+            return "silence.expired"
         case _:
             assert_never(event)
 
@@ -190,6 +196,13 @@ def _event_fields(event: Event) -> Json:
             }
         case LogCheckpoint():
             return {"head_seq": event.head_seq, "head_sha256": event.head_sha256}
+        case SilenceAdded():
+            return {"id": event.id, "matchers": list(event.matchers),
+                    "starts_at": format_time(event.starts_at),
+                    "ends_at": format_time(event.ends_at), "comment": event.comment,
+                    "created_by": event.created_by}
+        case SilenceExpired():
+            return {"id": event.id, "by": event.by}
         case _:
             assert_never(event)
 
@@ -263,6 +276,8 @@ def _decided(event: AlertDecided) -> Json:
         }
     if event.since is not None:
         fields["since"] = format_time(event.since)
+    if event.silence_id is not None:  # written only when set: older lines re-encode as they were
+        fields["silence_id"] = event.silence_id
     return fields
 
 
@@ -410,6 +425,7 @@ def _read_decided(r: Json) -> AlertDecided:
             _read_optional_time(suppressed["last_at"]),
         ),
         since=_read_optional_time(r.get("since")),
+        silence_id=_optional_str(r.get("silence_id")),
     )
 
 
@@ -476,6 +492,18 @@ def _read_checkpoint(r: Json) -> LogCheckpoint:
     return LogCheckpoint(_int(r["head_seq"]), _sha256_hex(r["head_sha256"], "head_sha256"))
 
 
+def _read_silence_added(r: Json) -> SilenceAdded:
+    matchers = r["matchers"]
+    if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
+        raise CodecError("silence.added matchers must be a list of strings")
+    return SilenceAdded(str(r["id"]), tuple(matchers), parse_time(r["starts_at"]),
+                        parse_time(r["ends_at"]), str(r["comment"]), str(r["created_by"]))
+
+
+def _read_silence_expired(r: Json) -> SilenceExpired:
+    return SilenceExpired(str(r["id"]), str(r["by"]))
+
+
 _READERS: dict[str, Callable[[Json], Event]] = {
     "alert.received": _read_received,
     "hook.received": _read_hook,
@@ -491,6 +519,8 @@ _READERS: dict[str, Callable[[Json], Event]] = {
     "sentry.resolved": _read_resolved,
     "sync.decided": _read_sync,
     "log.checkpoint": _read_checkpoint,
+    "silence.added": _read_silence_added,
+    "silence.expired": _read_silence_expired,
 }
 
 

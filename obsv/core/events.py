@@ -24,6 +24,7 @@ Reason = Literal[
     "recurrence",
     "storm_budget",
     "new_issue",
+    "silenced",
 ]
 SyncAction = Literal["close", "resolve_sentry"]
 SyncReason = Literal["resolved_in_sentry", "closed_on_github"]
@@ -110,6 +111,8 @@ class AlertDecided:
     # For a ``regression``: since when the linked issue was closed (rows 7 and 8) or
     # its Sentry issue resolved (row 9), for the comment's "closed since ...".
     since: datetime | None = None
+    # For ``silenced``: the silence that muted the alert (docs/reference.md §5 row 2).
+    silence_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,27 @@ class LogCheckpoint:
     head_sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class SilenceAdded:
+    """An operator muted the alerts matching ``matchers`` from ``starts_at`` until
+    ``ends_at`` (docs/reference.md §9); matchers as the strings they were given in."""
+
+    id: str
+    matchers: tuple[str, ...]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceExpired:
+    """An operator ended the silence ``id`` early."""
+
+    id: str
+    by: str
+
+
 Event = (
     AlertReceived
     | HookReceived
@@ -254,6 +278,8 @@ Event = (
     | SentryResolved
     | SyncDecided
     | LogCheckpoint
+    | SilenceAdded
+    | SilenceExpired
 )
 
 

@@ -14,6 +14,7 @@ cite them:
  3. First matching row wins:
       suppress duplicate             the event_id was already received (Sentry
                                      retries with a new Request-ID, same event_id)
+      suppress silenced              an active silence matches the alert (rule 13)
       suppress below_min_level       level under the policy's min level (unknown = error)
       suppress environment_filtered  environments set and the alert's not in it
       suppress wont_fix              linked issue closed as not_planned or duplicate,
@@ -86,6 +87,13 @@ cite them:
     and writes on one GitHub issue go in decision order (a reopen must not overtake
     the close before it). A reopen is two steps: ``issue.reopened`` records the PATCH,
     so a crash after it redoes only the comment.
+13. Silences (docs/reference.md §9, obsv/core/silences.py): a ``silence.added`` is
+    active for alerts whose ``at`` lies in ``[starts_at, ends_at)``, until its
+    ``silence.expired`` is folded; the first active one (in log order) whose matchers
+    all match suppresses the alert, and the decision names its ``silence_id``. A
+    silence is forgotten ``SILENCE_KEPT`` after it stopped (ended or expired), by
+    record time like rule 7, so the state stays bounded and the admin API can still
+    list recently ended ones.
 """
 
 from __future__ import annotations
@@ -116,17 +124,21 @@ from obsv.core.events import (
     Reason,
     SentryIssueChanged,
     SentryResolved,
+    SilenceAdded,
+    SilenceExpired,
     Suppressed,
     SyncAction,
     SyncDecided,
     SyncReason,
 )
+from obsv.core.silences import Silence, SilenceError, first_muting, parse_matchers
 
 EVENT_ID_WINDOW = timedelta(hours=24)
 STORM_WINDOW = timedelta(hours=1)
 MAX_RETRY_WAIT = timedelta(hours=1)  # docs/reference.md §6: never more than 1 h away
 WONT_FIX_REASONS = frozenset({"not_planned", "duplicate"})
 UNLINKING_ACTIONS = frozenset({"deleted", "transferred"})
+SILENCE_KEPT = timedelta(hours=24)  # rule 13: how long an ended silence is still listed
 
 _DEFAULT_POLICY = Policy()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -211,6 +223,8 @@ class State:
     # The ``at`` of the first alert of each Sentry issue: the issue body's "first seen"
     # (docs/reference.md §6). One entry per distinct Sentry issue, like the links.
     first_seen: dict[str, datetime] = field(default_factory=dict)
+    # Silences by id, in log order (rule 13).
+    silences: dict[str, Silence] = field(default_factory=dict)
 
     @property
     def effective_policy(self) -> Policy:
@@ -227,7 +241,7 @@ class State:
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
             intents=self.intents.copy(), unrecorded=self.unrecorded.copy(),
-            first_seen=self.first_seen.copy())
+            first_seen=self.first_seen.copy(), silences=self.silences.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -242,6 +256,11 @@ class State:
 def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
            policy: Policy) -> AlertDecided:
     """The decision for one alert (rule 3); reads ``state``, never changes it."""
+    if alert.event_id not in state.event_ids:  # row 2 comes right after duplicate
+        silence = first_muting(state.silences.values(), alert, at)
+        if silence is not None:
+            return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key,
+                                "suppress", "silenced", silence_id=silence.id)
     action, reason, link = _verdict(state, alert, at, policy)
     linked = suppressed = since = None
     if link is not None:
@@ -338,6 +357,10 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
             _sentry_changed(state, event, at, seq)
         case GitHubIssueObserved():
             _github_observed(state, event, at, seq)
+        case SilenceAdded():
+            _silence_added(state, event, at)
+        case SilenceExpired():
+            _silence_expired(state, event, at)
         case HookReceived() | LogCheckpoint():  # decide nothing
             pass
         case _:
@@ -369,6 +392,28 @@ def _prune(state: State, at: datetime) -> None:
             del seen[oldest_id]
     while state.recent_opens and at - state.recent_opens[0] >= STORM_WINDOW:
         state.recent_opens.popleft()
+    for silence_id in [i for i, s in state.silences.items() if at - s.stopped_at > SILENCE_KEPT]:
+        del state.silences[silence_id]
+
+
+# -- silences (rule 13) -------------------------------------------------------------------
+
+def _silence_added(state: State, event: SilenceAdded, at: datetime) -> None:
+    _prune(state, at)
+    try:
+        matchers = parse_matchers(list(event.matchers))
+    except SilenceError:
+        # The admin API refuses these; one in the log (written by hand, or by an obsv
+        # whose matchers this one does not know) mutes nothing rather than everything.
+        return
+    state.silences[event.id] = Silence(event.id, matchers, event.starts_at, event.ends_at,
+                                       event.comment, event.created_by)
+
+
+def _silence_expired(state: State, event: SilenceExpired, at: datetime) -> None:
+    silence = state.silences.get(event.id)
+    if silence is not None and silence.expired_at is None:
+        state.silences[event.id] = replace(silence, expired_at=at, expired_by=event.by)
 
 
 def _no_longer_resolved(state: State, sentry_issue_id: str) -> None:

@@ -25,8 +25,9 @@ from obsv.core.events import (
     SyncDecided,
 )
 from obsv.core.policy import Intent, Link, State
+from obsv.core.silences import Silence, parse_matchers
 
-SNAPSHOT_VERSION = 5  # 5: first_seen rows
+SNAPSHOT_VERSION = 6  # 5: first_seen rows; 6: silence rows
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -81,6 +82,9 @@ def snapshot_rows(state: State) -> Iterator[Row]:
         yield ["u", _record(decision)]
     for sentry_issue_id, at in state.first_seen.items():
         yield ["f", sentry_issue_id, format_time(at)]
+    for s in state.silences.values():
+        yield ["s", s.id, [str(m) for m in s.matchers], format_time(s.starts_at),
+               format_time(s.ends_at), s.comment, s.created_by, _t(s.expired_at), s.expired_by]
 
 
 def _held(state: State, link: Link) -> int:
@@ -128,6 +132,10 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             state.first_seen[row[1]] = parse_time(row[2])
         case "l":
             _load_link(state, row)
+        case "s":
+            state.silences[row[1]] = Silence(row[1], parse_matchers(row[2]), parse_time(row[3]),
+                                             parse_time(row[4]), row[5], row[6], _pt(row[7]),
+                                             row[8])
         case "i":
             received, decision = _event(row[5]), _event(row[6])
             if not isinstance(received, AlertReceived | SentryIssueChanged | GitHubIssueObserved
