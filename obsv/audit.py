@@ -181,7 +181,10 @@ class Audit:
         return str(issue) if issue else f"the issue of alert seq {link_seq} (not opened yet)"
 
     def repo(self, row: Row) -> str | None:
-        """The repo of the issue a decision concerns, else the policy's repo then."""
+        """The repo the decision names (docs/reference.md §8); for a decision recorded
+        before routing, the repo of the issue it concerns, else the policy's then."""
+        if row.decision.repo is not None:
+            return row.decision.repo
         issue = row.opened if row.decision.action == "open" else (
             self.issues.get(row.link_seq) if row.link_seq is not None else None)
         return (issue.repo if issue else None) or row.policy_repo
@@ -554,9 +557,13 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
                                        "with no alert.received awaiting a decision before it"))
         return
-    if (derived.action, derived.reason, derived.linked_issue, derived.suppressed,
-            derived.since) != (recorded.action, recorded.reason, recorded.linked_issue,
-                               recorded.suppressed, recorded.since):
+    # A decision recorded before routing names no repo: nothing to compare it with.
+    # (``--policy current`` without any repo, a dry run's, has nothing to compare either.)
+    repo_differs = None not in (recorded.repo, derived.repo) and derived.repo != recorded.repo
+    if repo_differs or (derived.action, derived.reason, derived.linked_issue,
+                        derived.suppressed, derived.since) != (
+            recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed,
+            recorded.since):
         result.findings.append(Finding(seq, None, (
             f"alert {recorded.alert_seq}: recorded {recorded.action} ({recorded.reason}), "
             f"derived {derived.action} ({derived.reason})"
@@ -565,7 +572,9 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
             + ("" if derived.suppressed == recorded.suppressed else
                f"; suppressed recorded {recorded.suppressed}, derived {derived.suppressed}")
             + ("" if derived.since == recorded.since else
-               f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}"))))
+               f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}")
+            + (f"; repo recorded {recorded.repo}, derived {derived.repo}" if repo_differs
+               else ""))))
 
 
 def _check_sync(result: Audit, seq: int, recorded: SyncDecided) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 from obsv.core.alert import Alert
+from obsv.core.routes import Route
 
 Action = Literal["open", "comment", "suppress", "reopen"]
 Reason = Literal[
@@ -24,6 +25,7 @@ Reason = Literal[
     "recurrence",
     "storm_budget",
     "new_issue",
+    "unrouted",
 ]
 SyncAction = Literal["close", "resolve_sentry"]
 SyncReason = Literal["resolved_in_sentry", "closed_on_github"]
@@ -57,6 +59,11 @@ class Policy:
     mute_label: str = "obsv:mute"
     close_on_resolve: bool = False
     resolve_in_sentry: bool = False
+    # docs/reference.md §8. ``dry_run`` is recorded because row 3 (``unrouted``) depends
+    # on it; lines without it come from before routing, when a policy without a repo
+    # could only be a dry run's, so that is the default.
+    routes: tuple[Route, ...] = ()
+    dry_run: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,9 @@ class AlertDecided:
     # For a ``regression``: since when the linked issue was closed (rows 7 and 8) or
     # its Sentry issue resolved (row 9), for the comment's "closed since ...".
     since: datetime | None = None
+    # The repository the decision concerns (docs/reference.md §8): the linked issue's,
+    # else the route's, else the default; None in a dry run without any, and on older lines.
+    repo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
