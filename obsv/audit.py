@@ -187,7 +187,10 @@ class Audit:
         return str(issue) if issue else f"the issue of alert seq {link_seq} (not opened yet)"
 
     def repo(self, row: Row) -> str | None:
-        """The repo of the issue a decision concerns, else the policy's repo then."""
+        """The repo the decision names (docs/reference.md §8); for a decision recorded
+        before routing, the repo of the issue it concerns, else the policy's then."""
+        if row.decision.repo is not None:
+            return row.decision.repo
         issue = row.opened if row.decision.action == "open" else (
             self.issues.get(row.link_seq) if row.link_seq is not None else None)
         return (issue.repo if issue else None) or row.policy_repo
@@ -562,10 +565,13 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
                                        "with no alert.received awaiting a decision before it"))
         return
-    if (derived.action, derived.reason, derived.linked_issue, derived.suppressed,
-            derived.since, derived.silence_id) != (
-                recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed,
-                recorded.since, recorded.silence_id):
+    # A decision recorded before routing names no repo: nothing to compare it with.
+    # (``--policy current`` without any repo, a dry run's, has nothing to compare either.)
+    repo_differs = None not in (recorded.repo, derived.repo) and derived.repo != recorded.repo
+    if repo_differs or (derived.action, derived.reason, derived.linked_issue,
+                        derived.suppressed, derived.since, derived.silence_id) != (
+            recorded.action, recorded.reason, recorded.linked_issue, recorded.suppressed,
+            recorded.since, recorded.silence_id):
         result.findings.append(Finding(seq, None, (
             f"alert {recorded.alert_seq}: recorded {recorded.action} ({recorded.reason}), "
             f"derived {derived.action} ({derived.reason})"
@@ -576,7 +582,9 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
             + ("" if derived.since == recorded.since else
                f"; since recorded {_time(recorded.since)}, derived {_time(derived.since)}")
             + ("" if derived.silence_id == recorded.silence_id else
-               f"; silence recorded {recorded.silence_id}, derived {derived.silence_id}"))))
+               f"; silence recorded {recorded.silence_id}, derived {derived.silence_id}")
+            + (f"; repo recorded {recorded.repo}, derived {derived.repo}" if repo_differs
+               else ""))))
 
 
 def _check_sync(result: Audit, seq: int, recorded: SyncDecided) -> None:

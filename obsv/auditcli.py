@@ -315,8 +315,9 @@ def _timeline_lines(result: Audit, entry: Entry) -> list[str | None]:
             None, f"{at}  alert seq {seq}  {row.alert.level} in {env}  event {row.alert.event_id}"]
         if row.alert.title:
             lines.append(f"    {row.alert.title}")
+        repo = result.repo(row)
         lines.append(f"    decision: {action} ({_explain(result, row.decision, row.context)})"
-                     + _rederived(row.recorded, row.derived))
+                     + (f" in {repo}" if repo else "") + _rederived(row.recorded, row.derived))
         return lines
     match event:
         case GitHubIssueObserved() | SentryIssueChanged():
@@ -444,7 +445,8 @@ def json_printable(line: bytes) -> bytes:
 _EXPLANATIONS = {
     "new_issue": "no linked GitHub issue yet",
     "duplicate": "this event_id was already received: a Sentry redelivery",
-    "below_min_level": "level below OBSV_MIN_LEVEL",
+    "unrouted": "no route takes the alert and OBSV_GITHUB_REPO is not set",
+    "below_min_level": "level below the route's min_level, else OBSV_MIN_LEVEL",
     "environment_filtered": "environment not in OBSV_ENVIRONMENTS",
     "wont_fix": "a human closed the linked issue as not planned or a duplicate, or muted it "
                 "with OBSV_MUTE_LABEL: never reopened, never commented",
@@ -455,9 +457,11 @@ _EXPLANATIONS = {
     "comment regression": "Sentry reported the issue resolved since the last notification: "
                           "comment at once, whatever the cooldown",
     "regression": "the error came back after its issue was closed or resolved",
-    "cooldown": "the linked issue was notified less than OBSV_COOLDOWN_SECONDS before",
+    "cooldown": "the linked issue was notified less than the route's cooldown_seconds "
+                "(else OBSV_COOLDOWN_SECONDS) before",
     "recurrence": "cooldown passed: comment on the linked issue",
-    "storm_budget": "OBSV_MAX_ISSUES_PER_HOUR issues already opened in the hour before",
+    "storm_budget": "the route's max_issues_per_hour (else OBSV_MAX_ISSUES_PER_HOUR) issues "
+                    "already opened in the hour before",
     "silenced": "an active silence matches the alert (obsv silence list)",
     "resolved_in_sentry": "Sentry reported the issue resolved and OBSV_CLOSE_ON_RESOLVE is "
                           "on: comment why and close the linked issue as completed",

@@ -54,6 +54,7 @@ from obsv.core.policy import (
     orphaned_intents,
     ready_intents,
 )
+from obsv.core.routes import labels_for
 from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
@@ -316,22 +317,26 @@ class Consumer:
         if isinstance(received, SentryIssueChanged) and isinstance(decision, SyncDecided):
             return await self._sink.close_issue(CloseJob(
                 intent.alert_seq, intent.at, received, decision, number, intent.attempts,
-                maybe_sent))
+                maybe_sent, link.repo if link is not None else None))
         assert isinstance(received, AlertReceived) and isinstance(decision, AlertDecided)
         policy = self.state.effective_policy
         first_seen = self.state.first_seen.get(received.alert.sentry_issue_id)
+        # The decision's repo (docs/reference.md §8); a decision recorded before routing
+        # names none: it was the default repository's.
+        repo = (link.repo if link is not None else None) or decision.repo or policy.repo
+        labels = labels_for(policy, received.alert, repo)
         if intent.action == "open":
             return await self._sink.open_issue(OpenJob(
-                intent.alert_seq, intent.at, received, policy.labels, intent.attempts,
-                maybe_sent, decision, first_seen))
+                intent.alert_seq, intent.at, received, labels, intent.attempts,
+                maybe_sent, decision, first_seen, repo))
         if intent.action == "reopen" and not intent.reopened:
             return await self._sink.reopen_issue(ReopenJob(
-                intent.alert_seq, decision, number, policy.labels, policy.mute_label,
-                intent.attempts, maybe_sent))
+                intent.alert_seq, decision, number, labels, policy.mute_label,
+                intent.attempts, maybe_sent, repo))
         # A comment, or a reopen's regression comment once its PATCH is recorded.
         return await self._sink.post_comment(CommentJob(
             intent.alert_seq, intent.at, received, decision, number, intent.attempts,
-            maybe_sent, first_seen))
+            maybe_sent, first_seen, repo))
 
     async def _resolve_in_sentry(self, intent: Intent, maybe_sent: bool) -> Event:
         decision = intent.decision

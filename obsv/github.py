@@ -41,6 +41,9 @@ Rules (docs/reference.md §6):
    (410) or vanished (404) issue is a permanent failure.
 7. Polling reads the list endpoint with the previous answer's ``ETag`` as
    ``If-None-Match``: an unchanged answer is a 304 that costs no rate limit.
+8. Routes (docs/reference.md §8): every operation goes to the repository of its job
+   (the decision's route, or the linked issue's), through the one client and the one
+   write spacing; labels are ensured once per repository (and set of labels).
 """
 
 from __future__ import annotations
@@ -423,7 +426,8 @@ class GitHubSink:
 
     def __init__(self, settings: Settings, clock: Clock, metrics: Metrics,
                  retry: RetryPolicy = DEFAULT_RETRY, limits: Limits = Limits()) -> None:
-        assert settings.github_repo is not None
+        # The default repository (None when only routes name repositories): every
+        # operation posts to the repo of its job, docs/reference.md §8.
         self.repo = settings.github_repo
         self._settings = settings
         self._clock = clock
@@ -434,7 +438,8 @@ class GitHubSink:
         self._renderer = load_renderer(settings.template_dir, settings.redact_pii)
         self._session: aiohttp.ClientSession | None = None
         self._gh: GitHubAPI | None = None
-        self._labels_ready = False
+        # Rule 8: the (repo, labels) already ensured, so each repository gets its labels.
+        self._labels_ready: set[tuple[str, tuple[str, ...]]] = set()
         self._labels_task: asyncio.Task[None] | None = None
         self._rounds = Rounds(retry, classify, clock, peer="github", on_retry=self._count_retry)
 
@@ -461,10 +466,27 @@ class GitHubSink:
             await self._session.close()
 
     async def _labels_at_start(self) -> None:
-        try:
-            await self._ensure_labels(self._settings.github_labels)
-        except Exception as exc:  # retried before the first issue; never fatal here
-            log.warning("github.labels_not_ready", error=classify(exc, time.time()).message)
+        for repo, labels in self._wanted_labels():
+            try:
+                await self._ensure_labels(repo, labels)
+            except Exception as exc:  # retried before the first issue; never fatal here
+                log.warning("github.labels_not_ready", repo=repo,
+                            error=classify(exc, time.time()).message)
+
+    def _wanted_labels(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The labels each configured repository needs: the default labels in the default
+        repo, each route's labels (else the default ones) in its repo."""
+        wanted: list[tuple[str, tuple[str, ...]]] = []
+        if self.repo is not None:
+            wanted.append((self.repo, self._settings.github_labels))
+        for route in self._settings.routes:
+            pair = (route.repo, route.labels or self._settings.github_labels)
+            if pair not in wanted:
+                wanted.append(pair)
+        return wanted
+
+    def _repo_of(self, job_repo: str | None) -> str | None:
+        return job_repo or self.repo
 
     # -- the operations ---------------------------------------------------------
 
@@ -473,16 +495,19 @@ class GitHubSink:
         draft = render_job(job, self._renderer)
         if isinstance(draft, IssueFailed):
             return draft
+        repo = self._repo_of(job.repo)
+        if repo is None:
+            return _no_repo(job.alert_seq, job.attempts)
 
         async def once(maybe_sent: bool) -> IssueOpened:
-            if maybe_sent and (found := await self._find_issue(draft.marker, job)):
+            if maybe_sent and (found := await self._find_issue(draft.marker, job, repo)):
                 log.info("github.reconciled", alert_seq=job.alert_seq, number=found["number"])
-                return self._opened(job, found)
-            await self._ensure_labels(job.labels)
+                return self._opened(job, found, repo)
+            await self._ensure_labels(repo, job.labels)
             created = await self._call(lambda token: self._api.post(
-                f"/repos/{self.repo}/issues", oauth_token=token,
+                f"/repos/{repo}/issues", oauth_token=token,
                 data={"title": draft.title, "body": draft.body, "labels": list(draft.labels)}))
-            return self._opened(job, created)
+            return self._opened(job, created, repo)
 
         return await self._rounds.run(job.alert_seq, job.attempts, job.maybe_sent, once)
 
@@ -494,14 +519,17 @@ class GitHubSink:
         if isinstance(text, IssueFailed):
             return text
         marker = comment_marker_for(job.alert_seq)
-        comments = f"/repos/{self.repo}/issues/{job.issue_number}/comments"
+        repo = self._repo_of(job.repo)
+        if repo is None:
+            return _no_repo(job.alert_seq, job.attempts)
+        comments = f"/repos/{repo}/issues/{job.issue_number}/comments"
 
         async def once(maybe_sent: bool) -> CommentPosted:
             if maybe_sent and (found := await self._find_comment(comments, marker, job.at)):
-                return self._commented(job, found)
+                return self._commented(job, found, repo)
             created = await self._call(lambda token: self._api.post(
                 comments, oauth_token=token, data={"body": text}))
-            return self._commented(job, created)
+            return self._commented(job, created, repo)
 
         return await self._rounds.run(job.alert_seq, job.attempts, job.maybe_sent, once)
 
@@ -513,8 +541,11 @@ class GitHubSink:
         """
         if job.issue_number is None:
             return _no_issue(job.alert_seq, job.attempts, "reopen")
-        url = f"/repos/{self.repo}/issues/{job.issue_number}"
-        done = IssueReopened(job.alert_seq, self.repo, job.issue_number, False)
+        repo = self._repo_of(job.repo)
+        if repo is None:
+            return _no_repo(job.alert_seq, job.attempts)
+        url = f"/repos/{repo}/issues/{job.issue_number}"
+        done = IssueReopened(job.alert_seq, repo, job.issue_number, False)
 
         async def once(maybe_sent: bool) -> IssueReopened:
             issue = await self._get_issue(url)
@@ -524,7 +555,7 @@ class GitHubSink:
                 log.info("github.reconciled", alert_seq=job.alert_seq, number=job.issue_number,
                          action="reopen")
                 return done
-            await self._ensure_labels(job.labels)
+            await self._ensure_labels(repo, job.labels)
             await self._call(lambda token: self._api.patch(url, oauth_token=token, data={
                 "state": "open", "state_reason": "reopened", "labels": list(labels)}))
             return done
@@ -543,9 +574,12 @@ class GitHubSink:
         text = render_close_job(job)
         if isinstance(text, IssueFailed):
             return text
-        url = f"/repos/{self.repo}/issues/{job.issue_number}"
+        repo = self._repo_of(job.repo)
+        if repo is None:
+            return _no_repo(job.cause_seq, job.attempts)
+        url = f"/repos/{repo}/issues/{job.issue_number}"
         marker = close_marker_for(job.cause_seq)
-        done = IssueClosed(job.cause_seq, self.repo, job.issue_number, False)
+        done = IssueClosed(job.cause_seq, repo, job.issue_number, False)
         commented = False  # by an attempt of this round, whatever came after it
 
         async def once(maybe_sent: bool) -> IssueClosed:
@@ -565,16 +599,20 @@ class GitHubSink:
 
         return await self._rounds.run(job.cause_seq, job.attempts, job.maybe_sent, once)
 
-    async def poll_issues(self, since: datetime | None,
-                          previous: IssuePoll | None = None) -> IssuePoll:
-        """The repository's issues updated at or after ``since``, or "unchanged" (rule 7).
+    async def poll_issues(self, since: datetime | None, previous: IssuePoll | None = None,
+                          repo: str | None = None) -> IssuePoll:
+        """The issues of ``repo`` (default: the default repository) updated at or after
+        ``since``, or "unchanged" (rule 7).
 
-        ``previous`` is the last poll: its ETag is sent when it answered the same
-        ``since``. Raises ``PollFailed`` when GitHub cannot be read; a poll is not a
+        ``previous`` is the last poll of that repo: its ETag is sent when it answered the
+        same ``since``. Raises ``PollFailed`` when GitHub cannot be read; a poll is not a
         decision, so nothing is retried here: the next poll is the retry.
         """
-        etag = previous.etag if previous is not None and previous.since == since else None
-        url = f"/repos/{self.repo}/issues{{?state,sort,direction,since,per_page}}"
+        repo = self._repo_of(repo)
+        assert repo is not None, "poll_issues needs a repository"
+        etag = (previous.etag if previous is not None and previous.since == since
+                and previous.repo == repo else None)
+        url = f"/repos/{repo}/issues{{?state,sort,direction,since,per_page}}"
         query = {"state": "all", "sort": "updated", "direction": "desc",
                  "per_page": str(self._limits.poll_per_page)}
         if since is not None:
@@ -585,16 +623,16 @@ class GitHubSink:
             token = await self._auth.token(self._api)
             async for page in self._api.pages(url, query, oauth_token=token, etag=etag):
                 if page.unchanged:
-                    return IssuePoll(self.repo, since, page.etag, True)
+                    return IssuePoll(repo, since, page.etag, True)
                 first_etag = page.etag if not issues and first_etag is None else first_etag
                 issues.extend(issue for issue in page.items if isinstance(issue, dict))
         except Inconclusive:  # more pages than the bound: the newest updates, no ETag
-            return IssuePoll(self.repo, since, None, False, tuple(issues), complete=False)
+            return IssuePoll(repo, since, None, False, tuple(issues), complete=False)
         except Exception as exc:
             if isinstance(exc, gidgethub.BadRequest) and int(exc.status_code) == 401:
                 self._auth.invalidate()  # the next poll fetches a new installation token
             raise PollFailed(classify(exc, time.time())) from None
-        return IssuePoll(self.repo, since, first_etag, False, tuple(issues))
+        return IssuePoll(repo, since, first_etag, False, tuple(issues))
 
     def _count_retry(self, failure: Failure) -> None:
         self._metrics.github_retries.labels(str(failure.status or "error")).inc()
@@ -616,29 +654,30 @@ class GitHubSink:
             self._auth.invalidate()
             return await request(await self._auth.token(self._api))
 
-    async def _ensure_labels(self, labels: tuple[str, ...]) -> None:
-        """Create missing labels. A refusal (4xx: e.g. a token that may create issues
-        but not labels) is logged and not retried: GitHub still applies labels that
-        exist, and a missing label must not stop the issue. Outages propagate."""
-        if self._labels_ready:
+    async def _ensure_labels(self, repo: str, labels: tuple[str, ...]) -> None:
+        """Create missing labels in ``repo``, once per repo and set of labels. A refusal
+        (4xx: e.g. a token that may create issues but not labels) is logged and not
+        retried: GitHub still applies labels that exist, and a missing label must not
+        stop the issue. Outages propagate."""
+        if (repo, labels) in self._labels_ready:
             return
         for name in labels:
             try:
-                await self._ensure_label(name)
+                await self._ensure_label(repo, name)
             except gidgethub.BadRequest as exc:
                 if classify(exc, time.time()).retryable:
                     raise
-                log.warning("github.label_not_created", label=name,
+                log.warning("github.label_not_created", repo=repo, label=name,
                             error=f"{exc.status_code} {exc}")
-        self._labels_ready = True
+        self._labels_ready.add((repo, labels))
 
-    async def _ensure_label(self, name: str) -> None:
+    async def _ensure_label(self, repo: str, name: str) -> None:
         async def get(token: str) -> Any:
-            return await self._api.getitem(f"/repos/{self.repo}/labels/{{name}}",
+            return await self._api.getitem(f"/repos/{repo}/labels/{{name}}",
                                            {"name": name}, oauth_token=token)
 
         async def create(token: str) -> Any:
-            return await self._api.post(f"/repos/{self.repo}/labels", oauth_token=token, data={
+            return await self._api.post(f"/repos/{repo}/labels", oauth_token=token, data={
                 "name": name, "color": LABEL_COLOR,
                 "description": "Opened by obsv from a Sentry alert"})
 
@@ -654,14 +693,15 @@ class GitHubSink:
             if int(exc.status_code) != 422:  # already_exists: created meanwhile
                 raise
 
-    async def _find_issue(self, marker: str, job: OpenJob) -> dict[str, Any] | None:
+    async def _find_issue(self, marker: str, job: OpenJob, repo: str) -> dict[str, Any] | None:
         """Rule 4: the issue holding ``marker``, newest first, back to the alert's time.
 
         No label filter: a token without push access has its labels dropped, and a
         label can be removed by hand. ``since`` (updated at or after) never hides an
         issue created after the bound, and keeps old, quiet issues out of the pages.
         """
-        return await self._in_github_time(job.at, lambda bound: self._walk_issues(marker, bound))
+        return await self._in_github_time(job.at, lambda bound: self._walk_issues(
+            repo, marker, bound))
 
     async def _in_github_time(self, at: datetime,
                               walk: Callable[[datetime], Awaitable[dict[str, Any] | None]]
@@ -679,9 +719,10 @@ class GitHubSink:
                 return found
         return None
 
-    async def _walk_issues(self, marker: str, not_before: datetime) -> dict[str, Any] | None:
+    async def _walk_issues(self, repo: str, marker: str, not_before: datetime
+                           ) -> dict[str, Any] | None:
         token = await self._auth.token(self._api)
-        url = f"/repos/{self.repo}/issues{{?state,sort,direction,since,per_page}}"
+        url = f"/repos/{repo}/issues{{?state,sort,direction,since,per_page}}"
         query = {"state": "all", "sort": "created", "direction": "desc",
                  "since": _github_time(not_before), "per_page": str(self._limits.per_page)}
         async for page in self._api.pages(url, query, oauth_token=token):
@@ -717,13 +758,21 @@ class GitHubSink:
             raise ValueError(f"GitHub's answer for {url} is not an issue")
         return issue
 
-    def _opened(self, job: OpenJob, issue: Mapping[str, Any]) -> IssueOpened:
-        return IssueOpened(job.alert_seq, job.received.alert.sentry_issue_id, self.repo,
+    def _opened(self, job: OpenJob, issue: Mapping[str, Any], repo: str) -> IssueOpened:
+        return IssueOpened(job.alert_seq, job.received.alert.sentry_issue_id, repo,
                            int(issue["number"]), _url_of(issue), False)
 
-    def _commented(self, job: CommentJob, comment: Mapping[str, Any]) -> CommentPosted:
-        return CommentPosted(job.alert_seq, job.received.alert.sentry_issue_id, self.repo,
+    def _commented(self, job: CommentJob, comment: Mapping[str, Any], repo: str
+                   ) -> CommentPosted:
+        return CommentPosted(job.alert_seq, job.received.alert.sentry_issue_id, repo,
                              job.issue_number, int(comment["id"]), _url_of(comment), False)
+
+
+def _no_repo(seq: int, attempts: int) -> IssueFailed:
+    """The permanent failure of a decision that names no repository (a log written by a
+    dry run without one, carried out by a GitHub sink without a default repository)."""
+    return IssueFailed(seq, attempts + 1, None, "the decision names no repository and "
+                       "OBSV_GITHUB_REPO is not set", False, None)
 
 
 def _no_issue(seq: int, attempts: int, what: str) -> IssueFailed:

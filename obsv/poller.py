@@ -15,6 +15,9 @@ Rules:
    caught up with the log: a change a webhook already recorded is not recorded again.
 4. A failed poll (GitHub down, rate limited, a hostile answer) is logged and counted;
    the next poll comes at the next interval. Polling never stops the service.
+5. Every repository obsv opens issues in is polled (docs/reference.md §8: the default
+   one and each route's), one after the other, each with its own ``since``; one
+   repository failing does not keep the others from being polled.
 """
 
 from __future__ import annotations
@@ -37,20 +40,22 @@ log = structlog.get_logger("obsv.poller")
 # obsv's record times come from different clocks.
 START_MARGIN = timedelta(minutes=10)
 
-# The issues updated since a time, or None when GitHub answered 304 (unchanged).
-Fetch = Callable[[datetime], Awaitable[Sequence[Mapping[str, Any]] | None]]
+# The issues of a repository updated since a time, or None when GitHub answered 304.
+Fetch = Callable[[str, datetime], Awaitable[Sequence[Mapping[str, Any]] | None]]
 
 
 class Poller:
-    """Polls one repository and records what changed on obsv's issues."""
+    """Polls each repository and records what changed on obsv's issues."""
 
-    def __init__(self, repo: str, fetch: Fetch, *, interval: float, since: datetime,
-                 state: Callable[[], State], caught_up: Callable[[], Awaitable[None]],
+    def __init__(self, repos: Sequence[str], fetch: Fetch, *, interval: float,
+                 since: datetime, state: Callable[[], State],
+                 caught_up: Callable[[], Awaitable[None]],
                  record: Callable[[Sequence[GitHubIssueObserved]], Awaitable[object]]) -> None:
-        self.repo = repo
+        self.repos = tuple(repos)
         self._fetch = fetch
         self._interval = interval
-        self._since = since - START_MARGIN
+        self._start = since - START_MARGIN
+        self._since = {repo: self._start for repo in self.repos}
         self._state = state
         self._caught_up = caught_up
         self._record = record
@@ -69,36 +74,45 @@ class Poller:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.poll_once()
-            except Exception as exc:  # rule 4: the next interval tries again
-                log.warning("poll.failed", repo=self.repo, error=f"{type(exc).__name__}: {exc}")
+            for repo in self.repos_now():
+                try:
+                    await self.poll_once(repo)
+                except Exception as exc:  # rule 4: the next interval tries again
+                    log.warning("poll.failed", repo=repo, error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self._interval)
 
-    async def poll_once(self) -> int:
-        """One poll; returns how many observations were recorded."""
-        issues = await self._fetch(self._since)
+    def repos_now(self) -> list[str]:
+        """The configured repositories, then any other one a link still lives in (a route
+        removed since its issue opened: the issue stays linked, rule 5)."""
+        linked = (link.repo for link in self._state().links.values() if link.repo is not None)
+        return list(dict.fromkeys((*self.repos, *sorted(set(linked)))))
+
+    async def poll_once(self, repo: str | None = None) -> int:
+        """One poll of ``repo`` (default: the first); returns how many observations
+        were recorded."""
+        repo = repo or self.repos[0]
+        issues = await self._fetch(repo, self._since.setdefault(repo, self._start))
         if issues is None:
             return 0
         await self._caught_up()
         state = self._state()
         changed: list[GitHubIssueObserved] = []
         for issue in issues:
-            observed = self._observed(issue)
+            observed = self._observed(repo, issue)
             if observed is not None and differs_from_log(state, observed):
                 changed.append(observed)
         if changed:
             await self._record(changed)
-            log.info("poll.recorded", repo=self.repo, changes=len(changed))
+            log.info("poll.recorded", repo=repo, changes=len(changed))
         seen = (at for issue in issues if (at := _updated_at(issue)) is not None)
-        self._since = max([self._since, *seen])
+        self._since[repo] = max([self._since[repo], *seen])
         return len(changed)
 
-    def _observed(self, issue: Mapping[str, Any]) -> GitHubIssueObserved | None:
+    def _observed(self, repo: str, issue: Mapping[str, Any]) -> GitHubIssueObserved | None:
         try:
-            return github_issue_from_rest(issue, repo=self.repo)
+            return github_issue_from_rest(issue, repo=repo)
         except InvalidGitHubPayload as exc:
-            log.warning("poll.unusable_issue", repo=self.repo, error=str(exc))
+            log.warning("poll.unusable_issue", repo=repo, error=str(exc))
             return None
 
 

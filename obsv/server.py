@@ -158,21 +158,21 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     settings, sink, eventlog = app[SETTINGS], app[SINK], app[EVENTLOG]
     if not isinstance(sink, GitHubSink) or settings.github_poll_seconds <= 0:
         return None
-    previous: IssuePoll | None = None
+    previous: dict[str, IssuePoll] = {}  # each repository's last poll, for its ETag
 
-    async def fetch(since: datetime) -> Sequence[Mapping[str, Any]] | None:
-        nonlocal previous
+    async def fetch(repo: str, since: datetime) -> Sequence[Mapping[str, Any]] | None:
         try:
-            previous = await sink.poll_issues(since, previous)
+            poll = previous[repo] = await sink.poll_issues(since, previous.get(repo), repo)
         except Exception:
             app[METRICS].polls.labels("failed").inc()
             raise
-        app[METRICS].polls.labels("unchanged" if previous.unchanged else "changed").inc()
-        return None if previous.unchanged else previous.issues
+        app[METRICS].polls.labels("unchanged" if poll.unchanged else "changed").inc()
+        return None if poll.unchanged else poll.issues
 
-    # What changed while obsv was down is found from the log's last record on.
+    # What changed while obsv was down is found from the log's last record on. Every
+    # repository obsv opens issues in is polled (docs/reference.md §8).
     since = eventlog.last_at if eventlog.last_seq else app[CLOCK]()
-    return Poller(sink.repo, fetch, interval=settings.github_poll_seconds, since=since,
+    return Poller(settings.repos, fetch, interval=settings.github_poll_seconds, since=since,
                   state=lambda: consumer.state,
                   caught_up=lambda: consumer.applied(eventlog.last_seq),
                   record=eventlog.append_many)

@@ -20,6 +20,7 @@ from typing import Any
 
 from obsv.core.alert import LEVELS
 from obsv.core.events import Policy
+from obsv.core.routes import Route, is_glob
 
 _REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -70,6 +71,8 @@ class Settings:
     # The admin API (docs/reference.md §9): off (404) without a token.
     admin_token: str | None = None
     admin_url: str | None = None  # what `obsv silence` calls; default from host and port
+    # docs/reference.md §8: ``[[routes]]``, from the TOML file only.
+    routes: tuple[Route, ...] = ()
 
     def __repr__(self) -> str:
         shown = []
@@ -98,7 +101,15 @@ class Settings:
             mute_label=self.mute_label,
             close_on_resolve=self.close_on_resolve,
             resolve_in_sentry=self.resolve_in_sentry,
+            routes=self.routes,
+            dry_run=self.dry_run,
         )
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        """Every repository obsv may open issues in: the default, then each route's."""
+        named = (self.github_repo, *(route.repo for route in self.routes))
+        return tuple(dict.fromkeys(repo for repo in named if repo is not None))
 
 
 # Settings whose values are credentials: never shown (repr, error messages), and each
@@ -275,7 +286,10 @@ def load_settings(config_path: str | None, env: Mapping[str, str], *,
     values: dict[str, Any] = {}
     path = config_path or env.get("OBSV_CONFIG") or None
     if path:
-        values.update(_parse_source(_read_toml(Path(path)), lambda key: key, f" in {path}"))
+        data = _read_toml(Path(path))
+        values.update(_parse_source(data, lambda key: key, f" in {path}"))
+        if _ROUTES in data:
+            values["routes"] = _routes(data[_ROUTES], f" in {path}")
     values.update(_parse_source(env, env_name, ""))
     values.setdefault("log_format", "console" if stderr_is_tty else "json")
     if not require_secret:
@@ -377,7 +391,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    known = set(_PARSERS) | {key + _FILE_SUFFIX for key in _SECRETS}
+    known = set(_PARSERS) | {key + _FILE_SUFFIX for key in _SECRETS} | {_ROUTES}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -395,9 +409,9 @@ def _complete(values: dict[str, Any]) -> Settings:
         )
     _check_app(values)
     has_credentials = bool(values.get("github_token")) or bool(values.get("github_app_id"))
-    if has_credentials and not values.get("github_repo"):
+    if has_credentials and not values.get("github_repo") and not values.get("routes"):
         raise ConfigError("OBSV_GITHUB_REPO is not set: GitHub credentials need the owner/name "
-                          "of the repository to open issues in")
+                          "of the repository to open issues in (or [[routes]] naming them)")
     dry_run = values.setdefault("dry_run", not has_credentials)
     if not dry_run and not has_credentials:
         raise ConfigError("OBSV_DRY_RUN is false but no GitHub credentials are set: set "
@@ -449,3 +463,82 @@ def _check_app_key(path: Path) -> None:
     if not isinstance(key, RSAPrivateKey):
         raise ConfigError(f"{name}: {path} is not an RSA private key (GitHub Apps sign with "
                           f"RS256); {fix}")
+
+
+# -- routes (docs/reference.md §8) ---------------------------------------------------------
+
+_ROUTES = "routes"
+_ROUTE_KEYS = ("projects", "environments", "tags", "repo", "labels", "min_level",
+               "cooldown_seconds", "max_issues_per_hour")
+
+
+def _routes(raw: object, where: str) -> tuple[Route, ...]:
+    """The ``[[routes]]`` tables, in order; an error names ``route N`` (1-based) and the key."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"routes{where}: write each route as a [[routes]] table")
+    return tuple(_route(f"route {n}{where}", table) for n, table in enumerate(raw, 1))
+
+
+def _route(name: str, table: object) -> Route:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: write it as a [[routes]] table")
+    unknown = sorted(set(table) - set(_ROUTE_KEYS))
+    if unknown:
+        raise ConfigError(f"{name}: unknown key {unknown[0]!r}; a route has "
+                          f"{', '.join(_ROUTE_KEYS)}")
+    if "repo" not in table:
+        raise ConfigError(f"{name}: repo is missing; every route names its repository "
+                          "as owner/name")
+    repo = _repo(f"{name}: repo", table["repo"])
+    if repo is None:
+        raise ConfigError(f"{name}: repo is empty; write it as owner/name")
+    labels = None
+    if "labels" in table:
+        labels = tuple(_label(f"{name}: labels", item) for item in _list(name, "labels", table))
+        if not labels:
+            raise ConfigError(f"{name}: labels is empty; give at least one label, or leave "
+                              "it out to use OBSV_GITHUB_LABELS")
+
+    def optional(key: str, parse: Callable[[str, Any], Any]) -> Any:
+        return parse(f"{name}: {key}", table[key]) if key in table else None
+
+    return Route(repo=repo, projects=_globs(name, "projects", table),
+                 environments=_globs(name, "environments", table), tags=_tag_globs(name, table),
+                 labels=labels, min_level=optional("min_level", _level),
+                 cooldown_seconds=optional("cooldown_seconds", _integer(0)),
+                 max_issues_per_hour=optional("max_issues_per_hour", _integer(0)))
+
+
+def _list(name: str, key: str, table: dict[str, Any]) -> list[Any]:
+    value = table[key]
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: {key} must be a list, e.g. {key} = [\"...\"]")
+    return value
+
+
+def _globs(name: str, key: str, table: dict[str, Any]) -> tuple[str, ...]:
+    if key not in table:
+        return ()
+    globs = tuple(_glob(f"{name}: {key}", item) for item in _list(name, key, table))
+    if not globs:
+        raise ConfigError(f"{name}: {key} is empty and would match nothing; leave it out to "
+                          "match any")
+    return globs
+
+
+def _glob(name: str, raw: object) -> str:
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise ConfigError(f"{name}: expected a string, got {raw!r}")
+    glob = str(raw).strip()
+    if not is_glob(glob):
+        raise ConfigError(f"{name}: {raw!r} is not a glob; close every [ and give a "
+                          "non-empty pattern (*, ?, [abc])")
+    return glob
+
+
+def _tag_globs(name: str, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    tags = table.get("tags", {})
+    if not isinstance(tags, dict):
+        raise ConfigError(f"{name}: tags must be a table, e.g. tags = {{ team = \"payments\" }}")
+    return tuple((str(key), _glob(f"{name}: tags.{key}", value))
+                 for key, value in tags.items())

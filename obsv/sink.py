@@ -75,6 +75,8 @@ class OpenJob:
     decision: AlertDecided | None = None
     # The first alert of this Sentry issue in the log (the fold keeps it), for the body.
     first_seen: datetime | None = None
+    # The repository of the decision (its route's, else the default; docs/reference.md §8).
+    repo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class CommentJob:
     attempts: int
     maybe_sent: bool
     first_seen: datetime | None = None  # as in OpenJob, for comment templates
+    repo: str | None = None  # the linked issue's repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class ReopenJob:
     mute_label: str  # never put back
     attempts: int
     maybe_sent: bool
+    repo: str | None = None  # the linked issue's repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ class CloseJob:
     issue_number: int | None
     attempts: int
     maybe_sent: bool
+    repo: str | None = None  # the linked issue's repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +283,8 @@ class DryRunSink:
             write_private(path, text.encode("utf-8"), how="replace")
         except OSError as exc:
             return self._failure(job.alert_seq, job.attempts, exc)
-        return IssueOpened(job.alert_seq, alert.sentry_issue_id, self.repo, None, str(path), True)
+        return IssueOpened(job.alert_seq, alert.sentry_issue_id, job.repo or self.repo, None,
+                           str(path), True)
 
     async def post_comment(self, job: CommentJob) -> CommentPosted | IssueFailed:
         """Append the comment to the issue's file, once per decision."""
@@ -289,7 +295,7 @@ class DryRunSink:
             return text
         failed = self._append_once(path, "Comment", text, comment_marker_for(job.alert_seq),
                                    job.alert_seq, job.attempts)
-        return failed or CommentPosted(job.alert_seq, alert.sentry_issue_id, self.repo,
+        return failed or CommentPosted(job.alert_seq, alert.sentry_issue_id, job.repo or self.repo,
                                        job.issue_number, None, str(path), True)
 
     async def reopen_issue(self, job: ReopenJob) -> IssueReopened | IssueFailed:
@@ -299,7 +305,8 @@ class DryRunSink:
         text = render_reopen_note(job.decision, labels)
         failed = self._append_once(path, "Reopened", text, reopen_marker_for(job.alert_seq),
                                    job.alert_seq, job.attempts)
-        return failed or IssueReopened(job.alert_seq, self.repo, job.issue_number, True)
+        return failed or IssueReopened(job.alert_seq, job.repo or self.repo, job.issue_number,
+                                       True)
 
     async def close_issue(self, job: CloseJob) -> IssueClosed | IssueFailed:
         """Append the comment that explains the close to the issue's file, once."""
@@ -309,7 +316,8 @@ class DryRunSink:
             return text
         failed = self._append_once(path, "Closed", text, close_marker_for(job.cause_seq),
                                    job.cause_seq, job.attempts)
-        return failed or IssueClosed(job.cause_seq, self.repo, job.issue_number, True)
+        return failed or IssueClosed(job.cause_seq, job.repo or self.repo, job.issue_number,
+                                     True)
 
     def _append_once(self, path: Path, heading: str, text: str, marker: str, seq: int,
                      attempts: int) -> IssueFailed | None:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import jsonschema
 import jwt
 from aiohttp import web
@@ -537,6 +538,67 @@ FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
 LIMITS = Limits()
 
 
+class FakeGitHubs:
+    """Several fake repositories behind one GitHub API address (docs/reference.md §8:
+    one client posts to every route's repository). Each repo is a whole ``FakeGitHub``
+    with its own issues, labels and journal; this front passes every request on, as is,
+    to the fake of the repo in its path (``/repos/<owner>/<name>/...``), and the answer
+    back. Paging links keep the inner fake's address: fine for tests of a few issues."""
+
+    _HOP = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+    def __init__(self, *repos: str) -> None:
+        self.fakes = {repo: FakeGitHub(repo=repo) for repo in repos}
+        self._server: TestServer | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __getitem__(self, repo: str) -> FakeGitHub:
+        return self.fakes[repo]
+
+    @property
+    def repo(self) -> str:
+        """The first repository: the default one of ``settings_against``."""
+        return next(iter(self.fakes))
+
+    async def start(self) -> str:
+        for fake in self.fakes.values():
+            await fake.start()
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/repos/{owner}/{name}/{rest:.*}", self._forward)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        return self.base_url
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("")).rstrip("/")
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        if self._session is not None:
+            await self._session.close()
+        for fake in self.fakes.values():
+            await fake.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        repo = f"{request.match_info['owner']}/{request.match_info['name']}"
+        fake = self.fakes.get(repo)
+        if fake is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self._HOP}
+        async with self._session.request(request.method, fake.base_url + request.path_qs,
+                                         headers=headers, data=await request.read(),
+                                         allow_redirects=False) as answer:
+            body = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in self._HOP
+                    and k.lower() != "content-encoding"}
+            return web.Response(status=answer.status, body=body, headers=kept)
+
+
 class Service:
     """The real app with the real GitHub sink, against the fake."""
 
@@ -558,7 +620,8 @@ class Service:
         return seq
 
 
-def settings_against(github: FakeGitHub, settings: Settings, **overrides: Any) -> Settings:
+def settings_against(github: FakeGitHub | FakeGitHubs, settings: Settings,
+                     **overrides: Any) -> Settings:
     """``settings`` pointed at ``github`` with its token: the real GitHub sink's settings."""
     return replace(settings, **{"github_token": "test-token", "github_repo": github.repo,
                                 "github_api_url": github.base_url, "dry_run": False,
@@ -575,7 +638,8 @@ async def sink_against(github: FakeGitHub, settings: Settings, clock: Callable[[
     return sink
 
 
-async def start_service_against(github: FakeGitHub, aiohttp_client: Any, settings: Settings,
+async def start_service_against(github: FakeGitHub | FakeGitHubs, aiohttp_client: Any,
+                                settings: Settings,
                                 clock: FakeClock | None = None, retry: RetryPolicy = FAST,
                                 **overrides: Any) -> Service:
     """The real app on loopback, posting to ``github`` through the real GitHub sink."""

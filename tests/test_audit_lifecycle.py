@@ -385,7 +385,7 @@ def test_why_tells_the_whole_story_in_log_order(tmp_path: Path) -> None:
     assert said == [
         f"alert seq {s.first}  error in prod  event ev1",
         "    Boom",
-        "    decision: open (new_issue: no linked GitHub issue yet)",
+        f"    decision: open (new_issue: no linked GitHub issue yet) in {REPO}",
         f"issue opened: {REPO}#12 https://gh/{REPO}/issues/12  "
         f"(seq {s.first + 2}, for alert seq {s.first})",
         f"GitHub (webhook, by @octo-dev): {REPO}#12 closed; state closed (completed) since "
@@ -403,7 +403,7 @@ def test_why_tells_the_whole_story_in_log_order(tmp_path: Path) -> None:
         "    decision: reopen (regression: the linked issue was closed at most "
         "OBSV_REOPEN_WINDOW_SECONDS before: reopen it, then comment; reopens #12, closed "
         "(completed) since 2026-11-22T16:40:11.000000Z (github.issue seq "
-        f"{s.resolve_cause}, webhook, by @octo-dev), within the reopen window (1h))",
+        f"{s.resolve_cause}, webhook, by @octo-dev), within the reopen window (1h)) in {REPO}",
         "Sentry: unresolved; status unresolved, substatus regressed, resolution -  "
         f"(sentry.issue seq {s.reopen + 1})",
         f"issue reopened: {REPO}#12  (seq {s.reopen + 3}, for alert seq {s.reopen})",
@@ -427,7 +427,7 @@ def test_why_tells_the_whole_story_in_log_order(tmp_path: Path) -> None:
         "OBSV_REOPEN_WINDOW_SECONDS before: a new issue that names the old one; replaces "
         "#12, closed (completed) since 2026-11-22T17:10:03.000000Z (github.issue seq "
         f"{s.close_cause + 3}, webhook, by @obsv-bot[bot]), longer ago than the reopen "
-        "window (1h))",
+        f"window (1h)) in {REPO}",
         f"issue opened: {REPO}#13 https://gh/{REPO}/issues/13  "
         f"(seq {s.regression + 2}, for alert seq {s.regression})",
         f"GitHub (poll): {REPO}#13 observed; state closed (not_planned) since "
@@ -436,7 +436,7 @@ def test_why_tells_the_whole_story_in_log_order(tmp_path: Path) -> None:
         "    Boom",
         "    decision: suppress (wont_fix: a human closed the linked issue as not planned or a "
         "duplicate, or muted it with OBSV_MUTE_LABEL: never reopened, never commented; #13 "
-        f"was closed as not_planned (github.issue seq {s.not_planned}, poll))",
+        f"was closed as not_planned (github.issue seq {s.not_planned}, poll)) in {REPO}",
     ]
     assert re.fullmatch(
         r"Another alert now \(.*\) would be: suppress \(wont_fix\), #13 was closed as "
@@ -590,7 +590,7 @@ def test_why_says_since_when_sentry_had_the_issue_resolved(tmp_path: Path) -> No
         "    decision: comment (regression: Sentry reported the issue resolved since the last "
         "notification: comment at once, whatever the cooldown; linked issue #12, its Sentry "
         f"issue resolved since {format_time(T0 + seconds_(60))} (sentry.issue seq {resolved}, "
-        "resolved))") in result.stdout.splitlines()
+        f"resolved)) in {REPO}") in result.stdout.splitlines()
 
 
 # -- any interleaving ---------------------------------------------------------------------

@@ -41,6 +41,7 @@ from obsv.core.events import (
     Suppressed,
     SyncDecided,
 )
+from obsv.core.routes import Route
 
 VERSION = 1
 # The ``prev`` of the first line of a log (docs/reference.md §11).
@@ -278,12 +279,14 @@ def _decided(event: AlertDecided) -> Json:
         fields["since"] = format_time(event.since)
     if event.silence_id is not None:  # written only when set: older lines re-encode as they were
         fields["silence_id"] = event.silence_id
+    if event.repo is not None:
+        fields["repo"] = event.repo
     return fields
 
 
 def encode_policy(policy: Policy) -> Json:
     """The JSON-ready dict of a policy (also printed by the CLI)."""
-    return {
+    fields: Json = {
         "min_level": policy.min_level,
         "environments": list(policy.environments),
         "cooldown_seconds": policy.cooldown_seconds,
@@ -295,6 +298,44 @@ def encode_policy(policy: Policy) -> Json:
         "close_on_resolve": policy.close_on_resolve,
         "resolve_in_sentry": policy.resolve_in_sentry,
     }
+    # Written only when set, so the lines of a policy without routes (all of them
+    # before routing) re-encode byte for byte as they were.
+    if policy.routes:
+        fields["routes"] = [encode_route(route) for route in policy.routes]
+    if not policy.dry_run:
+        fields["dry_run"] = False
+    return fields
+
+
+def encode_route(route: Route) -> Json:
+    """A route as JSON: its repo, and only the conditions and overrides it sets."""
+    fields: Json = {"repo": route.repo}
+    if route.projects:
+        fields["projects"] = list(route.projects)
+    if route.environments:
+        fields["environments"] = list(route.environments)
+    if route.tags:
+        fields["tags"] = dict(route.tags)
+    for name in ("labels", "min_level", "cooldown_seconds", "max_issues_per_hour"):
+        value = getattr(route, name)
+        if value is not None:
+            fields[name] = list(value) if isinstance(value, tuple) else value
+    return fields
+
+
+def decode_route(r: Json) -> Route:
+    """Inverse of ``encode_route``."""
+    labels = r.get("labels")
+    return Route(
+        repo=str(r["repo"]),
+        projects=tuple(str(p) for p in r.get("projects") or ()),
+        environments=tuple(str(e) for e in r.get("environments") or ()),
+        tags=tuple((str(k), str(v)) for k, v in (r.get("tags") or {}).items()),
+        labels=None if labels is None else tuple(str(label) for label in labels),
+        min_level=_optional_str(r.get("min_level")),
+        cooldown_seconds=_optional_int(r.get("cooldown_seconds")),
+        max_issues_per_hour=_optional_int(r.get("max_issues_per_hour")),
+    )
 
 
 def _optional_time(at: datetime | None) -> str | None:
@@ -426,6 +467,7 @@ def _read_decided(r: Json) -> AlertDecided:
         ),
         since=_read_optional_time(r.get("since")),
         silence_id=_optional_str(r.get("silence_id")),
+        repo=_optional_str(r.get("repo")),
     )
 
 
@@ -443,6 +485,8 @@ def decode_policy(p: Json) -> Policy:
         mute_label=str(p.get("mute_label", _DEFAULT_POLICY.mute_label)),
         close_on_resolve=_bool(p.get("close_on_resolve", _DEFAULT_POLICY.close_on_resolve)),
         resolve_in_sentry=_bool(p.get("resolve_in_sentry", _DEFAULT_POLICY.resolve_in_sentry)),
+        routes=tuple(decode_route(route) for route in p.get("routes") or ()),
+        dry_run=_bool(p.get("dry_run", _DEFAULT_POLICY.dry_run)),
     )
 
 

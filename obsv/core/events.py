@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 from obsv.core.alert import Alert
+from obsv.core.routes import Route
 
 Action = Literal["open", "comment", "suppress", "reopen"]
 Reason = Literal[
@@ -25,6 +26,7 @@ Reason = Literal[
     "storm_budget",
     "new_issue",
     "silenced",
+    "unrouted",
 ]
 SyncAction = Literal["close", "resolve_sentry"]
 SyncReason = Literal["resolved_in_sentry", "closed_on_github"]
@@ -58,6 +60,11 @@ class Policy:
     mute_label: str = "obsv:mute"
     close_on_resolve: bool = False
     resolve_in_sentry: bool = False
+    # docs/reference.md §8. ``dry_run`` is recorded because row 3 (``unrouted``) depends
+    # on it; lines without it come from before routing, when a policy without a repo
+    # could only be a dry run's, so that is the default.
+    routes: tuple[Route, ...] = ()
+    dry_run: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,9 @@ class AlertDecided:
     since: datetime | None = None
     # For ``silenced``: the silence that muted the alert (docs/reference.md §5 row 2).
     silence_id: str | None = None
+    # The repository the decision concerns (docs/reference.md §8): the linked issue's,
+    # else the route's, else the default; None in a dry run without any, and on older lines.
+    repo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

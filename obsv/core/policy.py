@@ -15,7 +15,10 @@ cite them:
       suppress duplicate             the event_id was already received (Sentry
                                      retries with a new Request-ID, same event_id)
       suppress silenced              an active silence matches the alert (rule 13)
-      suppress below_min_level       level under the policy's min level (unknown = error)
+      suppress unrouted              GitHub is the sink (not a dry run), and no linked
+                                     issue, no route and no default repo takes it (rule 14)
+      suppress below_min_level       level under the route's (else the policy's) min
+                                     level (unknown = error)
       suppress environment_filtered  environments set and the alert's not in it
       suppress wont_fix              linked issue closed as not_planned or duplicate,
                                      or carrying the mute label: a human decided
@@ -30,7 +33,8 @@ cite them:
       suppress cooldown              linked issue notified less than cooldown ago
       comment  recurrence            linked issue and the cooldown has passed
       suppress storm_budget          no linked issue and max_issues_per_hour opens
-                                     already decided in the hour before
+                                     already decided in the hour before (the route's
+                                     own budget and hour when it has one, rule 13)
       open     new_issue             no linked issue
  4. The linked issue is the one linked to the alert's Sentry issue id, else to its
     fingerprint key. An issue is linked from its ``open`` decision on (pending), and
@@ -94,6 +98,13 @@ cite them:
     silence is forgotten ``SILENCE_KEPT`` after it stopped (ended or expired), by
     record time like rule 7, so the state stays bounded and the admin API can still
     list recently ended ones.
+14. Routing (docs/reference.md §8, obsv/core/routes.py): the first route that matches
+    the alert takes it; its min level and cooldown replace the policy's. A route with
+    its own ``max_issues_per_hour`` counts only its own opens in its own rolling hour
+    (keyed by ``Route.key``); every other open counts in the shared hour. A decision
+    names its repo: the linked issue's (a linked Sentry issue stays with its issue
+    whatever the routes say now), else the route's, else the default. The link keeps
+    the repo from its open decision on, so writes on it never follow a route change.
 """
 
 from __future__ import annotations
@@ -131,6 +142,7 @@ from obsv.core.events import (
     SyncDecided,
     SyncReason,
 )
+from obsv.core.routes import Route, route_for
 from obsv.core.silences import Silence, SilenceError, first_muting, parse_matchers
 
 EVENT_ID_WINDOW = timedelta(hours=24)
@@ -218,6 +230,8 @@ class State:
     # Issues obsv linked once and no more (rule 8): never taken for a pending open's.
     unlinked_numbers: set[tuple[str, int]] = field(default_factory=set)
     recent_opens: deque[datetime] = field(default_factory=deque)
+    # Rule 13: the opens of each route with its own budget, by ``Route.key``.
+    route_opens: dict[str, deque[datetime]] = field(default_factory=dict)
     intents: dict[int, Intent] = field(default_factory=dict)
     unrecorded: dict[int, Decision] = field(default_factory=dict)
     # The ``at`` of the first alert of each Sentry issue: the issue body's "first seen"
@@ -241,7 +255,8 @@ class State:
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
             intents=self.intents.copy(), unrecorded=self.unrecorded.copy(),
-            first_seen=self.first_seen.copy(), silences=self.silences.copy())
+            first_seen=self.first_seen.copy(), silences=self.silences.copy(),
+            route_opens={key: opens.copy() for key, opens in self.route_opens.items()})
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -259,9 +274,12 @@ def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
     if alert.event_id not in state.event_ids:  # row 2 comes right after duplicate
         silence = first_muting(state.silences.values(), alert, at)
         if silence is not None:
+            linked_now = state.linked(alert)
             return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key,
-                                "suppress", "silenced", silence_id=silence.id)
+                                "suppress", "silenced", silence_id=silence.id,
+                                repo=_decision_repo(policy, alert, linked_now))
     action, reason, link = _verdict(state, alert, at, policy)
+    repo = _decision_repo(policy, alert, link)
     linked = suppressed = since = None
     if link is not None:
         linked = LinkedIssue(link.alert_seq, link.number)
@@ -271,7 +289,17 @@ def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
         if reason == "regression":
             since = link.closed_at if link.state == "closed" else link.resolved_since
     return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key, action,
-                        reason, linked, suppressed, since)
+                        reason, linked, suppressed, since, repo=repo)
+
+
+def _decision_repo(policy: Policy, alert: Alert, link: Link | None) -> str | None:
+    """Rule 14: the linked issue's repo, else the route's, else the default."""
+    return link.repo if link is not None and link.repo is not None else _repo(policy, alert)
+
+
+def _repo(policy: Policy, alert: Alert) -> str | None:
+    route = route_for(policy, alert)
+    return route.repo if route is not None else policy.repo
 
 
 def _verdict(state: State, alert: Alert, at: datetime,
@@ -279,13 +307,19 @@ def _verdict(state: State, alert: Alert, at: datetime,
     """Rule 3's table, first matching row wins."""
     if alert.event_id in state.event_ids:
         return "suppress", "duplicate", None
-    if level_rank(alert.level) < level_rank(policy.min_level):
+    route = route_for(policy, alert)
+    link = state.linked(alert)
+    if (route is None and policy.repo is None and not policy.dry_run
+            and (link is None or link.repo is None)):
+        return "suppress", "unrouted", None
+    min_level = policy.min_level if route is None or route.min_level is None \
+        else route.min_level
+    if level_rank(alert.level) < level_rank(min_level):
         return "suppress", "below_min_level", None
     if policy.environments and alert.environment not in policy.environments:
         return "suppress", "environment_filtered", None
-    link = state.linked(alert)
     if link is None:
-        if opens_in_hour_before(state, at) >= policy.max_issues_per_hour:
+        if _budget_spent(state, at, policy, route):
             return "suppress", "storm_budget", None
         return "open", "new_issue", None
     if is_wont_fix(link, policy):
@@ -297,7 +331,9 @@ def _verdict(state: State, alert: Alert, at: datetime,
         return "open", "regression", link
     if link.resolved_since is not None:
         return "comment", "regression", link
-    if at - link.last_notified_at < timedelta(seconds=policy.cooldown_seconds):
+    cooldown = policy.cooldown_seconds if route is None or route.cooldown_seconds is None \
+        else route.cooldown_seconds
+    if at - link.last_notified_at < timedelta(seconds=cooldown):
         return "suppress", "cooldown", link
     return "comment", "recurrence", link
 
@@ -309,16 +345,30 @@ def is_wont_fix(link: Link, policy: Policy) -> bool:
     return link.labels is not None and policy.mute_label in link.labels
 
 
-def opens_in_hour_before(state: State, at: datetime) -> int:
-    """How many ``open`` decisions fall less than an hour before ``at``."""
-    # recent_opens is in time order and pruned up to the last alert, so only its
+def opens_in_hour_before(state: State, at: datetime, route: Route | None = None) -> int:
+    """How many ``open`` decisions fall less than an hour before ``at``: in the shared
+    hour, or in the own hour of ``route`` (rule 13)."""
+    opens = state.recent_opens if route is None else state.route_opens.get(route.key, ())
+    # The opens are in time order and pruned up to the last alert, so only the
     # oldest entries can have left the window: count those off the front.
     stale = 0
-    for opened in state.recent_opens:
+    for opened in opens:
         if at - opened < STORM_WINDOW:
             break
         stale += 1
-    return len(state.recent_opens) - stale
+    return len(opens) - stale
+
+
+def budget_route(policy: Policy, alert: Alert) -> Route | None:
+    """The route whose own budget counts the alert's opens, or None: the shared one."""
+    route = route_for(policy, alert)
+    return route if route is not None and route.max_issues_per_hour is not None else None
+
+
+def _budget_spent(state: State, at: datetime, policy: Policy, route: Route | None) -> bool:
+    if route is not None and route.max_issues_per_hour is not None:
+        return opens_in_hour_before(state, at, route) >= route.max_issues_per_hour
+    return opens_in_hour_before(state, at) >= policy.max_issues_per_hour
 
 
 # -- the fold ---------------------------------------------------------------------------
@@ -394,6 +444,11 @@ def _prune(state: State, at: datetime) -> None:
         state.recent_opens.popleft()
     for silence_id in [i for i, s in state.silences.items() if at - s.stopped_at > SILENCE_KEPT]:
         del state.silences[silence_id]
+    for key, opens in list(state.route_opens.items()):
+        while opens and at - opens[0] >= STORM_WINDOW:
+            opens.popleft()
+        if not opens:
+            del state.route_opens[key]
 
 
 # -- silences (rule 13) -------------------------------------------------------------------
@@ -433,11 +488,15 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
                                          alert.sentry_issue_id)
             _unlink(state, decision.linked_issue.alert_seq)
         link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at,
-                    web_url=alert.web_url, resolve_echo_due=echo_due)
+                    repo=decision.repo, web_url=alert.web_url, resolve_echo_due=echo_due)
         state.links[link.alert_seq] = link
         state.links_by_issue[alert.sentry_issue_id] = link.alert_seq
         state.links_by_key[alert.fingerprint_key] = link.alert_seq
-        state.recent_opens.append(at)
+        route = budget_route(state.effective_policy, alert)
+        if route is None:
+            state.recent_opens.append(at)
+        else:
+            state.route_opens.setdefault(route.key, deque()).append(at)
         _intend(state, decision.alert_seq, "open", link.alert_seq, at, received, decision)
         return
     if decision.linked_issue is None:
@@ -657,6 +716,10 @@ def observed_link(state: State, event: GitHubIssueObserved) -> Link | None:
     if link_seq is None:
         return None
     link = state.links[link_seq]
+    # A pending link knows the repo its open goes to (rule 13): another repo's issue
+    # with the same marker is not it.
+    if link.repo is not None and link.repo != event.repo:
+        return None
     return link if link.status == "pending" and link.number is None else None
 
 

@@ -57,6 +57,9 @@ def snapshot_rows(state: State) -> Iterator[Row]:
         yield ["e", event_id, format_time(at)]
     for at in state.recent_opens:
         yield ["o", format_time(at)]
+    for key, opens in state.route_opens.items():
+        for at in opens:
+            yield ["r", key, format_time(at)]
     for link in state.links.values():
         yield ["l", link.alert_seq, link.sentry_issue_id, link.fingerprint_key,
                format_time(link.opened_at), format_time(link.last_notified_at), link.status,
@@ -128,6 +131,8 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             state.unlinked_numbers.add((row[1], row[2]))
         case "o":
             opens.append(parse_time(row[1]))
+        case "r":
+            state.route_opens.setdefault(row[1], deque()).append(parse_time(row[2]))
         case "f":
             state.first_seen[row[1]] = parse_time(row[2])
         case "l":
