@@ -401,3 +401,22 @@ def test_lifecycle_replays_exactly_and_through_any_snapshot(
     assert state_to_dict(second) == state_to_dict(whole)
     assert (second.links_by_issue, second.links_by_key, second.links_by_number) == (
         whole.links_by_issue, whole.links_by_key, whole.links_by_number)
+
+
+def test_an_unlinked_issue_keeps_the_echo_of_obsvs_resolve() -> None:
+    """Found by the property above: obsv resolved the Sentry issue, its reopen then failed
+    for good (the issue is unlinked), a new alert opened a new issue, and Sentry's webhook
+    for obsv's own resolve arrived last. It must not close the new issue (no echo)."""
+    script: list[tuple[object, ...]] = [
+        ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"), ("sink", 0, "ok"),
+        ("sink", 0, "ok"), ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"),
+        ("alert", "1", 0, 0, "own"), ("poll", 0), ("sink", 0, "ok"),
+        ("alert", "1", 0, 0, "own"), ("sink", 0, "ok"), ("human", 0, "completed", 0),
+        ("alert", "1", 0, 0, "own"), ("poll", 0), ("sink", 0, "ok"),
+        ("human", 0, "completed", 0), ("alert", "1", 0, 0, "own"), ("poll", 0),
+        ("sink", 0, "permanent"), ("alert", "1", 0, 0, "own")]
+    sim = build(script)  # the no-echo invariant is checked as it goes
+    _, mismatches = replay(sim.records)
+    assert mismatches == []
+    assert not [r for r in sim.records if isinstance(r.event, SyncDecided)
+                and r.event.action == "close"]

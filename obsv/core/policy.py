@@ -229,6 +229,9 @@ class State:
     links_by_number: dict[tuple[str, int], int] = field(default_factory=dict)
     # Issues obsv linked once and no more (rule 8): never taken for a pending open's.
     unlinked_numbers: set[tuple[str, int]] = field(default_factory=set)
+    # Sentry issue ids whose webhook for obsv's own resolve may still come while no link
+    # carries that (the link was unlinked): the next link of the id inherits it (rule 10).
+    resolve_echoes: set[str] = field(default_factory=set)
     recent_opens: deque[datetime] = field(default_factory=deque)
     # Rule 13: the opens of each route with its own budget, by ``Route.key``.
     route_opens: dict[str, deque[datetime]] = field(default_factory=dict)
@@ -254,6 +257,7 @@ class State:
             links=self.links.copy(), links_by_issue=self.links_by_issue.copy(),
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
+            resolve_echoes=self.resolve_echoes.copy(),
             intents=self.intents.copy(), unrecorded=self.unrecorded.copy(),
             first_seen=self.first_seen.copy(), silences=self.silences.copy(),
             route_opens={key: opens.copy() for key, opens in self.route_opens.items()})
@@ -487,6 +491,9 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
             echo_due = _resolve_echo_due(state, decision.linked_issue.alert_seq,
                                          alert.sentry_issue_id)
             _unlink(state, decision.linked_issue.alert_seq)
+        if alert.sentry_issue_id in state.resolve_echoes:  # its old link was unlinked
+            state.resolve_echoes.discard(alert.sentry_issue_id)
+            echo_due = True
         link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at,
                     repo=decision.repo, web_url=alert.web_url, resolve_echo_due=echo_due)
         state.links[link.alert_seq] = link
@@ -627,6 +634,9 @@ def _failed(state: State, event: IssueFailed, at: datetime) -> None:
 
 def _unlink(state: State, link_seq: int) -> None:
     """Rule 4: the link is gone, and so is an open still pending for it."""
+    if link_seq in state.links and _resolve_echo_due(
+            state, link_seq, state.links[link_seq].sentry_issue_id):
+        state.resolve_echoes.add(state.links[link_seq].sentry_issue_id)
     link = state.links.pop(link_seq, None)
     if link is None:
         return
@@ -649,6 +659,8 @@ def _sentry_changed(state: State, event: SentryIssueChanged, at: datetime, seq: 
     """Rule 10, and rule 11's close."""
     link_seq = state.links_by_issue.get(event.sentry_issue_id)
     if link_seq is None:
+        if event.action == "resolved":  # the echo came while no link carried it
+            state.resolve_echoes.discard(event.sentry_issue_id)
         return
     link = state.links[link_seq]
     was_resolved = link.sentry_resolved

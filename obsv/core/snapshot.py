@@ -27,7 +27,7 @@ from obsv.core.events import (
 from obsv.core.policy import Intent, Link, State
 from obsv.core.silences import Silence, parse_matchers
 
-SNAPSHOT_VERSION = 6  # 5: first_seen rows; 6: silence rows
+SNAPSHOT_VERSION = 7  # 5: first_seen rows; 6: silence rows
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -78,6 +78,8 @@ def snapshot_rows(state: State) -> Iterator[Row]:
         yield ["g", event_id, format_time(at)]
     for repo, number in sorted(state.unlinked_numbers):
         yield ["n", repo, number]
+    for sentry_issue_id in sorted(state.resolve_echoes):
+        yield ["x", sentry_issue_id]
     for i in state.intents.values():
         yield ["i", i.alert_seq, i.action, i.link_seq, format_time(i.at), _record(i.received),
                _record(i.decision), i.recorded, i.attempts, _t(i.next_attempt_at), i.reopened]
@@ -129,6 +131,8 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
             state.github_deliveries[row[1]] = parse_time(row[2])
         case "n":
             state.unlinked_numbers.add((row[1], row[2]))
+        case "x":
+            state.resolve_echoes.add(row[1])
         case "o":
             opens.append(parse_time(row[1]))
         case "r":
