@@ -371,7 +371,7 @@ class TokenAuth:
         """The token to send."""
         return self._token
 
-    def invalidate(self) -> None:
+    def invalidate(self, token: str) -> None:
         """A fixed token cannot be refreshed."""
 
 
@@ -400,9 +400,12 @@ class AppAuth:
             self._cached = (str(response["token"]), expires)
             return self._cached[0]
 
-    def invalidate(self) -> None:
-        """Forget the token (after a 401)."""
-        self._cached = None
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` after GitHub refused it (401). Only that token: a request that
+        was sent with an older one (the poller's, beside the poster's) must not throw
+        away the fresh token another request just fetched."""
+        if self._cached is not None and self._cached[0] == token:
+            self._cached = None
 
 
 Auth = TokenAuth | AppAuth
@@ -619,6 +622,7 @@ class GitHubSink:
             query["since"] = _github_time(since)
         issues: list[Mapping[str, Any]] = []
         first_etag: str | None = None
+        token = ""
         try:
             token = await self._auth.token(self._api)
             async for page in self._api.pages(url, query, oauth_token=token, etag=etag):
@@ -630,7 +634,7 @@ class GitHubSink:
             return IssuePoll(repo, since, None, False, tuple(issues), complete=False)
         except Exception as exc:
             if isinstance(exc, gidgethub.BadRequest) and int(exc.status_code) == 401:
-                self._auth.invalidate()  # the next poll fetches a new installation token
+                self._auth.invalidate(token)  # the next poll fetches a new installation token
             raise PollFailed(classify(exc, time.time())) from None
         return IssuePoll(repo, since, first_etag, False, tuple(issues))
 
@@ -646,12 +650,13 @@ class GitHubSink:
 
     async def _call(self, request: Callable[[str], Awaitable[Any]]) -> Any:
         """One request with the current token; a 401 refreshes the token once (rule 3)."""
+        token = await self._auth.token(self._api)
         try:
-            return await request(await self._auth.token(self._api))
+            return await request(token)
         except gidgethub.BadRequest as exc:
             if int(exc.status_code) != 401:
                 raise
-            self._auth.invalidate()
+            self._auth.invalidate(token)
             return await request(await self._auth.token(self._api))
 
     async def _ensure_labels(self, repo: str, labels: tuple[str, ...]) -> None:

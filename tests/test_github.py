@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from obsv.server import SINK
 from obsv.settings import Settings
 
 from .conftest import FakeClock, post_signed, wait_until
@@ -347,3 +348,25 @@ async def test_metrics_after_a_scripted_sequence(start_service: Any, github: Fak
     assert values[("obsv_consumer_lag_records", ())] == 0
     assert values[("obsv_log_bytes", ())] == service.log.stat().st_size
     assert values[("obsv_log_append_seconds_count", ())] == 3
+
+
+async def test_a_stale_401_never_throws_away_a_fresh_app_token(
+        tmp_path: Path, start_service: Any, github: FakeGitHub) -> None:
+    """The poster and the poller may both hold the old installation token when GitHub
+    revokes it: the first 401 fetches a new token; the second request's 401 (sent with
+    the old one) must not discard that new token and fetch a third."""
+    key_path, public_key = _app_key(tmp_path)
+    github.app_id, github.app_public_key = "4242", public_key
+    service = await start_service(
+        github_token=None, github_app_id="4242", github_app_private_key_path=key_path,
+        github_installation_id="77")
+    await service.alert("a" * 32, issue_id="1", hashes=["h1"])
+    await wait_until(lambda: len(service.records("issue.opened")) == 1)
+    sink = service.client.server.app[SINK]
+    old = await sink._auth.token(sink._api)
+    github.tokens = {}  # GitHub revokes it
+    sink._auth.invalidate(old)  # the first request's 401
+    fresh = await sink._auth.token(sink._api)
+    sink._auth.invalidate(old)  # a second request, sent with the old token, gets 401 too
+    assert await sink._auth.token(sink._api) == fresh
+    assert len(github.requests("token")) == 2
