@@ -8,15 +8,26 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from obsv.core.codec import parse_time
 from obsv.settings import Settings
 
-from .conftest import FakeClock, wait_until
+from .conftest import (
+    SECRET,
+    FakeClock,
+    alert_body,
+    records_of,
+    sentry_bytes,
+    signed_headers,
+    wait_until,
+)
 from .fakes import FakeGitHub, Fault, Service, label_names, start_service_against
+from .process import ServeProcess
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 STORM = 100
@@ -112,3 +123,47 @@ async def test_a_storm_of_100_new_issues_opens_5_issues_and_one_digest(
     await service.alert("f" * 32, **fields(STORM))  # one more suppression, within 10 min
     await wait_until(lambda: len(service.records("alert.decided")) == STORM + 1)
     assert len(github.writes()) == writes
+
+
+async def test_a_digest_posted_when_the_process_was_killed_is_not_posted_again(
+        tmp_path: Path, github: FakeGitHub) -> None:
+    log_path = tmp_path / "events.jsonl"
+    server = ServeProcess(tmp_path, {
+        "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log_path),
+        "OBSV_GITHUB_TOKEN": "test-token", "OBSV_GITHUB_REPO": github.repo,
+        "OBSV_GITHUB_API_URL": github.base_url, "OBSV_DRY_RUN": "false",
+        "OBSV_MAX_ISSUES_PER_HOUR": "1", "OBSV_GITHUB_POLL_SECONDS": "0"})
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def alert(n: int) -> None:
+                raw = sentry_bytes(alert_body(event_id=f"{n:032x}", **fields(n)))
+                async with session.post(server.url + "/webhooks/sentry", data=raw,
+                                        headers=signed_headers(raw)) as response:
+                    assert response.status == 202
+
+            await alert(0)
+            await wait_until(lambda: len(records_of(log_path, "issue.opened")) == 1, 20)
+            # The digest is created on GitHub, but its answer never comes: killed meanwhile.
+            github.fail("create_issue", Fault(502, apply_anyway=True, delay=30))
+            await alert(1)
+            await wait_until(lambda: len(github.issues) == 2, 20)
+            server.kill()
+            assert records_of(log_path, "storm.decided") != []
+            assert len(records_of(log_path, "issue.opened")) == 1
+
+            await server.start()
+            await alert(2)  # in the same storm, within 10 minutes: no comment
+            await wait_until(lambda: len(records_of(log_path, "issue.opened")) == 2, 20)
+            await wait_until(lambda: len(records_of(log_path, "alert.decided")) == 3, 20)
+    finally:
+        server.stop()
+    [storm] = records_of(log_path, "storm.decided")
+    [_, digest] = github.issues
+    assert "storm" in digest["title"] and len(github.requests("create_issue")) == 2
+    assert [(r["alert_seq"], r["number"]) for r in records_of(log_path, "issue.opened")][1] == (
+        storm["seq"], digest["number"])
+    verified = subprocess.run([sys.executable, "-m", "obsv", "replay", str(log_path),
+                               "--verify"], capture_output=True, text=True, timeout=60,
+                              check=False, env={"PATH": "/usr/bin:/bin"})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
