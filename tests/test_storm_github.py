@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from obsv.core.codec import parse_time
@@ -21,6 +22,7 @@ from .conftest import (
     SECRET,
     FakeClock,
     alert_body,
+    post_signed,
     records_of,
     sentry_bytes,
     signed_headers,
@@ -167,3 +169,51 @@ async def test_a_digest_posted_when_the_process_was_killed_is_not_posted_again(
                                "--verify"], capture_output=True, text=True, timeout=60,
                               check=False, env={"PATH": "/usr/bin:/bin"})
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_a_dry_run_writes_the_digest_and_its_comments_to_the_outbox(
+        make_client: Any, settings: Settings) -> None:
+    clock = FakeClock(T0)
+    client = await make_client(clock=clock, max_issues_per_hour=1)
+    for n in range(4):
+        raw = alert_body(event_id=f"{n:032x}", **fields(n))
+        assert (await post_signed(client, raw)).status == 202
+        clock.advance(minutes=6)  # issue 1 opens the digest at 6 min, issue 3 comments at 18
+    log = settings.event_log
+    await wait_until(lambda: len(records_of(log, "storm.decided")) == 2
+                     and len(records_of(log, "comment.posted")) == 1)
+    storms = records_of(log, "storm.decided")
+    assert [(r["action"], r["sentry_issue_ids"]) for r in storms] == [
+        ("open", ["1001"]), ("comment", ["1002", "1003"])]
+    [opened] = [r for r in records_of(log, "issue.opened") if r["alert_seq"] == storms[0]["seq"]]
+    digest = Path(opened["url"])
+    assert opened["dry_run"] is True and digest.parent == settings.outbox_dir
+    text = digest.read_text()
+    assert text.startswith("# [storm]") and "Labels: obsv:storm" in text
+    assert [text.count(f"[Sentry issue {n}]") for n in (1001, 1002, 1003)] == [1, 1, 1]
+    assert "1000" not in text  # the issue that was opened is no part of the storm
+    [comment] = records_of(log, "comment.posted")
+    assert comment["alert_seq"] == storms[1]["seq"] and comment["url"] == str(digest)
+
+
+def test_replay_verify_catches_a_storm_decision_that_was_changed(tmp_path: Path) -> None:
+    from obsv.audit import audit
+    from obsv.core.codec import encode
+    from obsv.core.events import ConfigApplied, Policy
+
+    from .records import Log
+    built = Log()
+    built.add(ConfigApplied(Policy(max_issues_per_hour=1)))
+    built.alert(issue="1")
+    built.alert(issue="2")
+    [(storm, _)] = built.state.storm_unrecorded.values()
+    built.add(storm)
+    path = tmp_path / "events.jsonl"
+    lines = [orjson.dumps(encode(envelope)) for envelope in built.records]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert audit(path).findings == []
+    tampered = orjson.loads(lines[-1])
+    tampered["sentry_issue_ids"], tampered["issues"][0]["sentry_issue_id"] = ["9"], "9"
+    path.write_bytes(b"\n".join([*lines[:-1], orjson.dumps(tampered)]) + b"\n")
+    [finding] = audit(path).findings
+    assert "storm decision on alert" in str(finding)
