@@ -42,6 +42,7 @@ from obsv.core.events import (
     SentryResolved,
     SilenceAdded,
     SilenceExpired,
+    StormDecided,
     SyncDecided,
 )
 from obsv.core.policy import Link, State, apply, decide, observed_link
@@ -156,9 +157,11 @@ class Audit:
     findings: list[Finding] = field(default_factory=list)
     unrecorded: list[int] = field(default_factory=list)  # alerts decided, not recorded
     unrecorded_sync: list[int] = field(default_factory=list)  # causes, likewise
+    unrecorded_storm: list[int] = field(default_factory=list)  # alerts, likewise
     state: State = field(default_factory=State)
     records: int = 0
     sync_decisions: int = 0
+    storm_decisions: int = 0
     # The first line that is not a record: the pass stopped there, so nothing after it
     # was read and no answer about the log is complete.
     unreadable: Finding | None = None
@@ -384,6 +387,7 @@ def audit(path: Path, policy_override: Policy | None = None,
     pending = result.state.unrecorded
     result.unrecorded = sorted(s for s, d in pending.items() if isinstance(d, AlertDecided))
     result.unrecorded_sync = sorted(s for s, d in pending.items() if isinstance(d, SyncDecided))
+    result.unrecorded_storm = sorted(result.state.storm_unrecorded)
     return result
 
 
@@ -395,6 +399,9 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     elif isinstance(event, SyncDecided):
         result.sync_decisions += 1
         _check_sync(result, seq, event)
+    elif isinstance(event, StormDecided):
+        result.storm_decisions += 1
+        _check_storm(result, seq, event)
     link_seq = _concerned_link(state, event)
     before = state.links.get(link_seq) if link_seq is not None else None
     context = _context(result, event.alert) if isinstance(event, AlertReceived) else None
@@ -605,6 +612,21 @@ def _check_sync(result: Audit, seq: int, recorded: SyncDecided) -> None:
             + ("" if derived.sentry_issue_id == recorded.sentry_issue_id else
                f"; Sentry issue recorded {recorded.sentry_issue_id}, "
                f"derived {derived.sentry_issue_id}"))))
+
+
+def _check_storm(result: Audit, seq: int, recorded: StormDecided) -> None:
+    """Compare a recorded storm decision with the one derived while folding its alert
+    (policy.py rule 15)."""
+    derived = result.state.storm_unrecorded.get(recorded.alert_seq)
+    said = f"storm decision on alert {recorded.alert_seq}: recorded {recorded.action}"
+    if derived is None:
+        result.findings.append(Finding(seq, None, (
+            f"{said}, but that alert derives none (or it was decided already)")))
+    elif derived[0] != recorded:
+        theirs = derived[0]
+        result.findings.append(Finding(seq, None, (
+            f"{said} of {len(recorded.issues)} Sentry issue(s) in {recorded.repo}, derived "
+            f"{theirs.action} of {len(theirs.issues)} in {theirs.repo}")))
 
 
 def _time(at: datetime | None) -> str:

@@ -229,7 +229,12 @@ def _print_verify(path: Path, result: Audit, override: Policy | None,
     if result.unrecorded_sync:
         _say(f"note: {len(result.unrecorded_sync)} sync decision(s) derived but not recorded "
              f"yet (on seq {_seqs(result.unrecorded_sync)})")
+    if result.unrecorded_storm:
+        _say(f"note: {len(result.unrecorded_storm)} storm decision(s) derived but not "
+             f"recorded yet (on alert seq {_seqs(result.unrecorded_storm)})")
     counted = f"{alerts} alerts, {result.sync_decisions} sync decisions"
+    if result.storm_decisions:
+        counted += f", {result.storm_decisions} storm decisions"
     if result.findings:
         _say(f"{path}: {len(result.findings)} finding(s) in {result.records} records "
              f"({counted}), decisions checked against {against}")

@@ -44,6 +44,7 @@ from obsv.core.events import (
     Policy,
     SentryIssueChanged,
     SentryResolved,
+    StormDecided,
     SyncDecided,
 )
 from obsv.core.policy import (
@@ -58,7 +59,16 @@ from obsv.core.routes import labels_for
 from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
-from obsv.sink import CloseJob, CommentJob, OpenJob, ReopenJob, ResolveJob, Sink, retry_time
+from obsv.sink import (
+    CloseJob,
+    CommentJob,
+    DigestJob,
+    OpenJob,
+    ReopenJob,
+    ResolveJob,
+    Sink,
+    retry_time,
+)
 from obsv.snapshots import Snapshots
 
 log = structlog.get_logger("obsv.consumer")
@@ -208,6 +218,10 @@ class Consumer:
         """Decisions derived but not recorded, and failures owed to orphaned comments."""
         missing: list[tuple[int, Event]] = [
             (seq, d) for seq, d in self.state.unrecorded.items() if seq not in self._in_flight]
+        # A storm decision waits under its alert's seq, which its alert decision uses
+        # too: its in-flight key is the negated seq (seqs start at 1).
+        missing += [(-seq, storm) for seq, (storm, _) in self.state.storm_unrecorded.items()
+                    if -seq not in self._in_flight]
         for intent in orphaned_intents(self.state):
             if intent.alert_seq not in self._in_flight:
                 missing.append((intent.alert_seq, IssueFailed(
@@ -314,6 +328,11 @@ class Consumer:
         link = self.state.links.get(intent.link_seq)
         number = link.number if link is not None else None
         received, decision = intent.received, intent.decision
+        if isinstance(decision, StormDecided):
+            return await self._sink.post_digest(DigestJob(
+                intent.alert_seq, intent.at, decision, intent.link_seq,
+                self.state.effective_policy.storm_labels, number, intent.attempts,
+                maybe_sent))
         if isinstance(received, SentryIssueChanged) and isinstance(decision, SyncDecided):
             return await self._sink.close_issue(CloseJob(
                 intent.alert_seq, intent.at, received, decision, number, intent.attempts,

@@ -70,7 +70,13 @@ from multidict import CIMultiDict
 
 from obsv.core.codec import parse_time
 from obsv.core.events import CommentPosted, IssueClosed, IssueFailed, IssueOpened, IssueReopened
-from obsv.core.render import close_marker_for, comment_marker_for
+from obsv.core.render import (
+    close_marker_for,
+    comment_marker_for,
+    render_storm_comment,
+    render_storm_digest,
+    storm_marker_for,
+)
 from obsv.eventlog import Clock
 from obsv.metrics import Metrics
 from obsv.retry import Failure, RetryPolicy, Rounds, wait_hint
@@ -78,6 +84,7 @@ from obsv.settings import Settings
 from obsv.sink import (
     CloseJob,
     CommentJob,
+    DigestJob,
     OpenJob,
     ReopenJob,
     render_close_job,
@@ -640,6 +647,47 @@ class GitHubSink:
 
     def _count_retry(self, failure: Failure) -> None:
         self._metrics.github_retries.labels(str(failure.status or "error")).inc()
+
+    async def post_digest(self, job: DigestJob) -> IssueOpened | CommentPosted | IssueFailed:
+        """Open the storm digest (labels ``OBSV_STORM_LABELS``), or comment on it; like
+        every write, found again by its marker before a re-post."""
+        repo = self._repo_of(job.decision.repo)
+        if repo is None:
+            return _no_repo(job.storm_seq, job.attempts)
+        if job.decision.action == "open":
+            return await self._open_digest(job, repo)
+        if job.issue_number is None:
+            return _no_issue(job.storm_seq, job.attempts, "comment on")
+        text = render_storm_comment(job.decision, job.storm_seq)
+        marker = storm_marker_for(job.storm_seq)
+        comments = f"/repos/{repo}/issues/{job.issue_number}/comments"
+        number = job.issue_number
+
+        async def once(maybe_sent: bool) -> CommentPosted:
+            found = maybe_sent and await self._find_comment(comments, marker, job.at)
+            comment = found or await self._call(lambda token: self._api.post(
+                comments, oauth_token=token, data={"body": text}))
+            return CommentPosted(job.storm_seq, "", repo, number, int(comment["id"]),
+                                 _url_of(comment), False)
+
+        return await self._rounds.run(job.storm_seq, job.attempts, job.maybe_sent, once)
+
+    async def _open_digest(self, job: DigestJob, repo: str) -> IssueOpened | IssueFailed:
+        draft = render_storm_digest(job.decision, job.labels, job.storm_seq)
+
+        async def once(maybe_sent: bool) -> IssueOpened:
+            found = maybe_sent and await self._in_github_time(
+                job.at, lambda bound: self._walk_issues(repo, draft.marker, bound))
+            if not found:
+                await self._ensure_labels(repo, job.labels)
+                found = await self._call(lambda token: self._api.post(
+                    f"/repos/{repo}/issues", oauth_token=token,
+                    data={"title": draft.title, "body": draft.body,
+                          "labels": list(draft.labels)}))
+            return IssueOpened(job.storm_seq, "", repo, int(found["number"]), _url_of(found),
+                               False)
+
+        return await self._rounds.run(job.storm_seq, job.attempts, job.maybe_sent, once)
 
     # -- requests ---------------------------------------------------------------
 

@@ -61,6 +61,8 @@ class Settings:
     github_poll_seconds: int = 300
     reopen_window_seconds: int = 1_209_600
     mute_label: str = "obsv:mute"
+    # docs/reference.md §5: the storm digest's labels, never the agent label.
+    storm_labels: tuple[str, ...] = ("obsv:storm",)
     close_on_resolve: bool = False
     resolve_in_sentry: bool = False
     sentry_api_token: str | None = None
@@ -99,6 +101,7 @@ class Settings:
             labels=self.github_labels,
             reopen_window_seconds=self.reopen_window_seconds,
             mute_label=self.mute_label,
+            storm_labels=self.storm_labels,
             close_on_resolve=self.close_on_resolve,
             resolve_in_sentry=self.resolve_in_sentry,
             routes=self.routes,
@@ -258,6 +261,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "github_poll_seconds": _integer(0, 86_400),
     "reopen_window_seconds": _integer(0),
     "mute_label": _label,
+    "storm_labels": _names,
     "close_on_resolve": _boolean,
     "resolve_in_sentry": _boolean,
     "sentry_api_token": _optional_secret,
@@ -425,7 +429,22 @@ def _complete(values: dict[str, Any]) -> Settings:
     if values.get("mute_label", "obsv:mute") in values.get("github_labels", ("agent:builder",)):
         raise ConfigError("OBSV_MUTE_LABEL is one of OBSV_GITHUB_LABELS: every issue would be "
                           "muted; choose a label of its own, e.g. obsv:mute")
+    _check_storm_labels(values)
     return Settings(**values)
+
+
+def _check_storm_labels(values: dict[str, Any]) -> None:
+    """The digest lists issues for humans: an agent label would hand it to the agent."""
+    storm = values.get("storm_labels", ("obsv:storm",))
+    if not storm:
+        raise ConfigError("OBSV_STORM_LABELS is empty: give at least one label, "
+                          "e.g. obsv:storm")
+    agent = set(values.get("github_labels", ("agent:builder",)))
+    for route in values.get("routes", ()):
+        agent.update(route.labels or ())
+    if taken := sorted(agent & set(storm)):
+        raise ConfigError(f"OBSV_STORM_LABELS holds the agent label {taken[0]}: the storm "
+                          "digest is for humans; choose a label of its own, e.g. obsv:storm")
 
 
 def _check_app(values: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ from obsv.core.events import (
     IssueOpened,
     IssueReopened,
     SentryIssueChanged,
+    StormDecided,
     SyncDecided,
 )
 from obsv.core.render import (
@@ -45,7 +46,10 @@ from obsv.core.render import (
     comment_marker_for,
     render_close_comment,
     render_reopen_note,
+    render_storm_comment,
+    render_storm_digest,
     reopen_marker_for,
+    storm_marker_for,
 )
 from obsv.errors import StartupError
 from obsv.files import write_private
@@ -140,6 +144,21 @@ class ResolveJob:
     api_url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DigestJob:
+    """Open the storm digest, or comment on it, for the ``storm.decided`` record at
+    ``storm_seq`` (docs/reference.md §5); its outcome names that seq."""
+
+    storm_seq: int
+    at: datetime  # the record's time: reconciliation looks no further back
+    decision: StormDecided
+    digest_key: int  # the digest's link: the seq of the alert that opened it
+    labels: tuple[str, ...]  # OBSV_STORM_LABELS
+    issue_number: int | None  # the digest's, for a comment
+    attempts: int
+    maybe_sent: bool
+
+
 class Sink(Protocol):
     """One implementation posts to GitHub; the other renders into the outbox."""
 
@@ -162,6 +181,9 @@ class Sink(Protocol):
 
     async def close_issue(self, job: CloseJob) -> IssueClosed | IssueFailed:
         """Comment why and close the issue as completed, or say why not."""
+
+    async def post_digest(self, job: DigestJob) -> IssueOpened | CommentPosted | IssueFailed:
+        """Open the storm digest or comment on it, or say why not."""
 
 
 def body_of(received: AlertReceived) -> dict[str, object]:
@@ -318,6 +340,25 @@ class DryRunSink:
                                    job.cause_seq, job.attempts)
         return failed or IssueClosed(job.cause_seq, job.repo or self.repo, job.issue_number,
                                      True)
+
+    async def post_digest(self, job: DigestJob) -> IssueOpened | CommentPosted | IssueFailed:
+        """Write the digest to its own file, ``storm-<digest_key>.md``; append each comment
+        to it once."""
+        decision = job.decision
+        path = self.outbox / f"storm-{job.digest_key}.md"
+        if decision.action == "open":
+            draft = render_storm_digest(decision, job.labels, job.storm_seq)
+            try:
+                write_private(path, outbox_text(draft).encode("utf-8"), how="replace")
+            except OSError as exc:
+                return self._failure(job.storm_seq, job.attempts, exc)
+            return IssueOpened(job.storm_seq, "", decision.repo or self.repo, None, str(path),
+                               True)
+        text = render_storm_comment(decision, job.storm_seq)
+        failed = self._append_once(path, "Comment", text, storm_marker_for(job.storm_seq),
+                                   job.storm_seq, job.attempts)
+        return failed or CommentPosted(job.storm_seq, "", decision.repo or self.repo,
+                                       job.issue_number, None, str(path), True)
 
     def _append_once(self, path: Path, heading: str, text: str, marker: str, seq: int,
                      attempts: int) -> IssueFailed | None:

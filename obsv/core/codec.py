@@ -38,6 +38,8 @@ from obsv.core.events import (
     SentryResolved,
     SilenceAdded,
     SilenceExpired,
+    StormDecided,
+    StormIssue,
     Suppressed,
     SyncDecided,
 )
@@ -101,6 +103,8 @@ def type_name(event: Event) -> str:
             return "sentry.resolved"
         case SyncDecided():
             return "sync.decided"
+        case StormDecided():
+            return "storm.decided"
         case LogCheckpoint():
             return "log.checkpoint"
         case SilenceAdded():
@@ -195,6 +199,8 @@ def _event_fields(event: Event) -> Json:
                 "action": event.action,
                 "reason": event.reason,
             }
+        case StormDecided():
+            return _storm(event)
         case LogCheckpoint():
             return {"head_seq": event.head_seq, "head_sha256": event.head_sha256}
         case SilenceAdded():
@@ -284,6 +290,18 @@ def _decided(event: AlertDecided) -> Json:
     return fields
 
 
+def _storm(event: StormDecided) -> Json:
+    return {
+        "alert_seq": event.alert_seq,
+        "action": event.action,
+        "repo": event.repo,
+        "window_start": format_time(event.window_start),
+        "sentry_issue_ids": list(event.sentry_issue_ids),
+        "issues": [{"sentry_issue_id": i.sentry_issue_id, "title": i.title, "level": i.level,
+                    "web_url": i.web_url} for i in event.issues],
+    }
+
+
 def encode_policy(policy: Policy) -> Json:
     """The JSON-ready dict of a policy (also printed by the CLI)."""
     fields: Json = {
@@ -304,6 +322,8 @@ def encode_policy(policy: Policy) -> Json:
         fields["routes"] = [encode_route(route) for route in policy.routes]
     if not policy.dry_run:
         fields["dry_run"] = False
+    if policy.storm_labels != _DEFAULT_POLICY.storm_labels:
+        fields["storm_labels"] = list(policy.storm_labels)
     return fields
 
 
@@ -487,6 +507,8 @@ def decode_policy(p: Json) -> Policy:
         resolve_in_sentry=_bool(p.get("resolve_in_sentry", _DEFAULT_POLICY.resolve_in_sentry)),
         routes=tuple(decode_route(route) for route in p.get("routes") or ()),
         dry_run=_bool(p.get("dry_run", _DEFAULT_POLICY.dry_run)),
+        storm_labels=tuple(str(label) for label in p.get("storm_labels")
+                           or _DEFAULT_POLICY.storm_labels),
     )
 
 
@@ -532,6 +554,19 @@ def _read_sync(r: Json) -> SyncDecided:
     return SyncDecided(_int(r["cause_seq"]), str(r["sentry_issue_id"]), action, reason)
 
 
+def _read_storm(r: Json) -> StormDecided:
+    action, issues = r["action"], r["issues"]
+    if action not in ("open", "comment"):
+        raise CodecError(f"unknown storm decision {action!r}")
+    if not isinstance(issues, list) or not all(isinstance(i, dict) for i in issues):
+        raise CodecError("storm.decided issues must be a list of objects")
+    return StormDecided(_int(r["alert_seq"]), action, _optional_str(r["repo"]),
+                        parse_time(r["window_start"]), tuple(
+                            StormIssue(str(i["sentry_issue_id"]), _optional_str(i["title"]),
+                                       _optional_str(i["level"]), _optional_str(i["web_url"]))
+                            for i in issues))
+
+
 def _read_checkpoint(r: Json) -> LogCheckpoint:
     return LogCheckpoint(_int(r["head_seq"]), _sha256_hex(r["head_sha256"], "head_sha256"))
 
@@ -562,6 +597,7 @@ _READERS: dict[str, Callable[[Json], Event]] = {
     "issue.closed": _read_closed,
     "sentry.resolved": _read_resolved,
     "sync.decided": _read_sync,
+    "storm.decided": _read_storm,
     "log.checkpoint": _read_checkpoint,
     "silence.added": _read_silence_added,
     "silence.expired": _read_silence_expired,

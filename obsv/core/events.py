@@ -30,6 +30,7 @@ Reason = Literal[
 ]
 SyncAction = Literal["close", "resolve_sentry"]
 SyncReason = Literal["resolved_in_sentry", "closed_on_github"]
+StormAction = Literal["open", "comment"]
 IssueState = Literal["open", "closed"]
 ObservedBy = Literal["webhook", "poll"]
 
@@ -65,6 +66,8 @@ class Policy:
     # could only be a dry run's, so that is the default.
     routes: tuple[Route, ...] = ()
     dry_run: bool = True
+    # docs/reference.md §5, the storm digest's labels; never the agent label.
+    storm_labels: tuple[str, ...] = ("obsv:storm",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,35 @@ class SyncDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class StormIssue:
+    """One Sentry issue a storm digest lists: what a human needs to triage it from the
+    digest (docs/reference.md §5), as the suppressed alert said it."""
+
+    sentry_issue_id: str
+    title: str | None
+    level: str | None
+    web_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StormDecided:
+    """The storm digest of ``repo`` (docs/reference.md §5): ``open`` it, or ``comment`` on
+    it, listing ``issues``. Derived while folding the ``storm_budget`` suppression at
+    ``alert_seq``; its posts name this record's own seq as their ``alert_seq``."""
+
+    alert_seq: int
+    action: StormAction
+    repo: str | None
+    window_start: datetime
+    issues: tuple[StormIssue, ...]
+
+    @property
+    def sentry_issue_ids(self) -> tuple[str, ...]:
+        """The Sentry issue ids listed, in order."""
+        return tuple(issue.sentry_issue_id for issue in self.issues)
+
+
+@dataclass(frozen=True, slots=True)
 class LogCheckpoint:
     """The log's head when this record was written: the last ``seq`` and the sha256 of
     its line, for an operator to keep elsewhere (docs/reference.md §11). Decides nothing."""
@@ -287,6 +319,7 @@ Event = (
     | IssueClosed
     | SentryResolved
     | SyncDecided
+    | StormDecided
     | LogCheckpoint
     | SilenceAdded
     | SilenceExpired

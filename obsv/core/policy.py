@@ -105,6 +105,20 @@ cite them:
     names its repo: the linked issue's (a linked Sentry issue stays with its issue
     whatever the routes say now), else the route's, else the default. The link keeps
     the repo from its open decision on, so writes on it never follow a route change.
+15. The storm digest (docs/reference.md §5): a ``storm_budget`` suppression folds into
+    the storm of its decision's repo. The first of a storm derives ``storm.decided``
+    ``open``; a later one, once ``DIGEST_INTERVAL`` of alert time has passed since the
+    digest's last post (its open starts that clock) and some Sentry issue is not listed
+    yet, derives ``comment`` listing the ones suppressed since. A storm ends
+    ``STORM_WINDOW`` after its last suppression; the next one starts a new storm and
+    digest. Like sync decisions (rule 11) a storm decision is derived while folding its
+    cause, the alert, and recorded after it; it waits in ``State.storm_unrecorded`` under
+    the alert's seq (that key is the alert decision's). Its intent is keyed by the
+    ``storm.decided`` record's own seq, which its posts name. The digest is a link of
+    its own, keyed by the seq of the alert that opened it and indexed by no Sentry
+    issue id or fingerprint key, so no alert ever comments on it; digest opens never
+    count towards the budget. A digest whose open failed for good is unlinked, and the
+    next suppression opens a new one.
 """
 
 from __future__ import annotations
@@ -137,6 +151,8 @@ from obsv.core.events import (
     SentryResolved,
     SilenceAdded,
     SilenceExpired,
+    StormDecided,
+    StormIssue,
     Suppressed,
     SyncAction,
     SyncDecided,
@@ -147,6 +163,7 @@ from obsv.core.silences import Silence, SilenceError, first_muting, parse_matche
 
 EVENT_ID_WINDOW = timedelta(hours=24)
 STORM_WINDOW = timedelta(hours=1)
+DIGEST_INTERVAL = timedelta(minutes=10)  # rule 15: at most one digest comment per this
 MAX_RETRY_WAIT = timedelta(hours=1)  # docs/reference.md §6: never more than 1 h away
 WONT_FIX_REASONS = frozenset({"not_planned", "duplicate"})
 UNLINKING_ACTIONS = frozenset({"deleted", "transferred"})
@@ -158,8 +175,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LinkStatus = Literal["pending", "opened"]
 IntentAction = Literal["open", "comment", "reopen", "close", "resolve_sentry"]
 # The record a decision was taken on, and the decision.
-Decided = AlertReceived | SentryIssueChanged | GitHubIssueObserved
-Decision = AlertDecided | SyncDecided
+Decided = AlertReceived | SentryIssueChanged | GitHubIssueObserved | StormDecided
+Decision = AlertDecided | SyncDecided | StormDecided
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +232,24 @@ class Intent:
 
 
 @dataclass(slots=True)
+class Storm:
+    """Rule 15: one repository's storm. Mutable (one per repository, changed on every
+    suppression in a storm): ``State.copy`` copies it."""
+
+    window_start: datetime
+    last_suppressed_at: datetime
+    last_post_at: datetime  # the alert time of the digest's last post (open or comment)
+    digest_seq: int  # the key of the digest's link
+    listed: set[str] = field(default_factory=set)  # Sentry issue ids listed or pending
+    pending: list[StormIssue] = field(default_factory=list)  # suppressed since last post
+
+    def copy(self) -> Storm:
+        """A copy later folds do not change."""
+        return Storm(self.window_start, self.last_suppressed_at, self.last_post_at,
+                     self.digest_seq, set(self.listed), list(self.pending))
+
+
+@dataclass(slots=True)
 class State:
     """Everything decisions need, folded from the log."""
 
@@ -242,6 +277,10 @@ class State:
     first_seen: dict[str, datetime] = field(default_factory=dict)
     # Silences by id, in log order (rule 13).
     silences: dict[str, Silence] = field(default_factory=dict)
+    # Rule 15: the storm of each repository ("" for a dry run's none), and the storm
+    # decisions derived but not recorded, by their alert's seq, with their digest's key.
+    storms: dict[str, Storm] = field(default_factory=dict)
+    storm_unrecorded: dict[int, tuple[StormDecided, int]] = field(default_factory=dict)
 
     @property
     def effective_policy(self) -> Policy:
@@ -260,7 +299,9 @@ class State:
             resolve_echoes=self.resolve_echoes.copy(),
             intents=self.intents.copy(), unrecorded=self.unrecorded.copy(),
             first_seen=self.first_seen.copy(), silences=self.silences.copy(),
-            route_opens={key: opens.copy() for key, opens in self.route_opens.items()})
+            route_opens={key: opens.copy() for key, opens in self.route_opens.items()},
+            storms={key: storm.copy() for key, storm in self.storms.items()},
+            storm_unrecorded=self.storm_unrecorded.copy())
 
     def linked(self, alert: Alert) -> Link | None:
         """The linked issue of an alert (rule 4)."""
@@ -393,6 +434,8 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
             _record_decision(state, event.alert_seq)
         case SyncDecided():
             _record_decision(state, event.cause_seq)
+        case StormDecided():
+            _storm_recorded(state, event, at, seq)
         case ConfigApplied(policy=policy):
             state.policy = policy
         case IssueOpened():
@@ -433,7 +476,46 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
         _no_longer_resolved(state, alert.sentry_issue_id)
     _fold_decision(state, decision, received, at)
     state.unrecorded[seq] = decision
+    if decision.reason == "storm_budget":
+        _storm_suppressed(state, decision, alert, at)
     return decision
+
+
+# -- the storm digest (rule 15) ---------------------------------------------------------
+
+def _storm_suppressed(state: State, decision: AlertDecided, alert: Alert,
+                      at: datetime) -> None:
+    key = decision.repo or ""
+    storm = state.storms.get(key)
+    listed = StormIssue(alert.sentry_issue_id, alert.title, alert.level, alert.web_url)
+    if (storm is None or at - storm.last_suppressed_at >= STORM_WINDOW
+            or storm.digest_seq not in state.links):
+        digest_seq = decision.alert_seq
+        state.storms[key] = Storm(at, at, at, digest_seq, {alert.sentry_issue_id})
+        state.links[digest_seq] = Link(digest_seq, "", "", at, at, repo=decision.repo)
+        state.storm_unrecorded[decision.alert_seq] = (
+            StormDecided(decision.alert_seq, "open", decision.repo, at, (listed,)), digest_seq)
+        return
+    storm.last_suppressed_at = at
+    if alert.sentry_issue_id not in storm.listed:
+        storm.listed.add(alert.sentry_issue_id)
+        storm.pending.append(listed)
+    if storm.pending and at - storm.last_post_at >= DIGEST_INTERVAL:
+        state.storm_unrecorded[decision.alert_seq] = (StormDecided(
+            decision.alert_seq, "comment", decision.repo, storm.window_start,
+            tuple(storm.pending)), storm.digest_seq)
+        storm.pending = []
+        storm.last_post_at = at
+
+
+def _storm_recorded(state: State, event: StormDecided, at: datetime, seq: int) -> None:
+    """The storm decision is durable: its post may be made, keyed by this record's seq."""
+    derived = state.storm_unrecorded.pop(event.alert_seq, None)
+    if derived is None:  # none was derived (a hand-made line): nothing to post
+        return
+    decision, digest_seq = derived
+    state.intents[seq] = Intent(seq, decision.action, digest_seq, at, decision, decision,
+                                recorded=True)
 
 
 def _prune(state: State, at: datetime) -> None:
@@ -453,6 +535,9 @@ def _prune(state: State, at: datetime) -> None:
             opens.popleft()
         if not opens:
             del state.route_opens[key]
+    for key in [k for k, storm in state.storms.items()
+                if at - storm.last_suppressed_at >= STORM_WINDOW]:
+        del state.storms[key]  # rule 15: that storm is over (its digest link stays)
 
 
 # -- silences (rule 13) -------------------------------------------------------------------
@@ -547,13 +632,14 @@ def _record_decision(state: State, seq: int) -> None:
 # -- outcomes ---------------------------------------------------------------------------
 
 def _opened(state: State, event: IssueOpened) -> None:
-    state.intents.pop(event.alert_seq, None)
-    link = state.links.get(event.alert_seq)
+    intent = state.intents.pop(event.alert_seq, None)
+    # A storm digest's open names its storm.decided record; its link is keyed apart.
+    link_seq = event.alert_seq if intent is None else intent.link_seq
+    link = state.links.get(link_seq)
     if link is None:
         return
     _numbered(state, link, event.repo, event.number)
-    state.links[event.alert_seq] = replace(state.links[event.alert_seq], status="opened",
-                                           url=event.url)
+    state.links[link_seq] = replace(state.links[link_seq], status="opened", url=event.url)
 
 
 def _numbered(state: State, link: Link, repo: str | None, number: int | None) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 
 from obsv.core.alert import Alert, tag_pairs
 from obsv.core.codec import format_time
-from obsv.core.events import AlertDecided, SentryIssueChanged
+from obsv.core.events import AlertDecided, SentryIssueChanged, StormDecided, StormIssue
 
 TITLE_MAX = 256
 BODY_MAX = 65_536
@@ -159,6 +159,12 @@ def close_marker_for(cause_seq: int) -> str:
 def reopen_marker_for(alert_seq: int) -> str:
     """The hidden marker of a reopen in the dry-run outbox (GitHub gets a PATCH, no text)."""
     return f"<!-- obsv:reopen-for-alert={alert_seq} -->"
+
+
+def storm_marker_for(storm_seq: int) -> str:
+    """The hidden marker of a storm digest post (the digest issue, or a comment on it):
+    one per ``storm.decided`` record, by its seq."""
+    return f"<!-- obsv:storm-for-record={storm_seq} -->"
 
 
 # -- neutralising untrusted text ------------------------------------------------
@@ -978,3 +984,54 @@ def render_reopen_note(decision: AlertDecided, labels: Sequence[str]) -> str:
 
 def _iso(at: datetime | None) -> str:
     return at.isoformat() if at else "unknown"
+
+
+# -- the storm digest (docs/reference.md §5) ----------------------------------------
+
+DIGEST_LINE_TITLE_MAX = 200
+# Lines listed in one post: about 250 characters each, so the list stays inside BODY_MAX.
+DIGEST_LINES_MAX = 200
+
+
+def render_storm_digest(decision: StormDecided, labels: Sequence[str],
+                        storm_seq: int) -> IssueDraft:
+    """The digest issue a storm opens: which repository, since when, and the Sentry issues
+    its budget suppressed. Only obsv's own words are live; every listed value is inert."""
+    where = decision.repo or "the outbox"
+    title = clip(f"[storm] Sentry issues over the storm budget of {where} since "
+                 f"{_storm_time(decision.window_start)}", TITLE_MAX)
+    intro = (f"The storm budget of {where} is spent: these Sentry issues opened no GitHub "
+             "issue of their own. Later ones in this storm are added as comments, at most "
+             "one every 10 minutes; the storm ends after an hour without such a "
+             "suppression.")
+    marker = storm_marker_for(storm_seq)
+    body = assemble([intro, _storm_list(decision)], marker)
+    return IssueDraft(title, body, tuple(labels), marker)
+
+
+def render_storm_comment(decision: StormDecided, storm_seq: int) -> str:
+    """A comment adding the Sentry issues suppressed since the digest's last post."""
+    intro = (f"{len(decision.issues)} more Sentry issue"
+             f"{'' if len(decision.issues) == 1 else 's'} over the storm budget:")
+    return assemble([intro, _storm_list(decision)], storm_marker_for(storm_seq))
+
+
+def _storm_list(decision: StormDecided) -> str:
+    shown = decision.issues[:DIGEST_LINES_MAX]
+    lines = [f"- {code(issue.level or 'error', 20)} "
+             f"{code(issue.title or issue.sentry_issue_id, DIGEST_LINE_TITLE_MAX)} · "
+             f"{sentry_link(_issue_url(issue.web_url), _link_label(issue))}"
+             for issue in shown]
+    if len(decision.issues) > len(shown):
+        lines.append(f"- … and {len(decision.issues) - len(shown)} more (see `obsv replay`)")
+    return "\n".join(lines)
+
+
+def _link_label(issue: StormIssue) -> str:
+    """The link's label names the Sentry issue id only when it is a plain number."""
+    plain = issue.sentry_issue_id.isdigit() and len(issue.sentry_issue_id) <= 32
+    return f"Sentry issue {issue.sentry_issue_id}" if plain else "Sentry issue"
+
+
+def _storm_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC")

@@ -22,12 +22,14 @@ from obsv.core.events import (
     Event,
     GitHubIssueObserved,
     SentryIssueChanged,
+    StormDecided,
+    StormIssue,
     SyncDecided,
 )
-from obsv.core.policy import Intent, Link, State
+from obsv.core.policy import Intent, Link, State, Storm
 from obsv.core.silences import Silence, parse_matchers
 
-SNAPSHOT_VERSION = 7  # 5: first_seen rows; 6: silence rows
+SNAPSHOT_VERSION = 8  # 5: first_seen rows; 6: silence rows; 8: storm rows
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 
@@ -90,6 +92,16 @@ def snapshot_rows(state: State) -> Iterator[Row]:
     for s in state.silences.values():
         yield ["s", s.id, [str(m) for m in s.matchers], format_time(s.starts_at),
                format_time(s.ends_at), s.comment, s.created_by, _t(s.expired_at), s.expired_by]
+    for key, storm in state.storms.items():
+        yield ["t", key, format_time(storm.window_start), format_time(storm.last_suppressed_at),
+               format_time(storm.last_post_at), storm.digest_seq, sorted(storm.listed),
+               [_storm_issue(i) for i in storm.pending]]
+    for decision, digest_seq in state.storm_unrecorded.values():
+        yield ["w", _record(decision), digest_seq]
+
+
+def _storm_issue(issue: StormIssue) -> list[str | None]:
+    return [issue.sentry_issue_id, issue.title, issue.level, issue.web_url]
 
 
 def _held(state: State, link: Link) -> int:
@@ -148,7 +160,8 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
         case "i":
             received, decision = _event(row[5]), _event(row[6])
             if not isinstance(received, AlertReceived | SentryIssueChanged | GitHubIssueObserved
-                              ) or not isinstance(decision, AlertDecided | SyncDecided):
+                              | StormDecided) or not isinstance(
+                                  decision, AlertDecided | SyncDecided | StormDecided):
                 raise ValueError(f"bad intent row for record {row[1]}")
             state.intents[row[1]] = Intent(row[1], row[2], row[3], parse_time(row[4]), received,
                                            decision, row[7], row[8], _pt(row[9]), row[10])
@@ -160,6 +173,15 @@ def _load_row(state: State, row: Row, event_ids: OrderedDict[str, Any],
                 state.unrecorded[decision.cause_seq] = decision
             else:
                 raise ValueError("bad unrecorded decision row")
+        case "t":
+            state.storms[row[1]] = Storm(parse_time(row[2]), parse_time(row[3]),
+                                         parse_time(row[4]), row[5], set(row[6]),
+                                         [StormIssue(*i) for i in row[7]])
+        case "w":
+            storm = _event(row[1])
+            if not isinstance(storm, StormDecided):
+                raise ValueError("bad unrecorded storm decision row")
+            state.storm_unrecorded[storm.alert_seq] = (storm, row[2])
         case _:
             raise ValueError(f"unknown snapshot row {row[0]!r}")
 
