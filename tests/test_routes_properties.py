@@ -1,6 +1,6 @@
 """Random routes, silences, alerts, configuration changes and sink outcomes: a replay of
 the log yields exactly the recorded decisions (docs/reference.md §5, §8, §9), a fold
-through any snapshot agrees, and a linked Sentry issue never changes repository."""
+through any snapshot agrees, and a linked issue never changes repository."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class Log:
         self.records: list[Envelope] = []
         self.now = T0
         self.silences: list[str] = []
-        self.repo_of_issue: dict[str, str | None] = {}
+        self.repo_of_link: dict[int, str | None] = {}
 
     def add(self, event: Event) -> AlertDecided | None:
         envelope = decode(encode(Envelope(len(self.records) + 1, self.now, event)))
@@ -92,8 +92,8 @@ class Log:
         assert decision is not None
         link = self.state.linked(alert)
         if decision.action in ("open", "comment") and link is not None:
-            # A linked Sentry issue keeps the repo of its issue, whatever the routes say.
-            first = self.repo_of_issue.setdefault(issue, link.repo)
+            # A linked issue keeps its repo, whatever the routes say later.
+            first = self.repo_of_link.setdefault(link.alert_seq, link.repo)
             assert link.repo == first, (issue, first, link.repo)
 
     def sink(self, ok: bool) -> None:
@@ -101,9 +101,11 @@ class Log:
             received = intent.received
             if intent.action != "open" or not isinstance(received, AlertReceived):
                 self.add(IssueFailed(intent.alert_seq, 1, 422, "x", False, None))
-            elif ok:
+            elif ok:  # the sink posts to the decision's repository and says so
+                repo = intent.decision.repo if isinstance(intent.decision, AlertDecided) \
+                    else None
                 self.add(IssueOpened(intent.alert_seq, received.alert.sentry_issue_id,
-                                     None, len(self.records), "u", False))
+                                     repo, len(self.records), "u", False))
             else:
                 self.add(IssueFailed(intent.alert_seq, 1, 422, "x", False, None))
 
