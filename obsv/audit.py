@@ -100,6 +100,7 @@ class Row:
     reopened: bool = False
     comment: str | None = None
     failed: str | None = None
+    digest_seq: int | None = None  # the storm.decided that listed this storm_budget alert
 
     @property
     def action(self) -> str | None:
@@ -178,6 +179,9 @@ class Audit:
     # Every silence of the log, as it last stood (kept after the fold forgets it, so a
     # ``silenced`` decision can always say who muted what, why and until when).
     silences: dict[str, Silence] = field(default_factory=dict)
+    # Each storm digest post (by its storm.decided seq): the digest issue, or the comment.
+    digest_posts: dict[int, str] = field(default_factory=dict)
+    digest_seqs: set[int] = field(default_factory=set)
 
     def of_kind(self, *kinds: str) -> list[Finding]:
         """The findings of the given kinds, in log order."""
@@ -211,7 +215,13 @@ class Audit:
             if comment == reopened:  # a dry run appends the comment to the same file
                 comment = None
         parts += [p for p in (comment, row.failed) if p]
+        if row.digest_seq is not None:
+            parts.append(f"(in the storm digest: {self.digest(row.digest_seq)})")
         return ", ".join(parts) or None
+
+    def digest(self, storm_seq: int) -> str:
+        """The storm digest post a storm.decided made: its issue or comment, or pending."""
+        return self.digest_posts.get(storm_seq, f"storm.decided seq {storm_seq}, not posted yet")
 
     def replaces(self, row: Row) -> str | None:
         """For a ``regression`` open (docs/reference.md §5 row 8): the old issue it names."""
@@ -402,6 +412,7 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     elif isinstance(event, StormDecided):
         result.storm_decisions += 1
         _check_storm(result, seq, event)
+        _listed_in_digest(result, seq, event)
     link_seq = _concerned_link(state, event)
     before = state.links.get(link_seq) if link_seq is not None else None
     context = _context(result, event.alert) if isinstance(event, AlertReceived) else None
@@ -430,10 +441,29 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
         return
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
+    if isinstance(event, IssueOpened | CommentPosted) and event.alert_seq in result.digest_seqs:
+        result.digest_posts[event.alert_seq] = (
+            str(IssueRef(event.repo, event.number, event.url))
+            if isinstance(event, IssueOpened) else event.url)
     if isinstance(event, Outcome):
         _outcome(result, event)
     if issue is not None:
         _follow(result, envelope, issue, link_seq)
+
+
+def _listed_in_digest(result: Audit, seq: int, event: StormDecided) -> None:
+    """Mark the storm_budget alerts a digest post lists (the latest unlisted one of each
+    Sentry issue), so replay and why can say where they went."""
+    result.digest_seqs.add(seq)
+    listed = {issue.sentry_issue_id for issue in event.issues}
+    for row in reversed(list(result.rows.values())):
+        if not listed:
+            return
+        sentry_issue_id = row.alert.sentry_issue_id
+        if (sentry_issue_id in listed and row.digest_seq is None
+                and row.decision.reason == "storm_budget"):
+            row.digest_seq = seq
+            listed.discard(sentry_issue_id)
 
 
 def _context(result: Audit, alert: Alert) -> Context | None:

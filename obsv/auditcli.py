@@ -323,6 +323,9 @@ def _timeline_lines(result: Audit, entry: Entry) -> list[str | None]:
         repo = result.repo(row)
         lines.append(f"    decision: {action} ({_explain(result, row.decision, row.context)})"
                      + (f" in {repo}" if repo else "") + _rederived(row.recorded, row.derived))
+        if row.digest_seq is not None:
+            lines.append(f"    listed in the storm digest: {result.digest(row.digest_seq)}"
+                         f"  (storm.decided seq {row.digest_seq})")
         return lines
     match event:
         case GitHubIssueObserved() | SentryIssueChanged():

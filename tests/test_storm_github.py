@@ -57,6 +57,12 @@ def replay(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
                           env={"PATH": "/usr/bin:/bin"})
 
 
+def obsv_cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "obsv", *args, "--log", str(service.log)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin"})
+
+
 def storm_done(service: Service) -> bool:
     """Every storm decision is recorded and posted."""
     storms = {r["seq"] for r in service.records("storm.decided")}
@@ -116,6 +122,15 @@ async def test_a_storm_of_100_new_issues_opens_5_issues_and_one_digest(
     verified = replay(service, "--verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"{len(storms)} storm decisions" in verified.stdout + verified.stderr
+    # replay and why say where a suppressed alert went: the digest that listed it.
+    rows = [orjson.loads(line) for line in replay(service, "--json").stdout.splitlines()]
+    digest_name = f"{digest['number']}"
+    in_digest = [r for r in rows if r["reason"] == "storm_budget"
+                 and r["github"] == f"(in the storm digest: #{digest_name})"]
+    assert {r["sentry_issue_id"] for r in in_digest} == set(storms[0]["sentry_issue_ids"])
+    why = obsv_cli(service, "why", storms[0]["sentry_issue_ids"][0])
+    assert f"    listed in the storm digest: #{digest_name}  (storm.decided seq " \
+        f"{storms[0]['seq']})" in why.stdout
 
     # A restart on the same log posts nothing again.
     writes = len(github.writes())
