@@ -29,6 +29,8 @@ from obsv.core.policy import State, apply, ready_intents
 from obsv.core.routes import Route
 from obsv.core.snapshot import state_from_dict, state_to_dict
 
+from .test_lifecycle_properties import replay
+
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 ROUTES = st.lists(st.builds(
     Route,
@@ -108,19 +110,6 @@ class Log:
                                      repo, len(self.records), "u", False))
             else:
                 self.add(IssueFailed(intent.alert_seq, 1, 422, "x", False, None))
-
-
-def replay(records: list[Envelope], state: State | None = None) -> tuple[State, list[str]]:
-    state = state or State()
-    mismatches = []
-    for envelope in records:
-        event = envelope.event
-        if isinstance(event, AlertDecided):
-            derived = state.unrecorded.get(event.alert_seq)
-            if derived != event:
-                mismatches.append(f"{envelope.seq}: recorded {event}, derived {derived}")
-        apply(state, envelope)
-    return state, mismatches
 
 
 @settings(max_examples=150, deadline=None)
