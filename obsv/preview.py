@@ -28,7 +28,7 @@ from obsv.templates import load_renderer
 def render_command(args: argparse.Namespace) -> int:
     """Run ``obsv render``; prints to stdout, returns 0 (usage problems raise)."""
     settings = load_settings(args.config, os.environ, require_secret=False)
-    raw = _payload(Path(args.payload) if args.payload else None)
+    raw = _payload(Path(args.payload) if args.payload else None, settings.max_body_bytes)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -51,11 +51,17 @@ def render_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _payload(path: Path | None) -> bytes:
+def _payload(path: Path | None, limit: int) -> bytes:
+    """The payload's bytes; like the server, nothing over ``OBSV_MAX_BODY_BYTES``."""
     if path is None:
         return resources.files("obsv.samples").joinpath("event_alert.json").read_bytes()
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"--payload {path}: {exc.strerror}; give the path of a JSON "
                          "file") from None
+    if len(raw) > limit:
+        raise UsageError(f"--payload {path}: larger than OBSV_MAX_BODY_BYTES ({limit} bytes); "
+                         "the server would answer 413 to it")
+    return raw

@@ -90,3 +90,12 @@ def test_render_without_a_payload_uses_the_sample(tmp_path: Path) -> None:
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.startswith("# [error] ReferenceError")
     assert printed.stdout.rstrip().endswith("<!-- obsv:sentry-issue=1117540176 -->")
+
+
+def test_render_refuses_a_payload_the_server_would_refuse_as_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * 2_000_000 + b"{}")  # over the default 1 MiB, read no further
+    printed = render("--payload", str(path), cwd=tmp_path)
+    assert printed.returncode == 2
+    assert "larger than OBSV_MAX_BODY_BYTES" in printed.stderr
+    assert printed.stderr.count("\n") == 1 and printed.stdout == ""
