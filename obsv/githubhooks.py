@@ -19,6 +19,7 @@ In this order, like the Sentry receiver:
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -48,8 +49,11 @@ class GitHubReceiver:
     """Turns one GitHub webhook request into at most one durable record."""
 
     def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog, metrics: Metrics,
-                 seen: Callable[[str], bool]) -> None:
+                 seen: Callable[[str], bool], observations: asyncio.Lock | None = None) -> None:
         self._secret = secret
+        # Shared with the poller (obsv/poller.py rule 3): a poll never compares with the
+        # log while a webhook's record is being appended.
+        self._observations = observations or asyncio.Lock()
         self._max_body = max_body_bytes
         self._log = eventlog
         self._metrics = metrics
@@ -90,17 +94,19 @@ class GitHubReceiver:
             raise Rejected(problem.status, problem.answer()) from None
         if record is None:
             return 200, {"status": "ignored"}
-        if delivery_id is not None and (delivery_id in self._recent or self._seen(delivery_id)):
-            return 200, {"status": "duplicate"}
-        if delivery_id is not None:  # before the append: a concurrent twin sees it
-            self._remember(delivery_id)
-        try:
-            envelope = await self._log.append(record)
-        except LogWriteError as exc:
-            if delivery_id is not None:  # not recorded: GitHub's retry must get through
-                self._recent.pop(delivery_id, None)
-            log.error("log.write_failed", error=str(exc))
-            raise Rejected(503, {"error": "log_unavailable"}) from exc
+        async with self._observations:
+            if delivery_id is not None and (delivery_id in self._recent
+                                            or self._seen(delivery_id)):
+                return 200, {"status": "duplicate"}
+            if delivery_id is not None:  # before the append: a concurrent twin sees it
+                self._remember(delivery_id)
+            try:
+                envelope = await self._log.append(record)
+            except LogWriteError as exc:
+                if delivery_id is not None:  # not recorded: GitHub's retry must get through
+                    self._recent.pop(delivery_id, None)
+                log.error("log.write_failed", error=str(exc))
+                raise Rejected(503, {"error": "log_unavailable"}) from exc
         log.info("github.issue.received", seq=envelope.seq, repo=record.repo,
                  number=record.number, action=record.action)
         return 202, {"status": "accepted", "seq": envelope.seq}

@@ -50,8 +50,13 @@ class Poller:
     def __init__(self, repos: Sequence[str], fetch: Fetch, *, interval: float,
                  since: datetime, state: Callable[[], State],
                  caught_up: Callable[[], Awaitable[None]],
-                 record: Callable[[Sequence[GitHubIssueObserved]], Awaitable[object]]) -> None:
+                 record: Callable[[Sequence[GitHubIssueObserved]], Awaitable[object]],
+                 observations: asyncio.Lock | None = None) -> None:
         self.repos = tuple(repos)
+        # Shared with the webhook receiver: a webhook's record is appended and folded
+        # before a poll compares with the log, never between the comparison and the
+        # poll's own append (rule 3: never the same change twice).
+        self._observations = observations or asyncio.Lock()
         self._fetch = fetch
         self._interval = interval
         self._start = since - START_MARGIN
@@ -94,16 +99,17 @@ class Poller:
         issues = await self._fetch(repo, self._since.setdefault(repo, self._start))
         if issues is None:
             return 0
-        await self._caught_up()
-        state = self._state()
-        changed: list[GitHubIssueObserved] = []
-        for issue in issues:
-            observed = self._observed(repo, issue)
-            if observed is not None and differs_from_log(state, observed):
-                changed.append(observed)
-        if changed:
-            await self._record(changed)
-            log.info("poll.recorded", repo=repo, changes=len(changed))
+        async with self._observations:
+            await self._caught_up()
+            state = self._state()
+            changed: list[GitHubIssueObserved] = []
+            for issue in issues:
+                observed = self._observed(repo, issue)
+                if observed is not None and differs_from_log(state, observed):
+                    changed.append(observed)
+            if changed:
+                await self._record(changed)
+                log.info("poll.recorded", repo=repo, changes=len(changed))
         seen = (at for issue in issues if (at := _updated_at(issue)) is not None)
         self._since[repo] = max([self._since[repo], *seen])
         return len(changed)

@@ -36,6 +36,8 @@ GITHUB_RECEIVER = web.AppKey("github_receiver", GitHubReceiver)
 SINK = web.AppKey("sink", Sink)
 SENTRY: web.AppKey[SentrySink | None] = web.AppKey("sentry")
 POLLER = web.AppKey("poller", Poller)
+# Webhook and poller record GitHub's observations one at a time (obsv/poller.py rule 3).
+OBSERVATIONS = web.AppKey("observations", asyncio.Lock)
 CONSUMER = web.AppKey("consumer", Consumer)
 STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
 ADMIN = web.AppKey("admin", AdminApi)
@@ -116,10 +118,11 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     # it follows the log from before the server listens (obsv/consumer.py rule 3).
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
                              eventlog, app[METRICS], remembers=_fold_remembers(app))
+    app[OBSERVATIONS] = asyncio.Lock()
     if settings.github_webhook_secret:
         app[GITHUB_RECEIVER] = GitHubReceiver(
             settings.github_webhook_secret, settings.max_body_bytes, eventlog, app[METRICS],
-            seen=_fold_saw_delivery(app))
+            seen=_fold_saw_delivery(app), observations=app[OBSERVATIONS])
     app[ADMIN] = AdminApi(settings.admin_token, eventlog, app[CLOCK],
                           consumer=lambda: app.get(CONSUMER))
     yield
@@ -175,7 +178,7 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     return Poller(settings.repos, fetch, interval=settings.github_poll_seconds, since=since,
                   state=lambda: consumer.state,
                   caught_up=lambda: consumer.applied(eventlog.last_seq),
-                  record=eventlog.append_many)
+                  record=eventlog.append_many, observations=app[OBSERVATIONS])
 
 
 def _fold_saw_delivery(app: web.Application) -> Callable[[str], bool]:
