@@ -13,7 +13,9 @@ In this order, like the Sentry receiver:
    ``issue`` (fields named): GitHub does not retry a 4xx, and a bad body will not heal.
 6. An issue without obsv's marker is not obsv's: 200 ``ignored``.
 7. A delivery id already recorded (GitHub's "redeliver" button, or a retry) is answered
-   200 ``duplicate`` and recorded once.
+   200 ``duplicate`` and recorded once; the webhook of a change a poll of this process
+   recorded first (same issue, state and GitHub ``updated_at``) is answered 200
+   ``known``: webhooks and polls never record the same change twice.
 8. Otherwise the ``github.issue`` record is appended and fsync'd, then 202.
 """
 
@@ -34,6 +36,7 @@ from obsv.core.lifecycle import InvalidGitHubPayload, github_issue_from_webhook
 from obsv.eventlog import EventLog, LogWriteError
 from obsv.ingress import RETRY_AFTER_SECONDS, Rejected, header, read_limited
 from obsv.metrics import Metrics
+from obsv.poller import PolledChanges
 
 log = structlog.get_logger("obsv.githubhooks")
 
@@ -49,11 +52,13 @@ class GitHubReceiver:
     """Turns one GitHub webhook request into at most one durable record."""
 
     def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog, metrics: Metrics,
-                 seen: Callable[[str], bool], observations: asyncio.Lock | None = None) -> None:
+                 seen: Callable[[str], bool], observations: asyncio.Lock | None = None,
+                 polled: PolledChanges | None = None) -> None:
         self._secret = secret
         # Shared with the poller (obsv/poller.py rule 3): a poll never compares with the
         # log while a webhook's record is being appended.
         self._observations = observations or asyncio.Lock()
+        self._polled = polled
         self._max_body = max_body_bytes
         self._log = eventlog
         self._metrics = metrics
@@ -98,6 +103,9 @@ class GitHubReceiver:
             if delivery_id is not None and (delivery_id in self._recent
                                             or self._seen(delivery_id)):
                 return 200, {"status": "duplicate"}
+            if self._polled is not None and self._polled.recorded(record):
+                # A poll recorded this very change first: once is enough.
+                return 200, {"status": "known"}
             if delivery_id is not None:  # before the append: a concurrent twin sees it
                 self._remember(delivery_id)
             try:

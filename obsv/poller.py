@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +45,33 @@ START_MARGIN = timedelta(minutes=10)
 Fetch = Callable[[str, datetime], Awaitable[Sequence[Mapping[str, Any]] | None]]
 
 
+class PolledChanges:
+    """The changes this process's polls recorded, so that their webhooks, arriving later,
+    are not recorded again (rule 3). Bounded: GitHub delivers a webhook within seconds;
+    an entry older than the last ``MAX_POLLED`` is forgotten (its webhook, if it ever
+    comes, is recorded; the fold takes it as the same state again)."""
+
+    MAX_POLLED = 10_000
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[object, ...], None] = OrderedDict()
+
+    @staticmethod
+    def _key(event: GitHubIssueObserved) -> tuple[object, ...]:
+        return (event.repo, event.number, event.updated_at, event.state, event.state_reason,
+                event.closed_at, tuple(sorted(event.labels)))
+
+    def add(self, event: GitHubIssueObserved) -> None:
+        """Remember a change a poll recorded."""
+        self._seen[self._key(event)] = None
+        while len(self._seen) > self.MAX_POLLED:
+            self._seen.popitem(last=False)
+
+    def recorded(self, event: GitHubIssueObserved) -> bool:
+        """Whether a poll already recorded exactly this change (same ``updated_at``)."""
+        return self._key(event) in self._seen
+
+
 class Poller:
     """Polls each repository and records what changed on obsv's issues."""
 
@@ -51,12 +79,14 @@ class Poller:
                  since: datetime, state: Callable[[], State],
                  caught_up: Callable[[], Awaitable[None]],
                  record: Callable[[Sequence[GitHubIssueObserved]], Awaitable[object]],
-                 observations: asyncio.Lock | None = None) -> None:
+                 observations: asyncio.Lock | None = None,
+                 polled: PolledChanges | None = None) -> None:
         self.repos = tuple(repos)
         # Shared with the webhook receiver: a webhook's record is appended and folded
         # before a poll compares with the log, never between the comparison and the
         # poll's own append (rule 3: never the same change twice).
         self._observations = observations or asyncio.Lock()
+        self.polled = polled or PolledChanges()
         self._fetch = fetch
         self._interval = interval
         self._start = since - START_MARGIN
@@ -109,6 +139,8 @@ class Poller:
                     changed.append(observed)
             if changed:
                 await self._record(changed)
+                for observed in changed:
+                    self.polled.add(observed)
                 log.info("poll.recorded", repo=repo, changes=len(changed))
         seen = (at for issue in issues if (at := _updated_at(issue)) is not None)
         self._since[repo] = max([self._since[repo], *seen])

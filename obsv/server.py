@@ -20,7 +20,7 @@ from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
 from obsv.metrics import Metrics
-from obsv.poller import Poller
+from obsv.poller import PolledChanges, Poller
 from obsv.sentryapi import SentrySink
 from obsv.settings import Settings
 from obsv.sink import DryRunSink, Sink
@@ -38,6 +38,7 @@ SENTRY: web.AppKey[SentrySink | None] = web.AppKey("sentry")
 POLLER = web.AppKey("poller", Poller)
 # Webhook and poller record GitHub's observations one at a time (obsv/poller.py rule 3).
 OBSERVATIONS = web.AppKey("observations", asyncio.Lock)
+POLLED = web.AppKey("polled", PolledChanges)
 CONSUMER = web.AppKey("consumer", Consumer)
 STARTUP: web.AppKey[asyncio.Task[None]] = web.AppKey("startup")
 ADMIN = web.AppKey("admin", AdminApi)
@@ -119,10 +120,12 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RECEIVER] = Receiver(settings.sentry_client_secret, settings.max_body_bytes,
                              eventlog, app[METRICS], remembers=_fold_remembers(app))
     app[OBSERVATIONS] = asyncio.Lock()
+    app[POLLED] = PolledChanges()
     if settings.github_webhook_secret:
         app[GITHUB_RECEIVER] = GitHubReceiver(
             settings.github_webhook_secret, settings.max_body_bytes, eventlog, app[METRICS],
-            seen=_fold_saw_delivery(app), observations=app[OBSERVATIONS])
+            seen=_fold_saw_delivery(app), observations=app[OBSERVATIONS],
+            polled=app[POLLED])
     app[ADMIN] = AdminApi(settings.admin_token, eventlog, app[CLOCK],
                           consumer=lambda: app.get(CONSUMER))
     yield
@@ -178,7 +181,8 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     return Poller(settings.repos, fetch, interval=settings.github_poll_seconds, since=since,
                   state=lambda: consumer.state,
                   caught_up=lambda: consumer.applied(eventlog.last_seq),
-                  record=eventlog.append_many, observations=app[OBSERVATIONS])
+                  record=eventlog.append_many, observations=app[OBSERVATIONS],
+                  polled=app[POLLED])
 
 
 def _fold_saw_delivery(app: web.Application) -> Callable[[str], bool]:

@@ -413,3 +413,19 @@ async def test_dry_run_shows_the_close_and_the_reopen_in_the_outbox(
     assert text.count("## Closed") == text.count("## Reopened") == 1
     records = records_of(settings.event_log, "issue.reopened")
     assert len(records) == 1 and records[0]["dry_run"] is True
+
+
+async def test_a_change_polled_first_is_not_recorded_again_by_its_webhook(
+        start_story: Any, github: FakeGitHub) -> None:
+    story = await start_story(github_poll_seconds=1)
+    number = await opened_issue(story)
+    github.close_by_human(number, "completed")
+    await wait_until(lambda: bool(story.records("github.issue")), timeout=20)
+    [polled] = story.records("github.issue")
+    assert polled["source"] == "poll"
+
+    body, headers = github.webhook("closed", number, HOOK_SECRET)  # GitHub's, a bit late
+    answer = await story.client.post("/webhooks/github", data=body, headers=headers)
+
+    assert (answer.status, await answer.json()) == (200, {"status": "known"})
+    assert len(story.records("github.issue")) == 1
