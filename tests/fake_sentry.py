@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from .fakes import Loopback
 
 
 @dataclass
@@ -40,7 +41,7 @@ class SentryRequest:
     path: str = ""  # as received, still percent-encoded
 
 
-class FakeSentry:
+class FakeSentry(Loopback):
     """The fake; ``base_url`` is valid between ``start()`` and ``close()``."""
 
     def __init__(self, token: str = "sentry-api-token") -> None:
@@ -48,24 +49,12 @@ class FakeSentry:
         self.status: dict[str, str] = {}
         self.journal: list[SentryRequest] = []
         self.faults: deque[SentryFault] = deque()
-        self._server: TestServer | None = None
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_put("/api/0/organizations/{org}/issues/{issue_id}/", self._update)
         app.router.add_route("*", "/{anything:.*}", self._elsewhere)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        return await self._serve(app)
 
     def updates(self) -> list[SentryRequest]:
         """Every update request received, in order."""

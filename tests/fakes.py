@@ -126,7 +126,28 @@ class Request:
     status: int | None = None  # what the fake answered (None: no answer finished)
 
 
-class FakeGitHub:
+class Loopback:
+    """A fake peer's HTTP server on 127.0.0.1; ``base_url`` is valid between ``_serve()``
+    and ``close()``. FakeGitHub, FakeGitHubs and FakeSentry share it."""
+
+    _server: TestServer | None = None
+
+    async def _serve(self, app: web.Application, port: int | None = None) -> str:
+        self._server = TestServer(app, host="127.0.0.1", port=port)
+        await self._server.start_server()
+        return self.base_url
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("")).rstrip("/")
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+
+class FakeGitHub(Loopback):
     """The fake; ``base_url`` is valid between ``start()`` and ``close()``."""
 
     def __init__(self, repo: str = "acme/shop", tokens: tuple[str, ...] = ("test-token",),
@@ -154,7 +175,6 @@ class FakeGitHub:
         self.endless_pages = False  # every list page links a next page, empty or not
         self.next_host: str | None = None  # next links point to this host instead
         self.streamed_bytes = 0  # body bytes of streamed faults written to the client
-        self._server: TestServer | None = None
         self._comment_ids = 9000
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -259,18 +279,7 @@ class FakeGitHub:
         app.router.add_get(base + "/labels/{name}", self._get_label)
         app.router.add_post(base + "/labels", self._create_label)
         app.router.add_post("/app/installations/{id}/access_tokens", self._access_token)
-        self._server = TestServer(app, host="127.0.0.1", port=port)
-        await self._server.start_server()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        return await self._serve(app, port)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -538,7 +547,7 @@ FAST = RetryPolicy(waits=(0.05, 0.1), write_interval=0.02, max_inline_wait=3.0,
 LIMITS = Limits()
 
 
-class FakeGitHubs:
+class FakeGitHubs(Loopback):
     """Several fake repositories behind one GitHub API address (docs/reference.md §8:
     one client posts to every route's repository). Each repo is a whole ``FakeGitHub``
     with its own issues, labels and journal; this front passes every request on, as is,
@@ -549,7 +558,6 @@ class FakeGitHubs:
 
     def __init__(self, *repos: str) -> None:
         self.fakes = {repo: FakeGitHub(repo=repo) for repo in repos}
-        self._server: TestServer | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def __getitem__(self, repo: str) -> FakeGitHub:
@@ -566,18 +574,10 @@ class FakeGitHubs:
         self._session = aiohttp.ClientSession()
         app = web.Application()
         app.router.add_route("*", "/repos/{owner}/{name}/{rest:.*}", self._forward)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
+        return await self._serve(app)
 
     async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        await super().close()
         if self._session is not None:
             await self._session.close()
         for fake in self.fakes.values():
