@@ -13,13 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obsv.core.codec import GENESIS, CodecError, decode, encode
-from obsv.core.events import Envelope, Event, LogCheckpoint
+from obsv.core.events import Envelope, Event, LeaderElected, LogCheckpoint
 from obsv.eventlog import chain, decode_line, encode_line
 
 from .test_codec import GOLDEN, _lifecycle_events, _times
 
 _hashes = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
-_events = _lifecycle_events | st.builds(LogCheckpoint, st.integers(1, 10**12), _hashes)
+_events = (_lifecycle_events | st.builds(LogCheckpoint, st.integers(1, 10**12), _hashes)
+           | st.builds(LeaderElected, st.integers(1, 10**12), st.text(max_size=40)))
 
 
 @given(event=_events, seq=st.integers(1, 10**12), at=_times, prev=st.none() | _hashes)

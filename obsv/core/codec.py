@@ -31,6 +31,7 @@ from obsv.core.events import (
     IssueFailed,
     IssueOpened,
     IssueReopened,
+    LeaderElected,
     LinkedIssue,
     LogCheckpoint,
     Policy,
@@ -107,6 +108,8 @@ def type_name(event: Event) -> str:
             return "storm.decided"
         case LogCheckpoint():
             return "log.checkpoint"
+        case LeaderElected():
+            return "leader.elected"
         case SilenceAdded():
             return "silence.added"
         case SilenceExpired():
@@ -203,6 +206,8 @@ def _event_fields(event: Event) -> Json:
             return _storm(event)
         case LogCheckpoint():
             return {"head_seq": event.head_seq, "head_sha256": event.head_sha256}
+        case LeaderElected():
+            return {"epoch": event.epoch, "replica": event.replica}
         case SilenceAdded():
             return {"id": event.id, "matchers": list(event.matchers),
                     "starts_at": format_time(event.starts_at),
@@ -579,6 +584,10 @@ def _read_silence_added(r: Json) -> SilenceAdded:
                         parse_time(r["ends_at"]), str(r["comment"]), str(r["created_by"]))
 
 
+def _read_leader_elected(r: Json) -> LeaderElected:
+    return LeaderElected(_int(r["epoch"]), str(r["replica"]))
+
+
 def _read_silence_expired(r: Json) -> SilenceExpired:
     return SilenceExpired(str(r["id"]), str(r["by"]))
 
@@ -599,6 +608,7 @@ _READERS: dict[str, Callable[[Json], Event]] = {
     "sync.decided": _read_sync,
     "storm.decided": _read_storm,
     "log.checkpoint": _read_checkpoint,
+    "leader.elected": _read_leader_elected,
     "silence.added": _read_silence_added,
     "silence.expired": _read_silence_expired,
 }

@@ -276,6 +276,17 @@ class StormDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderElected:
+    """A replica took the lead on a shared PostgreSQL log (docs/reference.md §12): it
+    bumped the head's epoch to ``epoch`` in the transaction that wrote this record, and
+    every decision or outcome it appends afterwards commits only while the head still
+    carries that epoch. Decides nothing."""
+
+    epoch: int
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
 class LogCheckpoint:
     """The log's head when this record was written: the last ``seq`` and the sha256 of
     its line, for an operator to keep elsewhere (docs/reference.md §11). Decides nothing."""
@@ -321,6 +332,7 @@ Event = (
     | SyncDecided
     | StormDecided
     | LogCheckpoint
+    | LeaderElected
     | SilenceAdded
     | SilenceExpired
 )

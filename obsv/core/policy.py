@@ -143,6 +143,7 @@ from obsv.core.events import (
     IssueOpened,
     IssueReopened,
     IssueState,
+    LeaderElected,
     LinkedIssue,
     LogCheckpoint,
     Policy,
@@ -458,7 +459,7 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
             _silence_added(state, event, at)
         case SilenceExpired():
             _silence_expired(state, event, at)
-        case HookReceived() | LogCheckpoint():  # decide nothing
+        case HookReceived() | LogCheckpoint() | LeaderElected():  # decide nothing
             pass
         case _:
             assert_never(event)
