@@ -15,15 +15,16 @@ and with the webhook secret every stored body against its recorded signature.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from msgspec.structs import replace
 
 from obsv.core.alert import Alert
-from obsv.core.codec import GENESIS, CodecError, decode, format_time
+from obsv.core.codec import GENESIS, CodecError, decode_line, format_time
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -373,11 +374,8 @@ def audit(path: Path, policy_override: Policy | None = None,
             result.findings.append(result.torn)
             break
         try:
-            record = orjson.loads(line)
-            if not isinstance(record, dict):
-                raise CodecError("not a JSON object")
-            envelope = decode(record)
-        except (orjson.JSONDecodeError, CodecError) as exc:
+            envelope = decode_line(line)
+        except CodecError as exc:
             result.unreadable = Finding(None, line_no,
                                         f"not a valid record ({bounded_reason(str(exc))})",
                                         "unreadable")

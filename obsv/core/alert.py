@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from msgspec import Struct
+
 LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "fatal")
 _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Sentry's SDKs and older relays also send these spellings.
@@ -39,9 +41,10 @@ EVENT_ALERT = "event_alert"
 ISSUE_ID_MAX = 128
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """The fields of an ``event_alert`` that decisions and audits need."""
+class Alert(Struct, frozen=True, gc=False, omit_defaults=True):
+    """The fields of an ``event_alert`` that decisions and audits need; as a struct, also
+    the ``alert`` of an ``alert.received`` line (obsv/core/codec.py), where the fields
+    with a default are written only when set."""
 
     sentry_issue_id: str
     event_id: str
