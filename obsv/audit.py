@@ -402,9 +402,18 @@ def audit(path: Path, policy_override: Policy | None = None,
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     event, seq, state = envelope.event, envelope.seq, result.state
     result.records += 1
+    # The two records of nearly every alert take a short way: the general one below
+    # would do the same for them, through checks that cannot apply.
+    if isinstance(event, AlertReceived) and issue is None:
+        _fold_received(result, envelope, event)
+        return
     if isinstance(event, AlertDecided):
         _check_decision(result, seq, event)
-    elif isinstance(event, SyncDecided):
+        apply(state, envelope)
+        if (decided := result.rows.get(event.alert_seq)) is not None:
+            decided.recorded = event
+        return
+    if isinstance(event, SyncDecided):
         result.sync_decisions += 1
         _check_sync(result, seq, event)
     elif isinstance(event, StormDecided):
@@ -433,10 +442,6 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
                 if followed is not None:
                     result.followed.add(followed)
         return
-    if isinstance(event, AlertDecided):
-        if (decided := result.rows.get(event.alert_seq)) is not None:
-            decided.recorded = event
-        return
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
     if isinstance(event, IssueOpened | CommentPosted) and event.alert_seq in result.digest_seqs:
@@ -447,6 +452,17 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
         _outcome(result, event)
     if issue is not None:
         _follow(result, envelope, issue, link_seq)
+
+
+def _fold_received(result: Audit, envelope: Envelope, event: AlertReceived) -> None:
+    """An alert, outside ``obsv why``: its row, with its linked issue before it."""
+    state = result.state
+    context = _context(result, event.alert)
+    policy_repo = state.effective_policy.repo
+    derived = apply(state, envelope)
+    if derived is not None:
+        result.rows[envelope.seq] = Row(envelope.seq, envelope.at, event.alert, derived,
+                                        None, context, policy_repo)
 
 
 def _listed_in_digest(result: Audit, seq: int, event: StormDecided) -> None:
