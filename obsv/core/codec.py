@@ -75,6 +75,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     SilenceExpired,
 )
 _BY_NAME = {cls.TYPE: cls for cls in EVENT_TYPES}
+_TYPE_AND_VERSION = {cls: f',"type":"{cls.TYPE}","v":{VERSION}'.encode() for cls in EVENT_TYPES}
 
 
 class CodecError(ValueError):
@@ -108,12 +109,17 @@ _encoder = msgspec.json.Encoder()
 
 def encode_line(envelope: Envelope) -> bytes:
     """One record -> its log line, ``\\n`` included (rule 1)."""
-    prev = "" if envelope.prev is None else f'"prev":"{envelope.prev}",'
-    head = (f'{{{prev}"seq":{envelope.seq},"at":"{format_time(envelope.at)}",'
-            f'"type":"{envelope.event.TYPE}","v":{VERSION}')
+    at = envelope.at
+    if at.microsecond and at.tzinfo is UTC and at.year >= 1000:
+        at_text = _encoder.encode(at)  # msgspec writes these exactly as format_time does
+    else:  # rule 4: a whole second, another offset, or a year that strftime writes short
+        at_text = b'"' + format_time(at).encode() + b'"'
+    prev = envelope.prev
+    start = b'{"seq":' if prev is None else b'{"prev":"' + prev.encode() + b'","seq":'
     body = _encoder.encode(_wire(envelope.event))  # b'{...}': the event's own fields
-    return b"".join((head.encode(), b"," if len(body) > 2 else b"", memoryview(body)[1:],
-                     b"\n"))
+    return b"".join((start, b"%d" % envelope.seq, b',"at":', at_text,
+                     _TYPE_AND_VERSION[type(envelope.event)], b"," if len(body) > 2 else b"",
+                     memoryview(body)[1:], b"\n"))
 
 
 def encode(envelope: Envelope) -> Json:
