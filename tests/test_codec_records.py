@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obsv.core.alert import Alert
-from obsv.core.codec import EVENT_TYPES, decode_line, encode_line
+from obsv.core.codec import EVENT_TYPES, decode_line, encode_line, format_time
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -148,3 +148,12 @@ def test_every_record_type_round_trips_through_its_line(kind: type, data: st.Dat
     header = ([] if prev is None else ["prev"]) + ["seq", "at", "type", "v"]
     assert list(record)[:len(header)] == header
     assert record["type"] == kind.TYPE and record["at"].endswith("Z")
+
+
+@given(at=st.datetimes(timezones=st.timezones() | st.just(UTC)))
+def test_the_fast_time_format_is_the_log_format(at: datetime) -> None:
+    """format_time's fast way (isoformat) and the line's (msgspec) write what strftime does."""
+    expected = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_time(at) == expected
+    line = encode_line(Envelope(1, at, LeaderElected(1, "r")))
+    assert orjson.loads(line)["at"] == expected

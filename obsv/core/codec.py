@@ -84,8 +84,9 @@ class CodecError(ValueError):
 
 def format_time(at: datetime) -> str:
     """RFC 3339 UTC with microseconds, the one time format of the log."""
-    if at.tzinfo is UTC and at.year >= 1000:  # the common case, 4x faster than strftime
-        return at.isoformat(timespec="microseconds")[:-6] + "Z"
+    if at.tzinfo is UTC and at.year >= 1000:  # the common case, 3x faster than strftime
+        # isoformat() leaves out a zero microsecond (asking for it costs more than this)
+        return at.isoformat()[:-6] + ("Z" if at.microsecond else ".000000Z")
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
