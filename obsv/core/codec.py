@@ -13,8 +13,14 @@ the core still never sees a file. Rules:
 3. Unknown types and missing or mistyped fields are ``CodecError`` naming the field
    (msgspec's ``$.field`` path): a log we cannot read is an error that names the
    record, never a silently skipped line.
-4. Times are written by ``format_time`` (always six fractional digits), never by
-   msgspec, which drops ``.000000`` from a whole second.
+4. Times are written as ``format_time`` writes them, always with six fractional
+   digits: msgspec drops ``.000000`` from a whole second, so it only writes times
+   that have microseconds (every clock time); the others go through ``format_time``.
+5. A field with a default is written only when it differs from it (msgspec's
+   ``omit_defaults``), as the hand-written codec did, so older lines re-encode as they
+   were. Three records do not fit that or their struct's order, and keep a small
+   encoder each (``_SPECIAL_ENCODERS``): ``config.applied``, ``storm.decided`` and
+   ``sentry.issue``.
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ def encode(envelope: Envelope) -> Json:
 
 def _wire(event: Record) -> object:
     """What msgspec encodes for ``event``: the struct itself, unless it holds times
-    (rule 4) or is one of the records whose line is not its struct as it is."""
+    (rule 4) or is one of the records whose line is not its struct as it is (rule 5)."""
     special = _SPECIAL_ENCODERS.get(type(event))
     if special is not None:
         return special(event)
@@ -242,10 +248,9 @@ def encode_route(route: Route) -> Json:
 
 # -- decoding -------------------------------------------------------------------------------
 
-Sha256 = _events.Sha256
 # The chain's fields of a line (rule 1), added to every record type's line struct.
 _HEADER: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-    ("seq", int), ("at", _events.Time), ("v", int), ("prev", Sha256 | None, None)]
+    ("seq", int), ("at", _events.Time), ("v", int), ("prev", _events.Sha256 | None, None)]
 
 
 # Fields read as any string although their type is narrower: a hand-edited decision

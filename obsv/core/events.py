@@ -7,10 +7,13 @@ and ``at`` because only the writer knows them (it assigns both under group commi
 Each struct is also the record's JSON schema (obsv/core/codec.py): its fields in the
 order the line holds them, its ``TYPE`` the line's ``type``, and a field with a default
 is written only when it differs from it (``omit_defaults``), so older lines, which lack
-it, re-encode byte for byte. Structs are frozen (equal by value, hashable) and untracked
-by the garbage collector (``gc=False``): a record only holds strings, numbers, times and
-other records, so it can never be part of a reference cycle, and a replay of a million
-of them no longer pays for the collector walking them over and over.
+it, re-encode byte for byte (codec.py rule 5 names the three records that differ).
+Structs are frozen (equal by value, hashable) and untracked by the garbage collector
+(``gc=False``): a record only holds strings, numbers, times and other records, so it
+can never be part of a reference cycle, and a replay of a million of them no longer
+pays for the collector walking them over and over. ``Policy`` stays a dataclass: the
+codec reads and writes it by hand (older lines lack settings, routes hold their tags
+as an object), and settings build it. Copy a record with ``msgspec.structs.replace``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ IssueState = Literal["open", "closed"]
 ObservedBy = Literal["webhook", "poll"]
 # A time in a record: RFC 3339 with an offset (a naive time is not a record's).
 Time = Annotated[datetime, Meta(tz=True)]
+# A line's hash (``prev``, a checkpoint's head): docs/reference.md §11.
 Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 
 
