@@ -238,3 +238,14 @@ def test_the_documented_sample_from_bytes() -> None:
 def test_bytes_that_are_not_json_are_a_value_error() -> None:
     with pytest.raises(ValueError):
         alert_from_json(b'{"data": ')
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"data":{"event":{"event_id":"e","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}}",
+    b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"data":{"event":{"event_id":"\xff"}}}',
+], ids=["deep-skipped", "deep-data", "not-utf8"])
+def test_hostile_bytes_are_a_value_error_never_a_crash(raw: bytes) -> None:
+    """What the ingress answers 400 invalid_json for, as it does for orjson's refusals."""
+    with pytest.raises(ValueError):
+        alert_from_json(raw)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obsv.core.alert import Alert
-from obsv.core.codec import EVENT_TYPES, decode_line, encode_line, format_time
+from obsv.core.codec import EVENT_TYPES, CodecError, decode_line, encode_line, format_time
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -157,3 +157,20 @@ def test_the_fast_time_format_is_the_log_format(at: datetime) -> None:
     assert format_time(at) == expected
     line = encode_line(Envelope(1, at, LeaderElected(1, "r")))
     assert orjson.loads(line)["at"] == expected
+
+
+_LINE = (b'{"seq":1,"at":"2026-01-01T00:00:00.000000Z","type":"leader.elected","v":1,'
+         b'"epoch":1,"replica":"r"')
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    (_LINE + b',"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON"),  # too deep
+    (_LINE.replace(b'"r"', b'"\xff"') + b"}", "not JSON"),  # not UTF-8
+    (_LINE.replace(b'"seq":1', b'"seq":' + b"9" * 5000) + b"}", "not JSON"),  # no int
+    (_LINE + b"}x", "not JSON"),
+    (b"[1]", "a record must be a JSON object"),
+    (_LINE.replace(b'"seq":1', b'"seq":1.0') + b"}", r"got `float` - at `\$\.seq`"),
+], ids=["deep", "utf8", "bigint", "trailing", "array", "float"])
+def test_a_hostile_line_is_a_codec_error_never_a_crash(line: bytes, said: str) -> None:
+    with pytest.raises(CodecError, match=said):
+        decode_line(line)

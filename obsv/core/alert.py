@@ -230,13 +230,16 @@ def alert_from_json(raw: bytes) -> Alert:
     """The ``Alert`` of an ``event_alert`` body straight from its bytes: a typed decode of
     the fields obsv reads, the rest skipped. ``InvalidPayload`` naming every missing and
     invalid field as ``validate_delivery`` does (a body of the wrong shape takes that
-    slower way to say so); ``msgspec.DecodeError`` (a ``ValueError``) if it is not JSON."""
+    slower way to say so); a ``ValueError`` if it is not JSON (not UTF-8, or nested
+    deeper than msgspec's recursion limit, too: a 400 like any other bad JSON)."""
     try:
         payload = _payload_decoder.decode(raw)
     except msgspec.ValidationError:
-        body = msgspec.json.decode(raw)  # JSON, but data or data.event is not an object
+        body = _untyped(raw)  # JSON, but data or data.event is not an object
         validate_delivery(EVENT_ALERT, body)
         return alert_from_delivery(body, validated=True)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     event = payload.data.event if payload.data is not None else None
     problem = InvalidPayload()
     if event is None:
@@ -247,6 +250,13 @@ def alert_from_json(raw: bytes) -> Alert:
         raise problem
     assert event is not None
     return _alert_of(event)
+
+
+def _untyped(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _alert_of(event: SentryEvent) -> Alert:

@@ -292,7 +292,7 @@ def decode_line(line: bytes) -> Envelope:
     """One log line (``\\n`` or not) -> its record; ``CodecError`` naming what is wrong."""
     try:
         decoded = _decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except _NOT_READ as exc:
         raise _unreadable(line, exc) from None
     make, count, kind = _LINES[type(decoded)]
     values = astuple(decoded)
@@ -316,11 +316,17 @@ def decode(record: Json) -> Envelope:
     return decode_line(msgspec.json.encode(_upgrade(record)))
 
 
-def _unreadable(line: bytes, exc: msgspec.DecodeError) -> CodecError:
+# What msgspec raises for bytes it cannot read: not JSON (or numbers beyond 64 bits),
+# not UTF-8, or nested deeper than its recursion limit (a hostile line must be a
+# CodecError naming the line, never a traceback).
+_NOT_READ = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _unreadable(line: bytes, exc: Exception) -> CodecError:
     """Rule 3, the slow path of a line the typed decode refused: say why in words."""
     try:
         record = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except _NOT_READ:
         return CodecError(f"not JSON: {exc}")
     if not isinstance(record, dict):
         return CodecError("a record must be a JSON object")
