@@ -15,15 +15,17 @@ and with the webhook secret every stored body against its recorded signature.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from msgspec import Struct
+from msgspec.structs import replace
 
 from obsv.core.alert import Alert
-from obsv.core.codec import GENESIS, CodecError, decode, format_time
+from obsv.core.codec import GENESIS, CodecError, decode_line, format_time
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -76,8 +78,7 @@ class Provenance:
     resolved: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(Struct, frozen=True, gc=False):
     """A linked issue as the log knew it when a decision was taken on it."""
 
     link: Link
@@ -85,9 +86,12 @@ class Context:
     provenance: Provenance
 
 
-@dataclass(slots=True)
-class Row:
-    """One alert: what arrived, what was decided, and what GitHub (or the outbox) said."""
+class Row(Struct, gc=False):
+    """One alert: what arrived, what was decided, and what GitHub (or the outbox) said.
+
+    A struct, not a dataclass: a replay makes one per alert, and msgspec builds it in C
+    and keeps it out of the collector's walks (it never refers back to anything that
+    refers to it)."""
 
     seq: int
     at: datetime
@@ -205,6 +209,9 @@ class Audit:
     def github(self, row: Row) -> str | None:
         """What GitHub (or the outbox) has for this alert: the issue opened, the issue
         reopened and its comment, the comment, or the failure."""
+        if (row.opened is None and row.comment is None and row.failed is None
+                and not row.reopened and row.digest_seq is None):
+            return None  # most alerts: suppressed, nothing posted
         parts = []
         if row.opened is not None:
             parts.append(str(row.opened))
@@ -365,32 +372,7 @@ def audit(path: Path, policy_override: Policy | None = None,
     """Fold ``path`` once: rows per alert, integrity and decision findings, and with
     ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too."""
     result = Audit(state=State(policy_override=policy_override))
-    expected_seq = 1
-    for line_no, (end, line) in enumerate(iter_lines(path), 1):
-        if end < 0:
-            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
-                                  "no newline): set aside on the next start", "torn")
-            result.findings.append(result.torn)
-            break
-        try:
-            record = orjson.loads(line)
-            if not isinstance(record, dict):
-                raise CodecError("not a JSON object")
-            envelope = decode(record)
-        except (orjson.JSONDecodeError, CodecError) as exc:
-            result.unreadable = Finding(None, line_no,
-                                        f"not a valid record ({bounded_reason(str(exc))})",
-                                        "unreadable")
-            result.findings.append(result.unreadable)
-            break
-        if envelope.seq != expected_seq:
-            result.findings.append(Finding(envelope.seq, line_no,
-                                           f"seq {envelope.seq} where {expected_seq} was due",
-                                           "gap"))
-        expected_seq = envelope.seq + 1
-        if integrity is not None:
-            integrity.feed(line_no, line, envelope)
-        _fold(result, envelope, issue)
+    _read(path, result, issue, integrity)
     if integrity is not None:
         integrity.finish()
         result.findings.extend(integrity.findings)
@@ -401,12 +383,48 @@ def audit(path: Path, policy_override: Policy | None = None,
     return result
 
 
+def _read(path: Path, result: Audit, issue: str | None, integrity: Integrity | None) -> None:
+    """Decode and fold every whole line, up to the first that is not a record."""
+    expected_seq = 1
+    for line_no, (end, line) in enumerate(iter_lines(path), 1):
+        if end < 0:
+            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
+                                  "no newline): set aside on the next start", "torn")
+            result.findings.append(result.torn)
+            return
+        try:
+            envelope = decode_line(line)
+        except CodecError as exc:
+            result.unreadable = Finding(None, line_no,
+                                        f"not a valid record ({bounded_reason(str(exc))})",
+                                        "unreadable")
+            result.findings.append(result.unreadable)
+            return
+        if envelope.seq != expected_seq:
+            result.findings.append(Finding(envelope.seq, line_no,
+                                           f"seq {envelope.seq} where {expected_seq} was due",
+                                           "gap"))
+        expected_seq = envelope.seq + 1
+        if integrity is not None:
+            integrity.feed(line_no, line, envelope)
+        _fold(result, envelope, issue)
+
+
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
     event, seq, state = envelope.event, envelope.seq, result.state
     result.records += 1
+    # The two records of nearly every alert take a short way: the general one below
+    # would do the same for them, through checks that cannot apply.
+    if isinstance(event, AlertReceived) and issue is None:
+        _fold_received(result, envelope, event)
+        return
     if isinstance(event, AlertDecided):
         _check_decision(result, seq, event)
-    elif isinstance(event, SyncDecided):
+        apply(state, envelope)
+        if (decided := result.rows.get(event.alert_seq)) is not None:
+            decided.recorded = event
+        return
+    if isinstance(event, SyncDecided):
         result.sync_decisions += 1
         _check_sync(result, seq, event)
     elif isinstance(event, StormDecided):
@@ -435,10 +453,6 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
                 if followed is not None:
                     result.followed.add(followed)
         return
-    if isinstance(event, AlertDecided):
-        if (decided := result.rows.get(event.alert_seq)) is not None:
-            decided.recorded = event
-        return
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
     if isinstance(event, IssueOpened | CommentPosted) and event.alert_seq in result.digest_seqs:
@@ -449,6 +463,17 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
         _outcome(result, event)
     if issue is not None:
         _follow(result, envelope, issue, link_seq)
+
+
+def _fold_received(result: Audit, envelope: Envelope, event: AlertReceived) -> None:
+    """An alert, outside ``obsv why``: its row, with its linked issue before it."""
+    state = result.state
+    context = _context(result, event.alert)
+    policy_repo = state.effective_policy.repo
+    derived = apply(state, envelope)
+    if derived is not None:
+        result.rows[envelope.seq] = Row(envelope.seq, envelope.at, event.alert, derived,
+                                        None, context, policy_repo)
 
 
 def _listed_in_digest(result: Audit, seq: int, event: StormDecided) -> None:
@@ -602,6 +627,8 @@ def _check_decision(result: Audit, seq: int, recorded: AlertDecided) -> None:
         result.findings.append(Finding(seq, None, f"decision for alert {recorded.alert_seq} "
                                        "with no alert.received awaiting a decision before it"))
         return
+    if derived == recorded:  # nearly always: one comparison of the two structs, in C
+        return
     # A decision recorded before routing names no repo: nothing to compare it with.
     # (``--policy current`` without any repo, a dry run's, has nothing to compare either.)
     repo_differs = None not in (recorded.repo, derived.repo) and derived.repo != recorded.repo
@@ -681,14 +708,17 @@ def next_alert_now(result: Audit, last: Alert, now: datetime) -> Probe:
 
 def row_json(result: Audit, row: Row) -> dict[str, Any]:
     """The ``--json`` line of a row (docs/reference.md §1 names its keys)."""
-    decision = row.decision
+    recorded, alert = row.recorded, row.alert
+    decision = recorded or row.derived
+    linked = decision.linked_issue
     return {
         "seq": row.seq, "at": format_time(row.at),
-        "sentry_issue_id": row.alert.sentry_issue_id, "event_id": row.alert.event_id,
-        "level": row.alert.level, "environment": row.alert.environment,
-        "fingerprint_key": row.alert.fingerprint_key, "title": row.alert.title,
-        "action": row.action, "reason": row.reason, "repo": result.repo(row),
-        "github": result.github(row), "linked_alert_seq": row.link_seq,
+        "sentry_issue_id": alert.sentry_issue_id, "event_id": alert.event_id,
+        "level": alert.level, "environment": alert.environment,
+        "fingerprint_key": alert.fingerprint_key, "title": alert.title,
+        "action": recorded.action if recorded else None,
+        "reason": recorded.reason if recorded else None, "repo": result.repo(row),
+        "github": result.github(row), "linked_alert_seq": linked.alert_seq if linked else None,
         "replaces": result.replaces(row),
         "since": format_time(decision.since) if decision.since else None,
     }

@@ -60,7 +60,8 @@ import orjson
 
 from obsv.clock import Clock as Clock  # re-exported: the shells import it from here
 from obsv.clock import utc_now as utc_now
-from obsv.core.codec import GENESIS, CodecError, decode, encode
+from obsv.core import codec
+from obsv.core.codec import GENESIS, CodecError
 from obsv.core.events import Envelope, Event, LogCheckpoint
 from obsv.errors import StartupError
 from obsv.files import write_private
@@ -118,16 +119,13 @@ class TornTail:
 
 
 def decode_line(line: bytes) -> Envelope:
-    """One log line -> record; ``CodecError`` or ``orjson.JSONDecodeError`` if not."""
-    record = orjson.loads(line)
-    if not isinstance(record, dict):
-        raise CodecError("a record must be a JSON object")
-    return decode(record)
+    """One log line -> record; ``CodecError`` if not (the codec reads the bytes itself)."""
+    return codec.decode_line(line)
 
 
 def encode_line(envelope: Envelope) -> bytes:
     """One record -> its log line, ``\\n`` included."""
-    return orjson.dumps(encode(envelope)) + b"\n"
+    return codec.encode_line(envelope)
 
 
 def line_sha256(line: bytes) -> str:

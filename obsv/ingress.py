@@ -18,13 +18,14 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from msgspec.structs import replace
 
 from obsv.core.alert import EVENT_ALERT, InvalidPayload, alert_from_delivery, validate_delivery
 from obsv.core.events import AlertReceived, Delivery, HookReceived, SentryIssueChanged

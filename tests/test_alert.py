@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from obsv.core.alert import InvalidPayload, alert_from_delivery, level_rank, validate_delivery
+from obsv.core.alert import (
+    InvalidPayload,
+    alert_from_delivery,
+    alert_from_json,
+    level_rank,
+    validate_delivery,
+)
 from obsv.settings import Settings
 
 from .conftest import ClientFactory, alert_body, post_signed, sample
@@ -177,3 +186,66 @@ async def test_a_too_long_id_is_422_and_nothing_is_recorded(make_client: ClientF
     assert await response.json() == {"error": "invalid_payload", "missing": [],
                                       "invalid": ["data.event.issue_id"]}
     assert settings.event_log.read_bytes() == before
+
+
+# -- alert_from_json: the typed decode of the bytes agrees with the dict path ------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+_fields = st.fixed_dictionaries({}, optional={
+    name: _json | good for name, good in {
+        "event_id": st.just("e" * 32), "level": st.sampled_from(["error", "Warn", ""]),
+        "issue_id": st.just("42") | st.integers(0, 2**63 - 1), "hashes": st.just(["h1", "h2"]),
+        "fingerprint": st.just(["{{ default }}", "x"]), "tags": st.just([["level", "fatal"]])
+        | st.just({"environment": "prod"}), "issue_url": st.just("https://s/issues/7/"),
+        "web_url": st.just("https://s/organizations/o/issues/8/events/x/"),
+        "url": st.just("https://s/api/0/projects/o/shop/events/x/"), "project": st.just(1),
+        "environment": st.just("prod"), "title": st.just("T"), "culprit": st.just("c"),
+        "release": st.just("1.2"), "exception": st.just({"values": [{"type": "E"}]}),
+    }.items()})
+_bodies = st.one_of(
+    _json,
+    st.builds(lambda event: {"data": {"event": event}}, _fields | _json),
+    st.builds(lambda data: {"data": data}, _json),
+)
+
+
+def _outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "alert", call()
+    except InvalidPayload as problem:
+        return "invalid", (problem.missing, problem.invalid)
+
+
+@given(body=_bodies)
+def test_the_bytes_of_a_body_give_what_its_parsed_json_gives(body: Any) -> None:
+    """The 422 still names every missing and invalid field, whichever way is taken."""
+    raw = orjson.dumps(body)
+    assert _outcome(lambda: alert_from_json(raw)) == _outcome(
+        lambda: alert_from_delivery(body))
+
+
+def test_the_documented_sample_from_bytes() -> None:
+    raw = orjson.dumps(sample("event_alert-triggered.json"))
+    assert alert_from_json(raw) == alert_from_delivery(sample("event_alert-triggered.json"))
+
+
+def test_bytes_that_are_not_json_are_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        alert_from_json(b'{"data": ')
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"data":{"event":{"event_id":"e","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}}",
+    b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"data":{"event":{"event_id":"\xff"}}}',
+], ids=["deep-skipped", "deep-data", "not-utf8"])
+def test_hostile_bytes_are_a_value_error_never_a_crash(raw: bytes) -> None:
+    """What the ingress answers 400 invalid_json for, as it does for orjson's refusals."""
+    with pytest.raises(ValueError):
+        alert_from_json(raw)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from obsv.core.alert import Alert
 from obsv.core.events import AlertReceived, Delivery
@@ -182,3 +182,24 @@ def test_replay_policy_current_exits_1_when_decisions_differ(tmp_path: Path) -> 
     assert "1 decision(s) differ" in differs.stderr
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout.splitlines()[0])["recorded_action"] == "suppress"
+
+
+@pytest.mark.parametrize(("args", "said"), [(["replay", "--json"], '"sentry_issue_id":"100"'),
+                                           (["replay", "--verify"], "ok: 7 records"),
+                                           (["why", "100", "--log"], "Sentry issue 100")])
+def test_the_collector_is_back_on_after_an_audit_command(tmp_path: Path, args: list[str],
+                                                         said: str,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """replay and why run without the cyclic collector; a caller in the same process
+    (a test, an embedding tool) gets it back, whatever the command answered."""
+    import gc
+
+    from obsv.cli import main
+
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    argv = [*args, str(path)] if args[0] == "why" else [args[0], str(path), *args[1:]]
+    assert gc.isenabled()
+    assert main(argv) == 0
+    assert gc.isenabled()
+    assert said in capsys.readouterr().out

@@ -20,6 +20,30 @@ def test_core_imports_no_shell_library() -> None:
     assert result.stdout.strip() == "", f"obsv.core loaded: {result.stdout.strip()}"
 
 
+# What the core may load besides the standard library. msgspec decodes and encodes the
+# records (obsv/core/codec.py): it is pure (bytes in, objects out, no files, clock or
+# sockets), and typed decoding in C is what keeps a replay of the log close to a bare
+# JSON parse (bench/README.md, "Replay and codec"). msgspec itself imports
+# typing_extensions when it is installed.
+CORE_LIBRARIES = {"msgspec", "typing_extensions"}
+
+
+def test_core_loads_only_the_standard_library_and_msgspec() -> None:
+    code = (
+        "import sys, pkgutil, importlib, obsv.core\n"
+        "for m in pkgutil.iter_modules(obsv.core.__path__):\n"
+        "    importlib.import_module('obsv.core.' + m.name)\n"
+        "tops = {n.split('.')[0] for n in sys.modules}\n"
+        "print(','.join(sorted(t for t in tops if t not in sys.stdlib_module_names\n"
+        "                      and not t.startswith('_') and t != 'obsv')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    loaded = set(filter(None, result.stdout.strip().split(",")))
+    assert loaded <= CORE_LIBRARIES, f"obsv.core loaded {sorted(loaded - CORE_LIBRARIES)}"
+    assert "msgspec" in loaded  # the check sees third-party modules at all
+
+
 def test_core_modules_are_all_imported_by_the_check() -> None:
     import pkgutil
 

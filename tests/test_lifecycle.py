@@ -4,11 +4,11 @@ with the samples in tests/samples (docs/reference.md §4 and §7)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from obsv.core.alert import InvalidPayload
 from obsv.core.events import Delivery

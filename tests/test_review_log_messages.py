@@ -18,8 +18,8 @@ async def log_with_a_huge_wrong_value(tmp_path: Path) -> Path:
     path = tmp_path / "events.jsonl"
     await write_hooks(path, 5)
     lines = path.read_bytes().splitlines(keepends=True)
-    # Valid JSON, a seq of the wrong type: the decoder's message quotes the value.
-    lines[-1] = lines[-1].replace(b'"seq":5', b'"seq":"' + b"9" * MiB + b'"')
+    # Valid JSON, a record type nobody knows: the codec's message quotes the value.
+    lines[-1] = lines[-1].replace(b'"type":"hook.received"', b'"type":"' + b"9" * MiB + b'"')
     path.write_bytes(b"".join(lines))
     return path
 

@@ -22,6 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+import msgspec
+from msgspec import Struct
+
 LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "fatal")
 _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Sentry's SDKs and older relays also send these spellings.
@@ -39,9 +42,10 @@ EVENT_ALERT = "event_alert"
 ISSUE_ID_MAX = 128
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """The fields of an ``event_alert`` that decisions and audits need."""
+class Alert(Struct, frozen=True, gc=False, omit_defaults=True):
+    """The fields of an ``event_alert`` that decisions and audits need; as a struct, also
+    the ``alert`` of an ``alert.received`` line (obsv/core/codec.py), where the fields
+    with a default are written only when set."""
 
     sentry_issue_id: str
     event_id: str
@@ -69,6 +73,39 @@ class InvalidPayload(Exception):
 
     def __str__(self) -> str:
         return f"invalid payload: missing={self.missing} invalid={self.invalid}"
+
+
+class SentryEvent(Struct, gc=False):
+    """The fields of ``data.event`` that obsv reads. Decoding a body into it skips the
+    rest (stack traces, breadcrumbs, contexts: nearly all of a real payload) without
+    building it. The values keep their JSON types (``Any``): rule 2's checks below say
+    which are usable, so that a bad one is named in the 422, never a decoder message."""
+
+    event_id: Any = None
+    level: Any = None
+    issue_id: Any = None
+    issue_url: Any = None
+    web_url: Any = None
+    url: Any = None
+    hashes: Any = None
+    fingerprint: Any = None
+    tags: Any = None
+    project: Any = None
+    environment: Any = None
+    title: Any = None
+    culprit: Any = None
+    release: Any = None
+
+
+class _SentryData(Struct, gc=False):
+    event: SentryEvent | None = None
+
+
+class _SentryPayload(Struct, gc=False):
+    data: _SentryData | None = None
+
+
+_payload_decoder = msgspec.json.Decoder(_SentryPayload)
 
 
 def level_rank(level: str) -> int:
@@ -108,11 +145,16 @@ def _check_event_alert(body: Mapping[str, Any], problem: InvalidPayload) -> None
     if not isinstance(event, dict):
         problem.invalid.append("data.event")
         return
-    _check_event_fields(event, problem)
+    _check_event_fields(_as_event(event), problem)
 
 
-def _check_event_fields(event: Mapping[str, Any], problem: InvalidPayload) -> None:
-    event_id = event.get("event_id")
+def _as_event(event: Mapping[str, Any]) -> SentryEvent:
+    """``data.event`` as parsed JSON -> the fields obsv reads (any JSON object converts)."""
+    return msgspec.convert(event, SentryEvent)
+
+
+def _check_event_fields(event: SentryEvent, problem: InvalidPayload) -> None:
+    event_id = event.event_id
     if event_id is None:
         problem.missing.append("data.event.event_id")
     elif not _is_nonempty_str(event_id):
@@ -125,7 +167,7 @@ def _check_event_fields(event: Mapping[str, Any], problem: InvalidPayload) -> No
         "tags": _is_tags,
     }
     for name, check in checks.items():
-        value = event.get(name)
+        value = getattr(event, name)
         if value is not None and not check(value):
             problem.invalid.append(f"data.event.{name}")
     if not problem.invalid:
@@ -181,37 +223,72 @@ def alert_from_delivery(body: Mapping[str, Any], *, validated: bool = False) -> 
     """Build the ``Alert`` of an ``event_alert`` body (validating it unless told it was)."""
     if not validated:
         validate_delivery(EVENT_ALERT, body)
-    event: Mapping[str, Any] = body["data"]["event"]
+    return _alert_of(_as_event(body["data"]["event"]))
+
+
+def alert_from_json(raw: bytes) -> Alert:
+    """The ``Alert`` of an ``event_alert`` body straight from its bytes: a typed decode of
+    the fields obsv reads, the rest skipped. ``InvalidPayload`` naming every missing and
+    invalid field as ``validate_delivery`` does (a body of the wrong shape takes that
+    slower way to say so); a ``ValueError`` if it is not JSON (not UTF-8, or nested
+    deeper than msgspec's recursion limit, too: a 400 like any other bad JSON)."""
+    try:
+        payload = _payload_decoder.decode(raw)
+    except msgspec.ValidationError:
+        body = _untyped(raw)  # JSON, but data or data.event is not an object
+        validate_delivery(EVENT_ALERT, body)
+        return alert_from_delivery(body, validated=True)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    event = payload.data.event if payload.data is not None else None
+    problem = InvalidPayload()
+    if event is None:
+        problem.missing.append("data.event")
+    else:
+        _check_event_fields(event, problem)
+    if problem.missing or problem.invalid:
+        raise problem
+    assert event is not None
+    return _alert_of(event)
+
+
+def _untyped(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _alert_of(event: SentryEvent) -> Alert:
     sentry_issue_id = _sentry_issue_id(event)
-    assert sentry_issue_id is not None  # validate_delivery guarantees it
+    assert sentry_issue_id is not None  # the checks guarantee it
     project = _project(event)
+    tags = tag_pairs(event.tags)  # once: the level, the environment and the kept tags
     return Alert(
         sentry_issue_id=sentry_issue_id,
-        event_id=event["event_id"],
-        level=_level(event),
-        fingerprint_key=fingerprint_key(
-            event.get("fingerprint"), event.get("hashes"), project, sentry_issue_id
-        ),
+        event_id=event.event_id,
+        level=_level(event, tags),
+        fingerprint_key=fingerprint_key(event.fingerprint, event.hashes, project,
+                                        sentry_issue_id),
         project=project,
-        environment=_environment(event),
-        title=_optional_str(event.get("title")),
-        culprit=_optional_str(event.get("culprit")),
-        web_url=_optional_str(event.get("web_url")),
+        environment=_environment(event, tags),
+        title=_optional_str(event.title),
+        culprit=_optional_str(event.culprit),
+        web_url=_optional_str(event.web_url),
         project_slug=_project_slug(event),
-        release=_bounded(event.get("release")),
-        tags=_kept_tags(event.get("tags")),
+        release=_bounded(event.release),
+        tags=_kept_tags(tags),
     )
 
 
-def _sentry_issue_id(event: Mapping[str, Any]) -> str | None:
-    issue_id = event.get("issue_id")
+def _sentry_issue_id(event: SentryEvent) -> str | None:
+    issue_id = event.issue_id
     if _is_issue_id(issue_id):
         return str(issue_id)
-    for url_field in ("issue_url", "web_url"):
-        url = event.get(url_field)
+    for url in (event.issue_url, event.web_url):
         if isinstance(url, str) and (match := _ISSUE_NUMBER_IN_URL.search(url)):
             return match.group(1)
-    hashes = event.get("hashes")
+    hashes = event.hashes
     if _is_str_list(hashes) and hashes and hashes[0]:
         return str(hashes[0])
     return None
@@ -239,28 +316,28 @@ def fingerprint_key(
     return f"issue:{sentry_issue_id}"
 
 
-def _level(event: Mapping[str, Any]) -> str:
-    level = event.get("level")
+def _level(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str:
+    level = event.level
     if isinstance(level, str) and level:
         return level.lower()
-    for key, value in tag_pairs(event.get("tags")):
+    for key, value in tags:
         if key == "level" and value:
             return value.lower()
     return "error"
 
 
-def _environment(event: Mapping[str, Any]) -> str | None:
-    environment = event.get("environment")
+def _environment(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str | None:
+    environment = event.environment
     if isinstance(environment, str) and environment:
         return environment
-    for key, value in tag_pairs(event.get("tags")):
+    for key, value in tags:
         if key == "environment" and value:
             return value
     return None
 
 
-def _project(event: Mapping[str, Any]) -> str | None:
-    project = event.get("project")
+def _project(event: SentryEvent) -> str | None:
+    project = event.project
     if isinstance(project, bool):
         return None
     if isinstance(project, int | str) and str(project) != "":
@@ -274,9 +351,9 @@ TAGS_KEPT = 64
 TAG_VALUE_KEPT = 200
 
 
-def _project_slug(event: Mapping[str, Any]) -> str | None:
+def _project_slug(event: SentryEvent) -> str | None:
     """The project's slug, from the event's API url (``/api/0/projects/<org>/<slug>/``)."""
-    url = event.get("url")
+    url = event.url
     if isinstance(url, str) and (match := _PROJECT_IN_API_URL.search(url)):
         return match.group(1)[:TAG_VALUE_KEPT]
     return None
@@ -286,10 +363,10 @@ def _bounded(value: object) -> str | None:
     return value[:TAG_VALUE_KEPT] if isinstance(value, str) and value else None
 
 
-def _kept_tags(tags: object) -> tuple[tuple[str, str], ...]:
+def _kept_tags(tags: list[tuple[str, str | None]]) -> tuple[tuple[str, str], ...]:
     """The first ``TAGS_KEPT`` tags with a value, each cut to ``TAG_VALUE_KEPT``."""
     kept = [(key[:TAG_VALUE_KEPT], value[:TAG_VALUE_KEPT])
-            for key, value in tag_pairs(tags) if value is not None]
+            for key, value in tags if value is not None]
     return tuple(kept[:TAGS_KEPT])
 
 
