@@ -420,3 +420,27 @@ def test_an_unlinked_issue_keeps_the_echo_of_obsvs_resolve() -> None:
     assert mismatches == []
     assert not [r for r in sim.records if isinstance(r.event, SyncDecided)
                 and r.event.action == "close"]
+
+
+def test_the_echo_of_a_late_close_resolves_nothing() -> None:
+    """Found by the property above: Sentry resolved the issue and obsv decided to close
+    it; meanwhile a human closed it as not planned and reopened it, and a new alert made
+    the Sentry issue unresolved. obsv's close then landed on GitHub, and its webhook came
+    before the ``issue.closed`` outcome: that report is obsv's own close coming back
+    (rule 11), so it must not resolve the Sentry issue."""
+    script: list[tuple[object, ...]] = [
+        ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"), ("deliver", 0, 0),
+        ("alert", "1", 0, 0, "own"), ("alert", "2", 0, 0, "own"), ("sink", 1, "ok"),
+        ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"),
+        ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"), ("sink", 0, "ok"),
+        ("alert", "1", 0, 0, "own"), ("sentry", "2", "resolved", 0),
+        ("alert", "1", 0, 0, "own"), ("alert", "1", 0, 0, "own"), ("deliver", 0, 2),
+        ("alert", "1", 0, 0, "own"), ("human", 0, "not_planned", 0),
+        ("alert", "1", 0, 0, "own"), ("deliver", 0, 0), ("human", 0, "reopen", 0),
+        *[("alert", "1", 0, 0, "own")] * 7, ("deliver", 0, 0),
+        ("alert", "2", 0, 0, "own"), ("sink", 0, "late")]
+    sim = build(script)  # the no-echo invariant is checked as it goes
+    _, mismatches = replay(sim.records)
+    assert mismatches == []
+    assert not [r for r in sim.records if isinstance(r.event, SyncDecided)
+                and r.event.action == "resolve_sentry"]

@@ -800,7 +800,8 @@ def _github_observed(state: State, event: GitHubIssueObserved, at: datetime,
     policy = state.effective_policy
     if (policy.resolve_in_sentry and _closed_completed(after) and not _closed_completed(link)
             and not after.sentry_resolved
-            and not _unfinished(state, link.alert_seq, "resolve_sentry")):
+            and not _unfinished(state, link.alert_seq, "resolve_sentry")
+            and not _unfinished(state, link.alert_seq, "close")):  # its echo (rule 11)
         _sync(state, seq, at, event, after, "resolve_sentry", "closed_on_github")
 
 
