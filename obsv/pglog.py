@@ -689,17 +689,22 @@ def _columns(accepted: list[tuple[_Append | None, Envelope]], lines: list[bytes]
     for (_, envelope), line in zip(accepted, lines, strict=True):
         pieces, prev = chain([line], prev)
         whole = b"".join(pieces)[:-1]  # stored without its "\n"
-        light = light_event(envelope.event)
-        columns[0].append(envelope.seq)
-        columns[1].append(type_name(envelope.event))
-        columns[2].append(envelope.at)
-        columns[3].append(_sentry_issue_id(envelope.event))
-        columns[4].append(prev)
-        columns[5].append(whole)
-        columns[6].append(None if light is None
-                          else encode_line(replace(envelope, event=light))[:-1])
+        add_row(columns, envelope, whole, prev)
         size += len(whole) + 1
     return columns, prev, size
+
+
+def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: str) -> None:
+    """Append one record's columns (rule 1) to the insert's arrays; ``line`` without
+    its ``\n``, ``sha256`` its hash."""
+    light = light_event(envelope.event)
+    columns[0].append(envelope.seq)
+    columns[1].append(type_name(envelope.event))
+    columns[2].append(envelope.at)
+    columns[3].append(_sentry_issue_id(envelope.event))
+    columns[4].append(sha256)
+    columns[5].append(line)
+    columns[6].append(None if light is None else encode_line(replace(envelope, event=light))[:-1])
 
 
 def _sha256(line: bytes) -> str:
