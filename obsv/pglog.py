@@ -260,6 +260,7 @@ class PgEventLog:
         self._checkpoint_due: datetime | None = None
         self._calls = 0
         self._closing = False
+        self._tail_stopped = False
         self.writable = True
 
     @classmethod
@@ -336,9 +337,14 @@ class PgEventLog:
             await self._writer
             self._writer = None
         if self._tail is not None:
+            # The flag stops the tail even if its cancellation is lost (Python 3.11's
+            # wait_for can swallow one); the wait is bounded either way.
+            self._tail_stopped = True
+            self._tail_wake.set()
             self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
+            await asyncio.wait([self._tail], timeout=STATEMENT_TIMEOUT)
+            if self._tail.done() and not self._tail.cancelled():
+                self._tail.exception()  # retrieved: a failure was logged by the loop
             self._tail = None
         if self._listen_conn is not None:
             try:
@@ -491,7 +497,7 @@ class PgEventLog:
 
     async def _tail_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._tail_stopped:
             try:
                 await self._listen()
                 await self._catch_up()
@@ -515,8 +521,21 @@ class PgEventLog:
             self._listen_conn = None
         conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT,
                                      command_timeout=STATEMENT_TIMEOUT)
-        await conn.add_listener(CHANNEL, lambda *_: self._tail_wake.set())
+        if self._tail_stopped:  # closed meanwhile: nobody would close this one
+            conn.terminate()
+            return
+        await conn.add_listener(CHANNEL, self._notified)
         self._listen_conn = conn
+
+    def _notified(self, _conn: _Conn, _pid: int, _channel: str, payload: object) -> None:
+        """A batch committed (the payload is its last seq): wake the tail, unless it was
+        ours and already handed on (most are, on a single replica)."""
+        try:
+            seq = int(str(payload))
+        except ValueError:
+            seq = self._last.seq + 1
+        if seq > self._last.seq:
+            self._tail_wake.set()
 
     def _hand_on_committed(self) -> None:
         """Hand on this process's committed records that follow the last one handed on."""
