@@ -43,7 +43,8 @@ async def run(server: PgServer) -> dict[str, Any]:
                     "OBSV_DATABASE_URL": url, "OBSV_OUTBOX_DIR": str(Path(tmp, "outbox")),
                     "OBSV_LOG_FORMAT": "json"})
             try:
-                await wait_http(f"http://127.0.0.1:{port}/readyz")
+                ready = "healthz" if name == "baseline" else "readyz"  # obsv: folded, too
+                await wait_http(f"http://127.0.0.1:{port}/{ready}")
                 results[name] = await _measure(f"http://127.0.0.1:{port}/webhooks/sentry",
                                                deliveries)
             finally:
