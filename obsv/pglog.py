@@ -550,6 +550,10 @@ class PgEventLog:
                 await self._listen()
                 await self._catch_up()
                 failures = 0
+                # The database answers again: ready for deliveries (/readyz), so a load
+                # balancer that took this replica out after a failed write sends them
+                # again; a write that still fails sets it back.
+                self.writable = True
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     LogCorrupt) as exc:
                 failures += 1

@@ -79,6 +79,13 @@ async def test_a_dead_database_is_503_with_retry_after_and_recovers(
         assert (await client.get("/readyz")).status == 503
     finally:
         pg_server.start()
+    # Ready again once the database answers, before any delivery: a load balancer that
+    # took the replica out would otherwise never send it one.
+    for _ in range(500):
+        if (await client.get("/readyz")).status == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert (await client.get("/readyz")).status == 200
     answer = await post_signed(client, alert_body("c" * 32))
     assert answer.status == 202
     log = records(await exported(pg_url))
