@@ -71,6 +71,10 @@ async def test_a_dead_database_is_503_with_retry_after_and_recovers(
         make_client: ClientFactory, pg_server: PgServer, pg_url: str) -> None:
     client = await make_client(database_url=pg_url)
     assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    for _ in range(500):  # decided and posted: nothing left for the consumer to write
+        if b"issue.opened" in await exported(pg_url):
+            break
+        await asyncio.sleep(0.02)
     pg_server.stop("immediate")
     try:
         answer = await post_signed(client, alert_body("b" * 32))
