@@ -96,7 +96,9 @@ POOL_TIMEOUT = 5.0
 READ_PAGE = 2000
 _TAIL_POLL = 1.0
 _BLOCKING_TIMEOUT = 120.0
-_HASH_OFF_LOOP = 256 * 1024  # bytes of a batch above which chaining runs on a thread
+# Bytes of a batch above which chaining runs on a thread: below it, hashing costs the
+# loop under a millisecond, less than the hop to a thread and back on a busy machine.
+_HASH_OFF_LOOP = 1 << 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOCK_KEY = 0x6F627376  # "obsv": the advisory lock of schema migrations
 
@@ -614,17 +616,21 @@ class PgEventLog:
             self._hand_on([(self._decode(seq, line), line) for seq, line in rows])
 
     def _hand_on(self, run: list[tuple[Envelope, bytes]]) -> None:
-        last = self._last
+        seq = self._last.seq
         added = 0
         for envelope, line in run:
-            if envelope.seq != last.seq + 1:
+            if envelope.seq != seq + 1:
                 raise LogCorrupt(self.location, envelope.seq, envelope.seq,
-                                 f"seq {envelope.seq} after seq {last.seq}")
+                                 f"seq {envelope.seq} after seq {seq}")
             if isinstance(envelope.event, LeaderElected):
                 self._epoch = max(self._epoch, envelope.event.epoch)
             added += len(line) + 1
-            last = _Head(envelope.seq, _sha256(line), envelope.at, last.epoch, 0)
-        self._last = replace(last, bytes=self._last.bytes + added)
+            seq = envelope.seq
+        if not run:
+            return
+        last, line = run[-1]  # only the last line's hash is the head's
+        self._last = _Head(seq, _sha256(line), last.at, self._last.epoch,
+                           self._last.bytes + added)
         envelopes = [envelope for envelope, _ in run]
         for listener in self._listeners:
             listener(envelopes)

@@ -280,8 +280,8 @@ async def test_an_append_with_a_stale_epoch_is_refused_and_records_nothing(
 
 async def test_a_batch_of_large_records_reads_back_whole_and_chained(open_log: Opener) -> None:
     log = await open_log()
-    big = [SilenceExpired(f"big-{n}", chr(0x41 + n) * 100_000) for n in range(4)]
-    records = await log.append_many([event(0), *big])  # chained off the loop (> 256 KB)
+    big = [SilenceExpired(f"big-{n}", chr(0x41 + n) * 300_000) for n in range(4)]
+    records = await log.append_many([event(0), *big])  # chained off the loop (> 1 MB)
     assert [r.seq for r in records] == [1, 2, 3, 4, 5]
     assert [e.event for _, e in await read_all(log)] == [event(0), *big]
     lines = [line for _, line in await lines_of(log)]
