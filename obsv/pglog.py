@@ -41,7 +41,7 @@ Rules:
 8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
    worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
    ``read(bodies=False)`` yields the records that had a body without it
-   (``raw: null`` and ``raw_sha256``), and ``bodies`` fetches the whole records the
+   (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
 9. The URL holds a password: it is never logged or printed; ``location`` masks it.
 """
