@@ -212,3 +212,18 @@ async def test_the_database_password_is_never_logged(
     shown = repr(logs) + ready
     assert "hunter2secret" not in shown
     assert "postgres:***@127.0.0.1" in shown  # named, masked
+
+
+async def test_an_empty_database_beside_a_jsonl_log_says_how_to_import_it(
+        make_client: ClientFactory, settings: Settings, pg_url: str) -> None:
+    client = await make_client()  # the JSONL log first
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    await client.close()
+    with capture_logs() as logs:
+        first = await make_client(database_url=pg_url)
+    await first.close()  # one process deciding at a time (leadership is not this test's)
+    [warning] = [e for e in logs if e["event"] == "log.file_not_imported"]
+    assert f"obsv import {settings.event_log}" in warning["fix"]
+    with capture_logs() as again:  # once imported (here: not empty), nothing to say
+        await make_client(database_url=pg_url)
+    assert not [e for e in again if e["event"] == "log.file_not_imported"]
