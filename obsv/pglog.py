@@ -53,6 +53,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -207,15 +208,24 @@ async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
             ValueError) as exc:
         raise DatabaseUnavailable(
-            f"cannot use the database {masked_url(url)} ({_reason(exc)}); check "
+            f"cannot use the database {masked_url(url)} ({error_line(exc, url)}); check "
             "OBSV_DATABASE_URL (host, port, user, database) and that PostgreSQL runs") from None
     assert pool is not None
     return pool
 
 
-def _reason(exc: BaseException) -> str:
-    """An error as one short line, without the URL (asyncpg may quote its DSN)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def error_line(exc: BaseException, url: str) -> str:
+    """An error as one short line, with ``url``'s password masked wherever the driver
+    quoted it (a DSN it could not parse, say)."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None
+    text = text.replace(url, masked_url(url))
+    if password:  # as written in the URL, and decoded (%40 is @)
+        for shown in (password, urllib.parse.unquote(password)):
+            text = text.replace(shown, "***")
     return text[:200]
 
 
@@ -287,7 +297,7 @@ class PgEventLog:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await pool.close()
             raise DatabaseUnavailable(
-                f"cannot prepare the database {masked_url(url)} ({_reason(exc)}); the user "
+                f"cannot prepare the database {masked_url(url)} ({error_line(exc, url)}); the user "
                 "needs to create tables in it") from None
         return cls(url, pool, head, clock)
 
@@ -430,8 +440,8 @@ class PgEventLog:
             self._drop_connection()
             self.writable = False
             error = LogWriteError(f"cannot write to the database {self.location}: "
-                                  f"{_reason(exc)}")
-            log.error("log.write_failed", database=self.location, error=_reason(exc),
+                                  f"{error_line(exc, self._url)}")
+            log.error("log.write_failed", database=self.location, error=error_line(exc, self._url),
                       records=len(batch))
             for entry in batch:
                 if not entry.future.done():
@@ -561,7 +571,7 @@ class PgEventLog:
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     log.warning("log.tail_failed", database=self.location,
-                                error=_reason(exc), attempts=failures)
+                                error=error_line(exc, self._url), attempts=failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tail_wake.wait(), _TAIL_POLL)
             self._tail_wake.clear()
@@ -672,7 +682,8 @@ class PgEventLog:
             # At start (the fold) this stops serve with one line, as any start-up failure.
             raise DatabaseUnavailable(
                 f"cannot read the event log from the database {self.location} "
-                f"({_reason(exc)}); check that PostgreSQL runs, then start again") from None
+                f"({error_line(exc, self._url)}); check that PostgreSQL runs, then start "
+                "again") from None
 
     def read(self, start: int = 0, end: int | None = None, *, first_seq: int | None = None,
              bodies: bool = True) -> Iterator[tuple[int, Envelope]]:

@@ -42,3 +42,12 @@ def test_a_url_that_is_not_a_postgresql_one_is_one_line_without_the_password(url
     message = str(error.value)
     assert message.startswith("OBSV_DATABASE_URL: ") and "\n" not in message
     assert "p%40ss" not in message and "postgresql://user:password@host:5432/database" in message
+
+
+def test_a_driver_error_that_quotes_the_url_is_shown_masked() -> None:
+    from obsv.pglog import error_line
+
+    quoted = error_line(ValueError(f"cannot parse {URL}: bad"), URL)
+    decoded = error_line(OSError("auth failed for password p@ss"), URL)
+    assert "p%40ss" not in quoted and "p@ss" not in decoded
+    assert quoted == "cannot parse postgresql://obsv:***@db.internal:5432/obsv: bad"
