@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -56,7 +57,8 @@ from obsv.core.policy import (
     ready_intents,
 )
 from obsv.core.routes import labels_for
-from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
+from obsv.eventlog import Clock, LogCorrupt, LogWriteError
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
 from obsv.sink import (
@@ -82,7 +84,7 @@ _MAX_UNEXPECTED_ATTEMPTS = 30
 class Consumer:
     """Follows the event log and drives decisions and their side effects."""
 
-    def __init__(self, eventlog: EventLog, sink: Sink, policy: Policy, *, clock: Clock,
+    def __init__(self, eventlog: EventStore, sink: Sink, policy: Policy, *, clock: Clock,
                  metrics: Metrics, snapshot_every: int = 10_000,
                  sentry: SentrySink | None = None) -> None:
         self._log = eventlog
@@ -107,7 +109,7 @@ class Consumer:
         self.ready = False
         # Rule 3, in one synchronous step: what the fold reads, and what the
         # listener queues from now on.
-        self._fold_end, self._fold_seq = eventlog.size, eventlog.last_seq
+        self._fold_end, self._fold_seq = eventlog.position, eventlog.last_seq
         eventlog.add_listener(self._on_records)
 
     @property
@@ -169,17 +171,33 @@ class Consumer:
     def _restore(self) -> State:
         loaded = self._snapshots.load(self._fold_end)
         state, offset = loaded if loaded else (State(), 0)
-        for _, envelope in read_records(self._log.path, offset, self._fold_end,
-                                        first_seq=state.last_seq + 1):
+        # Without bodies: the fold decides on the parsed alert, never on the raw body
+        # (a redelivery recorded by hash is decided the same way); only the intents
+        # still to post need theirs, to render (obsv/pglog.py rule 8).
+        for _, envelope in self._log.read(offset, self._fold_end,
+                                          first_seq=state.last_seq + 1, bodies=False):
             apply(state, envelope)
+        self._restore_bodies(state)
         if state.last_seq != self._fold_seq:
-            raise LogCorrupt(self._log.path, None, self._fold_end,
+            raise LogCorrupt(self._log.location, None, self._fold_end,
                              f"the fold ended at seq {state.last_seq}, the log at "
-                             f"{self._fold_seq}: was the file changed while obsv ran?")
+                             f"{self._fold_seq}: was the log changed while obsv ran?")
         log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),
                  snapshot_seq=self._snapshots.seq, pending_intents=len(state.intents),
                  unrecorded=len(state.unrecorded), arrived_meanwhile=len(self._inbox))
         return state
+
+    def _restore_bodies(self, state: State) -> None:
+        """Give the pending intents back the raw bodies the fold did without: only an
+        alert's is rendered (obsv/sink.py ``body_of``). A file never leaves one out, and
+        a redelivery kept by hash is decided duplicate, so on a file this reads nothing."""
+        missing = [seq for seq, intent in state.intents.items()
+                   if isinstance(intent.received, AlertReceived) and intent.received.raw is None]
+        whole = self._log.whole(missing) if missing else {}
+        for seq, envelope in whole.items():
+            intent = state.intents[seq]
+            if type(envelope.event) is type(intent.received):
+                state.intents[seq] = replace(intent, received=envelope.event)
 
     # -- deciding ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from obsv.core.policy import delivery_recorded
 from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 from obsv.poller import PolledChanges, Poller
 from obsv.sentryapi import SentrySink
@@ -30,7 +32,7 @@ log = structlog.get_logger("obsv.server")
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", TrustedClock)
 METRICS = web.AppKey("metrics", Metrics)
-EVENTLOG = web.AppKey("eventlog", EventLog)
+EVENTLOG: web.AppKey[EventStore] = web.AppKey("eventlog")
 RECEIVER = web.AppKey("receiver", Receiver)
 GITHUB_RECEIVER = web.AppKey("github_receiver", GitHubReceiver)
 SINK = web.AppKey("sink", Sink)
@@ -102,10 +104,22 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     return app
 
 
-async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    eventlog = EventLog.open(settings.event_log, app[CLOCK])
-    app[CLOCK].not_before(eventlog.last_at)
+async def open_eventlog(settings: Settings, clock: Clock) -> EventStore:
+    """The JSONL file, or PostgreSQL when ``OBSV_DATABASE_URL`` is set (docs/reference.md
+    §12); opened, not started."""
+    if settings.database_url:
+        from obsv.pglog import PgEventLog  # asyncpg only when asked for
+        pg = await PgEventLog.open(settings.database_url, clock)
+        log.info("log.opened", database=pg.location, last_seq=pg.last_seq, epoch=pg.epoch)
+        if pg.last_seq == 0 and _holds_records(settings.event_log):
+            # Moving to PostgreSQL without the file's history would forget every
+            # decision (duplicates, cooldowns, links): say how to bring it along.
+            log.warning("log.file_not_imported", event_log=str(settings.event_log),
+                        database=pg.location,
+                        fix=f"stop obsv, run obsv import {settings.event_log} "
+                            "--database-url URL, then start it again")
+        return pg
+    eventlog = EventLog.open(settings.event_log, clock)
     if eventlog.mode & 0o077:
         # Not chmod'ed: the file may be shared on purpose, and may not be obsv's to change.
         log.warning("log.mode_too_wide", path=str(eventlog.path), mode=oct(eventlog.mode),
@@ -113,6 +127,21 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     if eventlog.torn is not None:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
+    return eventlog
+
+
+def _holds_records(path: Path) -> bool:
+    """Whether a JSONL log is at ``path`` with anything in it."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    eventlog = await open_eventlog(settings, app[CLOCK])
+    app[CLOCK].not_before(eventlog.last_at)
     eventlog.start()
     app[EVENTLOG] = eventlog
     # Deliveries are accepted from here on, while the consumer still folds the log:
