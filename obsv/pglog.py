@@ -55,13 +55,14 @@ import hashlib
 import io
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
+from msgspec.structs import replace
 
 from obsv.clock import Clock, utc_now
 from obsv.core.codec import GENESIS, CodecError, type_name
@@ -147,10 +148,18 @@ _WRITE = """
     )
     SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify($15, seq::text) FROM head
 """
+# A batch's transaction is milliseconds of client work between its statements. A
+# replica frozen (SIGSTOP, a VM pause, a partition) inside one holds the head row, and
+# every other replica's appends and a new leader's take_leadership wait on it: the
+# server ends such a session after 2 s, and a lock is waited for 3 s at most (Sentry
+# has given up on that delivery long before; it is answered 503 and retried).
+IDLE_IN_TRANSACTION_TIMEOUT = 2.0
+LOCK_TIMEOUT = 3.0
 SERVER_SETTINGS = {"application_name": "obsv",
                    "statement_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
-                   "lock_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
-                   "idle_in_transaction_session_timeout": str(int(STATEMENT_TIMEOUT * 3000))}
+                   "lock_timeout": str(int(LOCK_TIMEOUT * 1000)),
+                   "idle_in_transaction_session_timeout":
+                       str(int(IDLE_IN_TRANSACTION_TIMEOUT * 1000))}
 
 
 class DatabaseUnavailable(StartupError):
@@ -418,7 +427,16 @@ class PgEventLog:
                 self._wakeup.clear()
                 continue
             batch, self._queue = self._queue, []
-            await self._commit([entry for entry in batch if not entry.future.done()])
+            pending = [entry for entry in batch if not entry.future.done()]
+            try:
+                await self._commit(pending)
+            except Exception as exc:  # nothing foreseen: fail this batch, never the writer
+                self._drop_connection()
+                log.exception("log.write_failed", database=self.location, records=len(batch))
+                for entry in pending:
+                    if not entry.future.done():
+                        entry.future.set_exception(LogWriteError(
+                            f"cannot write to the database {self.location}: {exc!r}"))
 
     async def _commit(self, batch: list[_Append]) -> None:
         if not batch:
@@ -436,7 +454,11 @@ class PgEventLog:
                     written = await self._write(conn, batch, await _lock_head(conn),
                                                 locked=True)
                 assert written is not None
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                # After a SIGSTOP/SIGCONT a statement's client-side timeout fires at once
+                # and the transaction's exit finds the connection mid-cancel: the
+                # connection is in an unknown state, the batch failed, the writer goes on.
+                asyncpg.InternalClientError) as exc:
             self._drop_connection()
             self.writable = False
             error = LogWriteError(f"cannot write to the database {self.location}: "
