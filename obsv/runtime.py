@@ -14,7 +14,9 @@ The collector's defaults suit short scripts, not a service holding a large fold:
    ``freeze`` moves everything that exists then (modules, the app, the restored
    fold) out of the collector's sight; objects made later are collected as usual,
    and frozen ones are still freed by reference counting when they are dropped
-   (the fold's links and records hold no cycles).
+   (the fold's links and records hold no cycles). Nothing is collected first: that
+   took 30 ms at 100 000 issues, on the loop, just as the service became ready; what
+   the young generations held in cycles at that instant stays, once.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ def tune_collector() -> None:
 
 
 def freeze_startup_heap() -> None:
-    """Rule 2: collect what the young generations hold, then freeze the rest."""
-    gc.collect(1)
+    """Rule 2: every object that exists now leaves the collector's sight."""
     gc.freeze()
 
 
