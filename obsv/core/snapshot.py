@@ -80,7 +80,14 @@ def _time(text: str) -> datetime:
 
 
 def _times(column: Sequence[Any]) -> list[Any]:
-    return [None if text is None else _time(text) for text in column]
+    """A column of times (or nulls). One without nulls, the common case, is parsed in
+    one C loop; its times are then checked to be UTC all at once."""
+    if None in column:
+        return [None if text is None else _time(text) for text in column]
+    times = list(map(datetime.fromisoformat, column))
+    if {at.tzinfo for at in times} - {UTC}:
+        return list(map(_time, column))
+    return times
 
 
 def _record(event: Event) -> Json:
@@ -230,7 +237,7 @@ class _Loader:
         state = self.state
         match row[0]:
             case "E":
-                self.event_ids.update(zip(row[1], map(_time, row[2]), strict=True))
+                self.event_ids.update(zip(row[1], _times(row[2]), strict=True))
             case "L":
                 self._links(row[1:])
             case "F":
@@ -284,16 +291,19 @@ class _Loader:
                 values[index] = self._labels(values[index])
         opened, notified = values[3], values[4]
         values[4] = [o if n is None else n for o, n in zip(opened, notified, strict=True)]
-        links = list(map(Link, *values))
         state = self.state
-        state.links.update(zip(values[0], links, strict=True))
-        for link, flags in zip(links, held, strict=True):
-            if flags & 1:
-                state.links_by_issue[link.sentry_issue_id] = link.alert_seq
-            if flags & 2:
-                state.links_by_key[link.fingerprint_key] = link.alert_seq
-            if flags & 4 and link.repo is not None and link.number is not None:
-                state.links_by_number[(link.repo, link.number)] = link.alert_seq
+        seqs, issue_ids, keys, numbers, repos = (values[0], values[1], values[2], values[6],
+                                                 values[11])
+        state.links.update(zip(seqs, map(Link, *values), strict=True))
+        state.links_by_issue.update(
+            (issue_id, seq) for issue_id, seq, flags in zip(issue_ids, seqs, held, strict=True)
+            if flags & 1)
+        state.links_by_key.update(
+            (key, seq) for key, seq, flags in zip(keys, seqs, held, strict=True) if flags & 2)
+        state.links_by_number.update(
+            ((repo, number), seq)
+            for repo, number, seq, flags in zip(repos, numbers, seqs, held, strict=True)
+            if flags & 4 and repo is not None and number is not None)
 
     def _first_seen(self, ids: list[str], times: list[str | None]) -> None:
         state = self.state
