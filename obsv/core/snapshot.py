@@ -58,6 +58,8 @@ _LINK_TIMES = frozenset({"opened_at", "last_notified_at", "suppressed_first", "s
 # Columns with few distinct values, loaded as one object per value.
 _LINK_SHARED = frozenset({"status", "repo", "state", "state_reason"})
 assert tuple(f.name for f in fields(Link)) == _LINK_FIELDS, "update the snapshot's link columns"
+# _new_links fills every field itself, which is all Link's __init__ would do.
+assert not hasattr(Link, "__post_init__"), "build links through Link(...) again"
 
 
 class UnsupportedSnapshot(ValueError):
@@ -97,6 +99,17 @@ def _record(event: Event) -> Json:
 
 def _event(record: Json) -> Event:
     return decode_record(record).event
+
+
+def _new_links(columns: Sequence[Sequence[Any]]) -> list[Link]:
+    """``[Link(*values) for values in zip(*columns)]`` in half the time: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__`` from
+    Python, 21 calls a link; here each field's slot is set for the whole column in
+    one C loop (at 100 000 issues: 0.10 s instead of 0.19 s of a 0.5 s load)."""
+    links = [Link.__new__(Link) for _ in columns[0]]
+    for name, column in zip(_LINK_FIELDS, columns, strict=True):
+        deque(map(getattr(Link, name).__set__, links, column), maxlen=0)
+    return links
 
 
 def _blocks(items: Iterable[Any]) -> Iterator[list[Any]]:
@@ -294,7 +307,7 @@ class _Loader:
         state = self.state
         seqs, issue_ids, keys, numbers, repos = (values[0], values[1], values[2], values[6],
                                                  values[11])
-        state.links.update(zip(seqs, map(Link, *values), strict=True))
+        state.links.update(zip(seqs, _new_links(values), strict=True))
         state.links_by_issue.update(
             (issue_id, seq) for issue_id, seq, flags in zip(issue_ids, seqs, held, strict=True)
             if flags & 1)
