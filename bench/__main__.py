@@ -12,6 +12,7 @@ from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": ingest.main,
+    "ingest-uvloop": ingest.main_uvloop,
     "pgingest": pgingest.main,
     "decide": decide.main,
     "endtoend": endtoend.main,

@@ -2,7 +2,7 @@
 
 Reads the body, checks the HMAC, parses the JSON, and group-commits one fsync'd
 line per request. obsv's ingest is measured against this in the same run.
-Usage: python bench/baseline_server.py PORT LOG SECRET
+Usage: python bench/baseline_server.py PORT LOG SECRET [uvloop]
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class GroupCommit:
 
 def main() -> None:
     port, path, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+    if sys.argv[4:] == ["uvloop"]:  # as obsv is run in the same benchmark
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     log = GroupCommit(path)
 
     async def handle(request: web.Request) -> web.Response:

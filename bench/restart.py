@@ -49,6 +49,9 @@ def _start_to_ready(log: Path, snapshot_every: int = 10_000) -> tuple[float, str
 def _case(tmp: str, records: int, issues: int) -> list[tuple[str, str]]:
     log = Path(tmp, f"events-{records}.jsonl")
     write_log(log, records, distinct_issues=issues, max_issues_per_hour=1_000_000)
+    # The generator does not fsync: without this the kernel writes the log back (600 MB
+    # at 1M records) while the starts are timed, which once doubled a warm start.
+    os.sync()
     snapshot = log.with_name(log.name + ".snapshot")
     cold, cold_rss = _start_to_ready(log)          # full fold; the stop writes a snapshot
     warm, warm_rss = _start_to_ready(log)          # snapshot + nothing to fold

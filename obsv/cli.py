@@ -23,6 +23,7 @@ from obsv import __version__
 from obsv.errors import StartupError, UsageError
 from obsv.eventlog import LogCorrupt, LogInUse
 from obsv.logs import configure
+from obsv.runtime import freeze_once_ready, tune_collector
 from obsv.settings import ConfigError, Settings, load_settings
 
 log = structlog.get_logger("obsv.cli")
@@ -212,6 +213,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure(settings.log_format)
+    tune_collector()
     return asyncio.run(_run_server(settings))
 
 
@@ -253,6 +255,7 @@ async def _run_server(settings: Settings) -> int:
                  event_log=str(settings.event_log), dry_run=settings.dry_run,
                  max_connections=site.max_connections, request_timeout_seconds=timeout)
         startup = runner.app[STARTUP]
+        startup.add_done_callback(freeze_once_ready)
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopping, startup], return_when=asyncio.FIRST_COMPLETED)
         if startup.done() and not startup.cancelled() and startup.exception() is not None:

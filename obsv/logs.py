@@ -47,6 +47,27 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+class _UtcTimestamp:
+    """``timestamp`` as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2026-11-27T08:30:01.123456Z``) at half its cost: the date and time of day are
+    formatted once per second, the microseconds per line. Every line of every
+    delivery carries one."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _method: str,
+                 event_dict: MutableMapping[str, Any]) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
 def _json_bytes(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
@@ -97,7 +118,7 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _UtcTimestamp(),
             redact,
             structlog.processors.format_exc_info,
             renderer,

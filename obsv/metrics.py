@@ -57,3 +57,14 @@ class Metrics:
         self.polls = Counter(
             "obsv_github_polls_total", "Polls of the repository's issues, by result "
             "(changed, unchanged, failed) ", ["result"], registry=r)
+        # Children of ``deliveries`` by (resource, status): ``labels()`` checks and
+        # locks on every call, once per delivery; the labels are bounded by the caller.
+        self._delivery_children: dict[tuple[str, int], Counter] = {}
+
+    def count_delivery(self, resource: str, status: int) -> None:
+        """One more ``obsv_deliveries_total{resource, status}``."""
+        child = self._delivery_children.get((resource, status))
+        if child is None:
+            child = self._delivery_children[(resource, status)] = self.deliveries.labels(
+                resource, str(status))
+        child.inc()

@@ -31,6 +31,8 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import time
 from collections.abc import Iterator
@@ -40,7 +42,7 @@ import orjson
 import structlog
 
 from obsv.core.policy import State
-from obsv.core.snapshot import snapshot_rows, state_from_rows
+from obsv.core.snapshot import UnsupportedSnapshot, snapshot_rows, state_from_rows
 from obsv.eventlog import decode_line, line_sha256
 from obsv.logstore import EventStore, Position, SnapshotStore
 from obsv.metrics import Metrics
@@ -93,10 +95,12 @@ class SnapshotFile:
         if opened is None:
             return None
         try:
-            with opened as f:
+            with opened as f, _collector_paused():
                 offset, line_sha256, state = _read(f)
         except Unusable:
             raise
+        except UnsupportedSnapshot as exc:  # the next clean stop writes this version's
+            raise Unusable(f"{exc}: another obsv version wrote it") from None
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise Unusable(repr(exc)) from None
         if not 0 < offset <= limit:
@@ -108,6 +112,20 @@ class SnapshotFile:
         if _seq_of(line) != state.last_seq:
             raise Unusable("does not match the log: no record of its seq ends at its offset")
         return state, offset
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading makes a million objects at 100 000 issues, none in a cycle: the cyclic
+    collector would only traverse them again and again as they pile up (a third of the
+    load's time). Paused for the whole process, but only this long."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _sha256(data: bytes) -> str:

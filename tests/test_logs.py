@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,22 @@ async def test_log_context_does_not_leak_between_requests(make_client: Any) -> N
     [rejected] = [e for e in logs if e["event"] == "delivery.rejected"]
     assert accepted["request_id"] == "first" and isinstance(accepted["seq"], int)
     assert rejected["request_id"] == "second" and "seq" not in rejected
+
+
+def test_timestamps_are_rfc3339_utc_with_microseconds() -> None:
+    out = io.BytesIO()
+    stream = io.TextIOWrapper(out, write_through=True)
+    try:
+        configure("json", stream=stream, cache=False)
+        before = datetime.now(UTC)
+        structlog.get_logger("t").info("one")
+        structlog.get_logger("t").info("two")
+        after = datetime.now(UTC)
+        lines = [json.loads(line) for line in out.getvalue().decode().splitlines()[-2:]]
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+    for line in lines:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["timestamp"])
+        at = datetime.fromisoformat(line["timestamp"])
+        assert before - timedelta(milliseconds=1) <= at <= after + timedelta(milliseconds=1)
+    assert lines[0]["timestamp"] <= lines[1]["timestamp"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,33 @@ async def test_a_changed_row_is_caught_by_the_checksum(make_client: ClientFactor
     assert decided(log)[seq] == ("suppress", "cooldown")  # not a duplicate of a forged id
     [ignored] = [e for e in logs if e["event"] == "snapshot.ignored"]
     assert "does not match its" in ignored["reason"]
+
+
+async def test_a_snapshot_of_an_older_version_is_ignored_with_a_warning(
+        make_client: ClientFactory, settings: Settings) -> None:
+    """An upgrade keeps serving: the old snapshot is named, the whole log folded."""
+    log = settings.event_log
+    client = await make_client(cooldown_seconds=3600)
+    first = await send(client, "a" * 32)
+    await wait_until(lambda: len(records_of(log, "issue.opened")) == 1)
+    await client.close()
+    snapshot = log.with_name(log.name + ".snapshot")
+    header, version, *rows, _trailer = snapshot.read_bytes().splitlines(keepends=True)
+    assert version.startswith(b'["v",9,')
+    lines = [header, version.replace(b'["v",9,', b'["v",8,', 1), *rows]
+    digest = hashlib.sha256(b"".join(lines)).hexdigest()  # whole: only the version differs
+    snapshot.write_bytes(b"".join(lines) + json.dumps(
+        {"rows": len(lines) - 1, "sha256": digest}).encode() + b"\n")
+
+    with capture_logs() as logs:
+        client = await make_client(cooldown_seconds=3600)
+        second = await send(client, "b" * 32)
+        await wait_until(lambda: second in decided(log))
+        await client.close()
+    [ignored] = [e for e in logs if e["event"] == "snapshot.ignored"]
+    assert ignored["reason"] == ("snapshot version 8, this obsv reads version 9: another obsv "
+                                 "version wrote it")
+    assert ignored["consequence"] == "folding the whole log"
+    [restored] = [e for e in logs if e["event"] == "consumer.restored"]
+    assert restored["from_snapshot"] is False
+    assert decided(log) == {first: ("open", "new_issue"), second: ("suppress", "cooldown")}
