@@ -25,7 +25,13 @@ from msgspec import Struct
 from msgspec.structs import replace
 
 from obsv.core.alert import Alert
-from obsv.core.codec import GENESIS, CodecError, decode_line, format_time
+from obsv.core.codec import (
+    GENESIS,
+    CodecError,
+    decode_line,
+    decode_line_without_bodies,
+    format_time,
+)
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -50,7 +56,6 @@ from obsv.core.events import (
 from obsv.core.policy import Link, State, apply, decide, observed_link
 from obsv.core.signature import is_valid
 from obsv.core.silences import Silence
-from obsv.eventlog import bounded_reason, iter_lines
 
 # The records that carry out a decision, named by the seq of the record decided.
 Outcome = IssueOpened | CommentPosted | IssueReopened | IssueClosed | IssueFailed | SentryResolved
@@ -383,31 +388,43 @@ def audit(path: Path, policy_override: Policy | None = None,
     return result
 
 
+# The size of each read of the log (the default 8 KiB means a read per line or two).
+_READ_CHUNK = 1 << 20
+
+
 def _read(path: Path, result: Audit, issue: str | None, integrity: Integrity | None) -> None:
-    """Decode and fold every whole line, up to the first that is not a record."""
+    """Decode and fold every whole line, up to the first that is not a record.
+
+    The log is read here rather than through obsv.eventlog, which would bring the
+    service's asyncio machinery into every ``obsv replay`` (issue 12). Bodies are
+    only decoded when a secret is there to re-check them against their signatures."""
+    bodies = integrity is not None and integrity.secret is not None
+    decode = decode_line if bodies else decode_line_without_bodies
     expected_seq = 1
-    for line_no, (end, line) in enumerate(iter_lines(path), 1):
-        if end < 0:
-            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
-                                  "no newline): set aside on the next start", "torn")
-            result.findings.append(result.torn)
-            return
-        try:
-            envelope = decode_line(line)
-        except CodecError as exc:
-            result.unreadable = Finding(None, line_no,
-                                        f"not a valid record ({bounded_reason(str(exc))})",
-                                        "unreadable")
-            result.findings.append(result.unreadable)
-            return
-        if envelope.seq != expected_seq:
-            result.findings.append(Finding(envelope.seq, line_no,
-                                           f"seq {envelope.seq} where {expected_seq} was due",
-                                           "gap"))
-        expected_seq = envelope.seq + 1
-        if integrity is not None:
-            integrity.feed(line_no, line, envelope)
-        _fold(result, envelope, issue)
+    with open(path, "rb", buffering=_READ_CHUNK) as lines:
+        for line_no, line in enumerate(lines, 1):
+            if line[-1:] != b"\n":
+                result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
+                                      "no newline): set aside on the next start", "torn")
+                result.findings.append(result.torn)
+                return
+            try:
+                envelope = decode(line)
+            except CodecError as exc:
+                from obsv.eventlog import bounded_reason  # only for this one message
+                result.unreadable = Finding(None, line_no,
+                                            f"not a valid record ({bounded_reason(str(exc))})",
+                                            "unreadable")
+                result.findings.append(result.unreadable)
+                return
+            if envelope.seq != expected_seq:
+                result.findings.append(Finding(envelope.seq, line_no,
+                                               f"seq {envelope.seq} where {expected_seq} "
+                                               "was due", "gap"))
+            expected_seq = envelope.seq + 1
+            if integrity is not None:
+                integrity.feed(line_no, line, envelope)
+            _fold(result, envelope, issue)
 
 
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:

@@ -203,3 +203,24 @@ def test_the_collector_is_back_on_after_an_audit_command(tmp_path: Path, args: l
     assert main(argv) == 0
     assert gc.isenabled()
     assert said in capsys.readouterr().out
+
+
+# What `obsv replay` and `obsv why` must not load: the server's stack. They read a file
+# and print; starting asyncio, aiohttp and structlog costs more than folding a small log.
+SERVER_STACK = ("asyncio", "aiohttp", "structlog", "gidgethub", "jinja2", "prometheus_client",
+                "tenacity", "obsv.eventlog", "obsv.server", "obsv.consumer")
+
+
+@pytest.mark.parametrize("args", [["replay", "--json"], ["replay", "--verify"],
+                                  ["why", "100", "--log"]],
+                         ids=["replay --json", "replay --verify", "why"])
+def test_replay_and_why_start_without_the_server_stack(tmp_path: Path, args: list[str]) -> None:
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    code = ("import sys\nfrom obsv.cli import main\n"
+            f"code = main({[*args, str(path)]!r})\n"
+            f"loaded = [m for m in {SERVER_STACK!r} if m in sys.modules]\n"
+            "print('LOADED', ','.join(loaded), 'EXIT', code, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert result.stderr.strip().splitlines()[-1] == "LOADED  EXIT 0", result.stderr
+    assert result.stdout  # it did answer: rows, the verify summary, the timeline
