@@ -83,6 +83,9 @@ class Provenance:
     resolved: str | None = None
 
 
+_NOT_KNOWN = Provenance()  # shared: frozen, and most links have no provenance
+
+
 class Context(Struct, frozen=True, gc=False):
     """A linked issue as the log knew it when a decision was taken on it."""
 
@@ -514,7 +517,7 @@ def _context(result: Audit, alert: Alert) -> Context | None:
     if link is None:
         return None
     return Context(link, result.state.effective_policy,
-                   result.provenance.get(link.alert_seq, Provenance()))
+                   result.provenance.get(link.alert_seq, _NOT_KNOWN))
 
 
 def _concerned_link(state: State, event: Event) -> int | None:
@@ -546,7 +549,7 @@ def _note_changes(result: Audit, envelope: Envelope, link_seq: int, before: Link
     if not (closed or labelled or resolved):
         return
     report = _describe_report(envelope)
-    known = result.provenance.get(link_seq, Provenance())
+    known = result.provenance.get(link_seq, _NOT_KNOWN)
     result.provenance[link_seq] = Provenance(
         closed=report if closed else known.closed, labels=report if labelled else known.labels,
         resolved=report if resolved else known.resolved)
@@ -728,14 +731,18 @@ def row_json(result: Audit, row: Row) -> dict[str, Any]:
     recorded, alert = row.recorded, row.alert
     decision = recorded or row.derived
     linked = decision.linked_issue
+    # Audit.repo and Audit.replaces, with their common answers first (a line per alert).
+    repo = decision.repo if decision.repo is not None else result.repo(row)
+    replaces = (None if linked is None or decision.action != "open"
+                else result.issue_name(linked.alert_seq))
     return {
         "seq": row.seq, "at": format_time(row.at),
         "sentry_issue_id": alert.sentry_issue_id, "event_id": alert.event_id,
         "level": alert.level, "environment": alert.environment,
         "fingerprint_key": alert.fingerprint_key, "title": alert.title,
         "action": recorded.action if recorded else None,
-        "reason": recorded.reason if recorded else None, "repo": result.repo(row),
+        "reason": recorded.reason if recorded else None, "repo": repo,
         "github": result.github(row), "linked_alert_seq": linked.alert_seq if linked else None,
-        "replaces": result.replaces(row),
+        "replaces": replaces,
         "since": format_time(decision.since) if decision.since else None,
     }

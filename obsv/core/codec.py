@@ -90,9 +90,9 @@ class CodecError(ValueError):
 
 def format_time(at: datetime) -> str:
     """RFC 3339 UTC with microseconds, the one time format of the log."""
-    if at.tzinfo is UTC and at.year >= 1000:  # the common case, 3x faster than strftime
-        # isoformat() leaves out a zero microsecond (asking for it costs more than this)
-        return at.isoformat()[:-6] + ("Z" if at.microsecond else ".000000Z")
+    if at.tzinfo is UTC and at.year >= 1000:  # the common case, 4x faster than isoformat()
+        text = _encoder.encode(at)  # b'"...Z"', with no fraction for a whole second
+        return text[1:-1].decode() if at.microsecond else text[1:-2].decode() + ".000000Z"
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
