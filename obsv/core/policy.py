@@ -363,7 +363,10 @@ def _verdict(state: State, alert: Alert, at: datetime, policy: Policy, route: Ro
     """Rule 3's table, first matching row wins."""
     if duplicate:
         return "suppress", "duplicate", None
-    link = state.linked(alert)
+    link_seq = state.links_by_issue.get(alert.sentry_issue_id)  # state.linked, inline
+    if link_seq is None:
+        link_seq = state.links_by_key.get(alert.fingerprint_key)
+    link = None if link_seq is None else state.links[link_seq]
     if (route is None and policy.repo is None and not policy.dry_run
             and (link is None or link.repo is None)):
         return "suppress", "unrouted", None
@@ -477,9 +480,11 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
 
 def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> AlertDecided:
     alert = received.alert
-    _prune(state, at)
+    due = state.prune_due  # _prune's own first test, here to save the call per alert
+    if due is None or at.tzinfo is not UTC or at >= due:
+        _prune(state, at)
     policy = state.effective_policy
-    route = route_for(policy, alert)
+    route = route_for(policy, alert) if policy.routes else None
     decision = _decide(state, alert, at, seq, policy, route)
     if decision.reason != "duplicate":  # the event id was not in state.event_ids
         state.event_ids[alert.event_id] = at
