@@ -15,6 +15,7 @@ and with the webhook secret every stored body against its recorded signature.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -375,10 +376,12 @@ class Integrity:
                                     (hashlib.sha256(body).hexdigest(), signature, valid))
 
 
-def audit(path: Path, policy_override: Policy | None = None,
+def audit(path: Path | Iterable[tuple[int, bytes]], policy_override: Policy | None = None,
           issue: str | None = None, integrity: Integrity | None = None) -> Audit:
     """Fold ``path`` once: rows per alert, integrity and decision findings, and with
-    ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too."""
+    ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too.
+    ``path`` may instead be the lines themselves, as ``iter_lines`` gives them
+    (``(end offset, line)``, the ``\n`` kept)."""
     result = Audit(state=State(policy_override=policy_override))
     _read(path, result, issue, integrity)
     if integrity is not None:
@@ -395,39 +398,49 @@ def audit(path: Path, policy_override: Policy | None = None,
 _READ_CHUNK = 1 << 20
 
 
-def _read(path: Path, result: Audit, issue: str | None, integrity: Integrity | None) -> None:
+def _read(path: Path | Iterable[tuple[int, bytes]], result: Audit, issue: str | None,
+          integrity: Integrity | None) -> None:
     """Decode and fold every whole line, up to the first that is not a record.
 
-    The log is read here rather than through obsv.eventlog, which would bring the
-    service's asyncio machinery into every ``obsv replay`` (issue 12). Bodies are
-    only decoded when a secret is there to re-check them against their signatures."""
+    A file is read here rather than through obsv.eventlog, which would bring the
+    service's asyncio machinery into every ``obsv replay`` (issue 12)."""
+    if isinstance(path, Path):
+        with open(path, "rb", buffering=_READ_CHUNK) as lines:
+            _fold_lines(lines, result, issue, integrity)
+    else:
+        _fold_lines((line for _, line in path), result, issue, integrity)
+
+
+def _fold_lines(lines: Iterable[bytes], result: Audit, issue: str | None,
+                integrity: Integrity | None) -> None:
+    """Fold lines (each with its ``\\n``; a last one without is torn). Bodies are only
+    decoded when a secret is there to re-check them against their signatures."""
     bodies = integrity is not None and integrity.secret is not None
     decode = decode_line if bodies else decode_line_without_bodies
     expected_seq = 1
-    with open(path, "rb", buffering=_READ_CHUNK) as lines:
-        for line_no, line in enumerate(lines, 1):
-            if line[-1:] != b"\n":
-                result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
-                                      "no newline): set aside on the next start", "torn")
-                result.findings.append(result.torn)
-                return
-            try:
-                envelope = decode(line)
-            except CodecError as exc:
-                from obsv.eventlog import bounded_reason  # only for this one message
-                result.unreadable = Finding(None, line_no,
-                                            f"not a valid record ({bounded_reason(str(exc))})",
-                                            "unreadable")
-                result.findings.append(result.unreadable)
-                return
-            if envelope.seq != expected_seq:
-                result.findings.append(Finding(envelope.seq, line_no,
-                                               f"seq {envelope.seq} where {expected_seq} "
-                                               "was due", "gap"))
-            expected_seq = envelope.seq + 1
-            if integrity is not None:
-                integrity.feed(line_no, line, envelope)
-            _fold(result, envelope, issue)
+    for line_no, line in enumerate(lines, 1):
+        if line[-1:] != b"\n":
+            result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
+                                  "no newline): set aside on the next start", "torn")
+            result.findings.append(result.torn)
+            return
+        try:
+            envelope = decode(line)
+        except CodecError as exc:
+            from obsv.eventlog import bounded_reason  # only for this one message
+            result.unreadable = Finding(None, line_no,
+                                        f"not a valid record ({bounded_reason(str(exc))})",
+                                        "unreadable")
+            result.findings.append(result.unreadable)
+            return
+        if envelope.seq != expected_seq:
+            result.findings.append(Finding(envelope.seq, line_no,
+                                           f"seq {envelope.seq} where {expected_seq} "
+                                           "was due", "gap"))
+        expected_seq = envelope.seq + 1
+        if integrity is not None:
+            integrity.feed(line_no, line, envelope)
+        _fold(result, envelope, issue)
 
 
 def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:

@@ -224,3 +224,21 @@ def test_replay_and_why_start_without_the_server_stack(tmp_path: Path, args: lis
                             timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
     assert result.stderr.strip().splitlines()[-1] == "LOADED  EXIT 0", result.stderr
     assert result.stdout  # it did answer: rows, the verify summary, the timeline
+
+
+def test_the_audit_of_lines_handed_to_it_is_the_audit_of_the_file(tmp_path: Path) -> None:
+    """audit() reads a file itself (without obsv.eventlog), or takes the lines as
+    iter_lines gives them (another store's log): the same rows and findings, a torn
+    last line included."""
+    from obsv.audit import audit, row_json
+    from obsv.eventlog import iter_lines
+
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    with open(path, "ab") as f:
+        f.write(b'{"seq":8,"at":')  # a write the crash cut short
+    from_file, from_lines = audit(path), audit(iter_lines(path))
+    assert [row_json(from_file, r) for r in from_file.rows.values()] == [
+        row_json(from_lines, r) for r in from_lines.rows.values()]
+    assert len(from_file.rows) == 3
+    assert [str(f) for f in from_file.findings] == [str(f) for f in from_lines.findings] == [
+        "line 8: torn last line (14 bytes, no newline): set aside on the next start"]
