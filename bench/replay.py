@@ -3,11 +3,14 @@ same file, in the same run, on two logs: 100k records with Sentry's documented s
 bodies (large lines, the raw body dominates) and 100k records with small bodies (where
 per-record work dominates). Target: >= 0.5 of the parse rate on both.
 
-Also the codec alone, in-process: decoding a line into its record and encoding an
-``alert.received`` (the record ingest encodes per delivery), in µs."""
+Also the codec alone, in-process: decoding a line into its record (with and without the
+alert bodies) and encoding an ``alert.received`` (the record ingest encodes per
+delivery), in µs; and where a replay's time goes, per record, from timing its phases
+in-process one after the other (process time, best of 3)."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import tempfile
@@ -19,7 +22,11 @@ from typing import Any
 import orjson
 
 from bench.gen import write_log
+from obsv.audit import Audit, _fold, row_json
+from obsv.auditcli import json_printable
+from obsv.core.codec import decode_line_without_bodies
 from obsv.core.events import AlertReceived, Envelope
+from obsv.core.policy import State, apply
 from obsv.eventlog import decode_line, encode_line
 
 RECORDS = 100_000
@@ -64,6 +71,7 @@ def _codec_rows(path: Path, label: str) -> list[tuple[str, str]]:
     lines = _lines(path)[:20_000]
     loads = _per_item_us(orjson.loads, lines)
     decode = _per_item_us(decode_line, lines)
+    bodyless = _per_item_us(decode_line_without_bodies, lines)
     # As ingest stamps them: a clock time, with microseconds (the bench log has whole
     # seconds, which take format_time's slower way).
     received = [Envelope(r.seq, r.at.replace(microsecond=123_456), r.event)
@@ -72,6 +80,8 @@ def _codec_rows(path: Path, label: str) -> list[tuple[str, str]]:
     return [
         (f"{label}: decode_line", f"{decode:.2f} µs/line ({loads / decode:.2f}x the "
                                   f"orjson.loads rate, {loads:.2f} µs)"),
+        (f"{label}: decode_line_without_bodies",
+         f"{bodyless:.2f} µs/line ({loads / bodyless:.2f}x the orjson.loads rate)"),
         (f"{label}: encode alert.received", f"{encode:.2f} µs/record"),
     ]
 
@@ -93,6 +103,78 @@ def _replay_rows(path: Path, records: int, label: str) -> list[tuple[str, str]]:
     ]
 
 
+def _best_process_time(fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        fn()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def _split_rows(path: Path, records: int, label: str) -> list[tuple[str, str]]:
+    """A replay --json's phases, one after the other, in µs per record: what the parse
+    costs, reading and decoding, policy.apply, the audit's own fold (less apply), the
+    --json rows, freeing the rows and maps the audit kept, and starting the command (a
+    replay of a one-line log). The collector is off, as in a replay."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _phases(path, records, label)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _phases(path: Path, records: int, label: str) -> list[tuple[str, str]]:
+    def read() -> None:  # each record dropped at once, as a replay drops what it folded
+        with open(path, "rb", buffering=1 << 20) as f:
+            for line in f:
+                decode_line_without_bodies(line)
+
+    def parse() -> None:
+        with open(path, "rb", buffering=1 << 20) as f:
+            for line in f:
+                orjson.loads(line)
+
+    with open(path, "rb", buffering=1 << 20) as f:
+        envelopes = [decode_line_without_bodies(line) for line in f]
+
+    def fold_only() -> None:
+        state = State()
+        for envelope in envelopes:
+            apply(state, envelope)
+
+    kept: list[Audit] = []  # freed apart: a replay frees what it kept as it returns
+
+    def audit() -> None:
+        kept.append(Audit(state=State()))
+        for envelope in envelopes:
+            _fold(kept[-1], envelope, None)
+
+    def rows() -> None:
+        for row in kept[0].rows.values():
+            json_printable(orjson.dumps(row_json(kept[0], row)))
+
+    def free() -> None:
+        kept.pop()
+
+    one = path.with_suffix(".one")
+    with open(path, "rb") as f:
+        one.write_bytes(f.readline())
+    start = min(_timed(lambda: _cli(str(one), "--json")) for _ in range(3))
+    one.unlink()
+    phases = {"orjson parse (the limit)": parse, "read + decode": read,
+              "fold: policy.apply": fold_only, "fold: the audit's own": audit,
+              "--json output": rows, "freeing what the audit kept": free}
+    took = {name: _best_process_time(fn) for name, fn in phases.items()}
+    took["fold: the audit's own"] -= took["fold: policy.apply"]
+    return [(f"{label}: {name}", f"{seconds / records * 1e6:.2f} µs/record")
+            for name, seconds in took.items()] + [
+        (f"{label}: start (python + imports)", f"{start:.3f} s, "
+                                               f"{start / records * 1e6:.2f} µs/record")]
+
+
 def main() -> dict[str, Any]:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
@@ -101,5 +183,6 @@ def main() -> dict[str, Any]:
             records = write_log(path, RECORDS, distinct_issues=5_000, full_body=full_body)
             rows += _replay_rows(path, records, label)
             rows += _codec_rows(path, label)
+            rows += _split_rows(path, records, label)
             path.unlink()
     return {"name": "replay", "rows": rows}

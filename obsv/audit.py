@@ -26,7 +26,13 @@ from msgspec import Struct
 from msgspec.structs import replace
 
 from obsv.core.alert import Alert
-from obsv.core.codec import GENESIS, CodecError, decode_line, format_time
+from obsv.core.codec import (
+    GENESIS,
+    CodecError,
+    decode_line,
+    decode_line_without_bodies,
+    format_time,
+)
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -51,7 +57,6 @@ from obsv.core.events import (
 from obsv.core.policy import Link, State, apply, decide, observed_link
 from obsv.core.signature import is_valid
 from obsv.core.silences import Silence
-from obsv.eventlog import bounded_reason, iter_lines
 
 # The records that carry out a decision, named by the seq of the record decided.
 Outcome = IssueOpened | CommentPosted | IssueReopened | IssueClosed | IssueFailed | SentryResolved
@@ -77,6 +82,9 @@ class Provenance:
     closed: str | None = None
     labels: str | None = None
     resolved: str | None = None
+
+
+_NOT_KNOWN = Provenance()  # shared: frozen, and most links have no provenance
 
 
 class Context(Struct, frozen=True, gc=False):
@@ -372,8 +380,8 @@ def audit(path: Path | Iterable[tuple[int, bytes]], policy_override: Policy | No
           issue: str | None = None, integrity: Integrity | None = None) -> Audit:
     """Fold ``path`` once: rows per alert, integrity and decision findings, and with
     ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too.
-    ``path`` may instead be the lines themselves, as ``iter_lines`` gives them (a
-    database's log: obsv/pgtools.py)."""
+    ``path`` may instead be the lines themselves, as ``iter_lines`` gives them
+    (``(end offset, line)``, the ``\n`` kept)."""
     result = Audit(state=State(policy_override=policy_override))
     _read(path, result, issue, integrity)
     if integrity is not None:
@@ -386,20 +394,40 @@ def audit(path: Path | Iterable[tuple[int, bytes]], policy_override: Policy | No
     return result
 
 
+# The size of each read of the log (the default 8 KiB means a read per line or two).
+_READ_CHUNK = 1 << 20
+
+
 def _read(path: Path | Iterable[tuple[int, bytes]], result: Audit, issue: str | None,
           integrity: Integrity | None) -> None:
-    """Decode and fold every whole line, up to the first that is not a record."""
+    """Decode and fold every whole line, up to the first that is not a record.
+
+    A file is read here rather than through obsv.eventlog, which would bring the
+    service's asyncio machinery into every ``obsv replay`` (issue 12)."""
+    if isinstance(path, Path):
+        with open(path, "rb", buffering=_READ_CHUNK) as lines:
+            _fold_lines(lines, result, issue, integrity)
+    else:
+        _fold_lines((line for _, line in path), result, issue, integrity)
+
+
+def _fold_lines(lines: Iterable[bytes], result: Audit, issue: str | None,
+                integrity: Integrity | None) -> None:
+    """Fold lines (each with its ``\\n``; a last one without is torn). Bodies are only
+    decoded when a secret is there to re-check them against their signatures."""
+    bodies = integrity is not None and integrity.secret is not None
+    decode = decode_line if bodies else decode_line_without_bodies
     expected_seq = 1
-    lines = iter_lines(path) if isinstance(path, Path) else path
-    for line_no, (end, line) in enumerate(lines, 1):
-        if end < 0:
+    for line_no, line in enumerate(lines, 1):
+        if line[-1:] != b"\n":
             result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
                                   "no newline): set aside on the next start", "torn")
             result.findings.append(result.torn)
             return
         try:
-            envelope = decode_line(line)
+            envelope = decode(line)
         except CodecError as exc:
+            from obsv.eventlog import bounded_reason  # only for this one message
             result.unreadable = Finding(None, line_no,
                                         f"not a valid record ({bounded_reason(str(exc))})",
                                         "unreadable")
@@ -407,8 +435,8 @@ def _read(path: Path | Iterable[tuple[int, bytes]], result: Audit, issue: str | 
             return
         if envelope.seq != expected_seq:
             result.findings.append(Finding(envelope.seq, line_no,
-                                           f"seq {envelope.seq} where {expected_seq} was due",
-                                           "gap"))
+                                           f"seq {envelope.seq} where {expected_seq} "
+                                           "was due", "gap"))
         expected_seq = envelope.seq + 1
         if integrity is not None:
             integrity.feed(line_no, line, envelope)
@@ -502,7 +530,7 @@ def _context(result: Audit, alert: Alert) -> Context | None:
     if link is None:
         return None
     return Context(link, result.state.effective_policy,
-                   result.provenance.get(link.alert_seq, Provenance()))
+                   result.provenance.get(link.alert_seq, _NOT_KNOWN))
 
 
 def _concerned_link(state: State, event: Event) -> int | None:
@@ -534,7 +562,7 @@ def _note_changes(result: Audit, envelope: Envelope, link_seq: int, before: Link
     if not (closed or labelled or resolved):
         return
     report = _describe_report(envelope)
-    known = result.provenance.get(link_seq, Provenance())
+    known = result.provenance.get(link_seq, _NOT_KNOWN)
     result.provenance[link_seq] = Provenance(
         closed=report if closed else known.closed, labels=report if labelled else known.labels,
         resolved=report if resolved else known.resolved)
@@ -716,14 +744,18 @@ def row_json(result: Audit, row: Row) -> dict[str, Any]:
     recorded, alert = row.recorded, row.alert
     decision = recorded or row.derived
     linked = decision.linked_issue
+    # Audit.repo and Audit.replaces, with their common answers first (a line per alert).
+    repo = decision.repo if decision.repo is not None else result.repo(row)
+    replaces = (None if linked is None or decision.action != "open"
+                else result.issue_name(linked.alert_seq))
     return {
         "seq": row.seq, "at": format_time(row.at),
         "sentry_issue_id": alert.sentry_issue_id, "event_id": alert.event_id,
         "level": alert.level, "environment": alert.environment,
         "fingerprint_key": alert.fingerprint_key, "title": alert.title,
         "action": recorded.action if recorded else None,
-        "reason": recorded.reason if recorded else None, "repo": result.repo(row),
+        "reason": recorded.reason if recorded else None, "repo": repo,
         "github": result.github(row), "linked_alert_seq": linked.alert_seq if linked else None,
-        "replaces": result.replaces(row),
+        "replaces": replaces,
         "since": format_time(decision.since) if decision.since else None,
     }

@@ -7,7 +7,6 @@ configuration error, printed as one line that names the fix.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import errno
 import os
@@ -15,18 +14,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
-
-import structlog
+from typing import TYPE_CHECKING, NoReturn
 
 from obsv import __version__
 from obsv.errors import StartupError, UsageError
-from obsv.eventlog import LogCorrupt, LogInUse
-from obsv.logs import configure
-from obsv.runtime import freeze_once_ready, tune_collector
 from obsv.settings import ConfigError, Settings, load_settings
 
-log = structlog.get_logger("obsv.cli")
+# The server stack (asyncio, aiohttp, structlog, the event log) is imported by the
+# subcommands that use it: `obsv replay` and `obsv why` start without it (issue 12).
+if TYPE_CHECKING:
+    from obsv.eventlog import LogCorrupt, LogInUse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,15 +191,25 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "render":
             from obsv.preview import render_command
             return render_command(args)
-    except (ConfigError, UsageError, StartupError, LogInUse) as exc:
+    except (ConfigError, UsageError, StartupError) as exc:
         print(f"obsv: {exc}", file=sys.stderr)
         return 2
-    except LogCorrupt as exc:
-        print(f"obsv: {exc}; inspect that line (obsv replay --verify) before serving",
-              file=sys.stderr)
+    except _log_errors() as exc:
+        if isinstance(exc, _log_errors()[0]):
+            print(f"obsv: {exc}", file=sys.stderr)
+        else:
+            print(f"obsv: {exc}; inspect that line (obsv replay --verify) before serving",
+                  file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _log_errors() -> tuple[type[LogInUse], type[LogCorrupt]]:
+    """The event log's errors, imported only once something is raised: a command that
+    never opened the log cannot raise them (and does not load the log's module)."""
+    from obsv.eventlog import LogCorrupt, LogInUse
+    return LogInUse, LogCorrupt
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -211,6 +218,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from obsv.logs import configure
+    from obsv.runtime import tune_collector
+
     settings = settings_from(args)
     configure(settings.log_format)
     tune_collector()
@@ -219,11 +231,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run_server(settings: Settings) -> int:
     # Imported here: the offline commands (replay, why) start faster without aiohttp.
+    import asyncio
+
+    import structlog
     from aiohttp import web
 
     from obsv.httpserver import GuardedSite
+    from obsv.runtime import freeze_once_ready
     from obsv.server import STARTUP, create_app
 
+    log = structlog.get_logger("obsv.cli")
     timeout = settings.request_timeout_seconds
     # In-flight requests get 10 s to finish on shutdown (they only wait for an fsync).
     # An idle keep-alive connection, or an unread body after the answer, is held no

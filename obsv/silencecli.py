@@ -8,7 +8,6 @@ answers an error or cannot be reached, 2 for usage or configuration, each error 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
@@ -55,6 +54,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``obsv silence`` action."""
+    import asyncio  # here: `obsv replay` builds this parser and should not load asyncio
+
     settings = load_settings(args.config, os.environ, require_secret=False)
     url, token = admin_url(settings), settings.admin_token
     if not token:

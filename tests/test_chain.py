@@ -109,6 +109,25 @@ async def test_one_changed_byte_is_named_by_the_line_after_it(make_client: Clien
     assert "chain: broken (1 link(s))" in result.stdout
 
 
+async def test_a_byte_changed_inside_a_body_is_named_though_no_body_is_decoded(
+        make_client: ClientFactory, settings: Any) -> None:
+    """Without a secret the audit steps over the bodies unread (issue 12); the chain is
+    still the hash of each line's bytes, so an edit inside a body breaks it."""
+    lines = await serve_alerts(make_client, settings.event_log)
+    k = line_of(lines, "alert.received", 1)
+    inside = b'\\"title\\":\\"Boom 1\\"'  # the body's own title, escaped in "raw"
+    assert lines[k].count(inside) == 1
+    lines[k] = lines[k].replace(inside, inside.replace(b"Boom 1", b"Boom 7"))
+    settings.event_log.write_bytes(b"".join(lines))
+
+    result = verify(settings.event_log)
+
+    assert result.returncode == 1
+    seq = orjson.loads(lines[k + 1])["seq"]
+    assert (f"MISMATCH line {k + 2}: chain broken at seq {seq}: its prev is not the hash "
+            f"of line {k + 1}: line {k + 1} was changed") in result.stdout
+
+
 async def test_one_changed_byte_of_a_decision_reason_is_named(make_client: ClientFactory,
                                                                settings: Any) -> None:
     lines = await serve_alerts(make_client, settings.event_log)

@@ -4,6 +4,7 @@ every type round-trip through a line."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obsv.core.alert import Alert
-from obsv.core.codec import EVENT_TYPES, CodecError, decode_line, encode_line, format_time
+from obsv.core.codec import (
+    EVENT_TYPES,
+    CodecError,
+    decode_line,
+    decode_line_without_bodies,
+    encode_line,
+    format_time,
+)
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -184,3 +192,66 @@ def test_strings_and_integers_are_written_as_the_old_codec_wrote_them(text: str,
     """The old codec wrote lines with orjson; msgspec must escape every string and write
     every integer the same way, or a re-encoded line would change its hash."""
     assert msgspec.json.encode([text, number]) == orjson.dumps([text, number])
+
+
+# -- decode_line_without_bodies: the audit's read path when no secret needs the bodies ------
+
+def _without_body(envelope: Envelope) -> Envelope:
+    event = envelope.event
+    if isinstance(event, AlertReceived):
+        event = AlertReceived(event.delivery, event.alert, None, event.raw_sha256)
+    return Envelope(envelope.seq, envelope.at, event, envelope.prev)
+
+
+def _outcome(decode: Callable[[bytes], Envelope], line: bytes) -> object:
+    """What a decoder makes of a line: the record (without its body), or its error."""
+    try:
+        return _without_body(decode(line))
+    except CodecError as exc:
+        return f"CodecError: {exc}"
+
+
+@pytest.mark.parametrize("line", GOLDEN, ids=lambda line: orjson.loads(line)["type"])
+def test_without_bodies_the_golden_lines_are_the_same_records_less_the_body(line: bytes) -> None:
+    assert decode_line_without_bodies(line) == _without_body(decode_line(line))
+
+
+@pytest.mark.parametrize("kind", EVENT_TYPES, ids=lambda kind: kind.TYPE)
+@given(data=st.data(), seq=_ids, at=_times, prev=st.none() | _hex)
+def test_without_bodies_any_record_is_the_same_record_less_the_body(
+        kind: type, data: st.DataObject, seq: int, at: datetime, prev: str | None) -> None:
+    line = encode_line(Envelope(seq, at, data.draw(EVENTS[kind]), prev))
+    without = decode_line_without_bodies(line)
+    assert without == _without_body(decode_line(line))
+    if kind is AlertReceived:
+        assert without.event.raw is None  # type: ignore[attr-defined]
+
+
+_RECEIVED = encode_line(Envelope(3, datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC), AlertReceived(
+    Delivery("r", "event_alert", "1", "ab" * 32),
+    Alert("1", "e" * 32, "error", "1:hash:x", "1", "prod", "T", "c", "https://s/1/"),
+    '{"a":"b"}')))
+_BODY = b'"raw":"{\\"a\\":\\"b\\"}"'
+
+
+@pytest.mark.parametrize("line", [
+    _RECEIVED,
+    _RECEIVED.replace(_BODY, b'"raw":"caf\xc3\xa9 \xe2\x80\xa8"'),  # UTF-8 in the body
+    _RECEIVED.replace(_BODY, b'"raw":"\xff\xfe"'),  # not UTF-8, inside the body only
+    _RECEIVED.replace(_BODY, b'"raw":"bad \\q escape"'),
+    _RECEIVED.replace(_BODY, b'"raw":"\\ud800 lone surrogate"'),
+    _RECEIVED.replace(_BODY, b'"raw":"a\x01control"'),
+    _RECEIVED.replace(_BODY, b'"raw":5'),  # not a string
+    _RECEIVED.replace(_BODY, b'"raw":{"a":"b"}'),
+    _RECEIVED.replace(_BODY, b'"raw":null'),  # neither body nor hash
+    _RECEIVED.replace(_BODY, b'"raw":null,"raw_sha256":"' + b"c" * 64 + b'"'),
+    _RECEIVED.replace(_BODY, b'"raw":nul'),
+    _RECEIVED.replace(b',' + _BODY, b""),  # no body field at all
+    _RECEIVED.replace(b'"v":1', b'"v":2'),
+    _RECEIVED[:-10],  # cut short
+], ids=["plain", "utf8", "not-utf8", "bad-escape", "surrogate", "control", "number",
+        "object", "null-no-hash", "null-hash", "nul", "missing", "newer", "short"])
+def test_without_bodies_every_alert_line_gets_the_answer_decode_line_gives(line: bytes) -> None:
+    """The body is stepped over unread, yet the audit accepts and refuses exactly what the
+    full decoder does, with the same message: a hostile body is never waved through."""
+    assert _outcome(decode_line_without_bodies, line) == _outcome(decode_line, line)

@@ -282,6 +282,11 @@ class State:
     # decisions derived but not recorded, by their alert's seq, with their digest's key.
     storms: dict[str, Storm] = field(default_factory=dict)
     storm_unrecorded: dict[int, tuple[StormDecided, int]] = field(default_factory=dict)
+    # Rule 7: no record before this time can make ``_prune`` forget anything, so it does
+    # not look (None: not known, look at the next record). What keeps a new time
+    # brings it forward (``_may_expire``); a state filled in otherwise (a snapshot) and
+    # a copy start from None. Not part of what the state says: never compared.
+    prune_due: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def effective_policy(self) -> Policy:
@@ -317,15 +322,23 @@ class State:
 def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
            policy: Policy) -> AlertDecided:
     """The decision for one alert (rule 3); reads ``state``, never changes it."""
-    if alert.event_id not in state.event_ids:  # row 2 comes right after duplicate
+    return _decide(state, alert, at, alert_seq, policy, route_for(policy, alert))
+
+
+def _decide(state: State, alert: Alert, at: datetime, alert_seq: int, policy: Policy,
+            route: Route | None) -> AlertDecided:
+    """``decide``, given the alert's route (looked up once per alert: the fold needs it
+    again for the open's budget)."""
+    duplicate = alert.event_id in state.event_ids
+    if not duplicate and state.silences:  # row 2 comes right after duplicate
         silence = first_muting(state.silences.values(), alert, at)
         if silence is not None:
             linked_now = state.linked(alert)
             return AlertDecided(alert_seq, alert.sentry_issue_id, alert.fingerprint_key,
                                 "suppress", "silenced", silence_id=silence.id,
-                                repo=_decision_repo(policy, alert, linked_now))
-    action, reason, link = _verdict(state, alert, at, policy)
-    repo = _decision_repo(policy, alert, link)
+                                repo=_decision_repo(policy, route, linked_now))
+    action, reason, link = _verdict(state, alert, at, policy, route, duplicate)
+    repo = _decision_repo(policy, route, link)
     linked = suppressed = since = None
     if link is not None:
         linked = LinkedIssue(link.alert_seq, link.number)
@@ -338,23 +351,22 @@ def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
                         reason, linked, suppressed, since, repo=repo)
 
 
-def _decision_repo(policy: Policy, alert: Alert, link: Link | None) -> str | None:
+def _decision_repo(policy: Policy, route: Route | None, link: Link | None) -> str | None:
     """Rule 14: the linked issue's repo, else the route's, else the default."""
-    return link.repo if link is not None and link.repo is not None else _repo(policy, alert)
-
-
-def _repo(policy: Policy, alert: Alert) -> str | None:
-    route = route_for(policy, alert)
+    if link is not None and link.repo is not None:
+        return link.repo
     return route.repo if route is not None else policy.repo
 
 
-def _verdict(state: State, alert: Alert, at: datetime,
-             policy: Policy) -> tuple[Action, Reason, Link | None]:
+def _verdict(state: State, alert: Alert, at: datetime, policy: Policy, route: Route | None,
+             duplicate: bool) -> tuple[Action, Reason, Link | None]:
     """Rule 3's table, first matching row wins."""
-    if alert.event_id in state.event_ids:
+    if duplicate:
         return "suppress", "duplicate", None
-    route = route_for(policy, alert)
-    link = state.linked(alert)
+    link_seq = state.links_by_issue.get(alert.sentry_issue_id)  # state.linked, inline
+    if link_seq is None:
+        link_seq = state.links_by_key.get(alert.fingerprint_key)
+    link = None if link_seq is None else state.links[link_seq]
     if (route is None and policy.repo is None and not policy.dry_run
             and (link is None or link.repo is None)):
         return "suppress", "unrouted", None
@@ -468,14 +480,19 @@ def apply(state: State, envelope: Envelope) -> AlertDecided | None:
 
 def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> AlertDecided:
     alert = received.alert
-    _prune(state, at)
-    decision = decide(state, alert, at, seq, state.effective_policy)
-    if alert.event_id not in state.event_ids:
+    due = state.prune_due  # _prune's own first test, here to save the call per alert
+    if due is None or at.tzinfo is not UTC or at >= due:
+        _prune(state, at)
+    policy = state.effective_policy
+    route = route_for(policy, alert) if policy.routes else None
+    decision = _decide(state, alert, at, seq, policy, route)
+    if decision.reason != "duplicate":  # the event id was not in state.event_ids
         state.event_ids[alert.event_id] = at
-    state.first_seen.setdefault(alert.sentry_issue_id, at)
-    if decision.reason != "duplicate":
+        if len(state.event_ids) == 1:  # the oldest kept: prune looks at it
+            _may_expire(state, at, EVENT_ID_WINDOW)
         _no_longer_resolved(state, alert.sentry_issue_id)
-    _fold_decision(state, decision, received, at)
+    state.first_seen.setdefault(alert.sentry_issue_id, at)
+    _fold_decision(state, decision, received, at, route)
     state.unrecorded[seq] = decision
     if decision.reason == "storm_budget":
         _storm_suppressed(state, decision, alert, at)
@@ -488,19 +505,23 @@ def _storm_suppressed(state: State, decision: AlertDecided, alert: Alert,
                       at: datetime) -> None:
     key = decision.repo or ""
     storm = state.storms.get(key)
-    listed = StormIssue(alert.sentry_issue_id, alert.title, alert.level, alert.web_url)
     if (storm is None or at - storm.last_suppressed_at >= STORM_WINDOW
             or storm.digest_seq not in state.links):
+        listed = StormIssue(alert.sentry_issue_id, alert.title, alert.level, alert.web_url)
         digest_seq = decision.alert_seq
         state.storms[key] = Storm(at, at, at, digest_seq, {alert.sentry_issue_id})
+        _may_expire(state, at, STORM_WINDOW)
         state.links[digest_seq] = Link(digest_seq, "", "", at, at, repo=decision.repo)
         state.storm_unrecorded[decision.alert_seq] = (
             StormDecided(decision.alert_seq, "open", decision.repo, at, (listed,)), digest_seq)
         return
+    if at < storm.last_suppressed_at:  # a time that went back: this storm ends sooner
+        _may_expire(state, at, STORM_WINDOW)
     storm.last_suppressed_at = at
     if alert.sentry_issue_id not in storm.listed:
         storm.listed.add(alert.sentry_issue_id)
-        storm.pending.append(listed)
+        storm.pending.append(StormIssue(alert.sentry_issue_id, alert.title, alert.level,
+                                        alert.web_url))
     if storm.pending and at - storm.last_post_at >= DIGEST_INTERVAL:
         state.storm_unrecorded[decision.alert_seq] = (StormDecided(
             decision.alert_seq, "comment", decision.repo, storm.window_start,
@@ -521,6 +542,9 @@ def _storm_recorded(state: State, event: StormDecided, at: datetime, seq: int) -
 
 def _prune(state: State, at: datetime) -> None:
     """Rule 7: forget what no later decision can need (times never go backwards)."""
+    due = state.prune_due
+    if due is not None and at.tzinfo is UTC and at < due:
+        return  # nothing can have expired yet: most alerts end here
     for seen in (state.event_ids, state.github_deliveries):
         while seen:
             oldest_id, oldest_at = next(iter(seen.items()))
@@ -539,6 +563,43 @@ def _prune(state: State, at: datetime) -> None:
     for key in [k for k, storm in state.storms.items()
                 if at - storm.last_suppressed_at >= STORM_WINDOW]:
         del state.storms[key]  # rule 15: that storm is over (its digest link stays)
+    state.prune_due = _next_expiry(state)
+
+
+# A prune_due that nothing brings forward yet: nothing is kept that can expire.
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _next_expiry(state: State) -> datetime | None:
+    """The earliest record time at which ``_prune`` can forget anything kept now (it
+    looks at the oldest of each window, and at every silence and storm); None when a
+    time kept is not in UTC, where adding and subtracting are not exact inverses."""
+    kept = [(opens[0], STORM_WINDOW) for opens in state.route_opens.values() if opens]
+    kept += [(seen[next(iter(seen))], EVENT_ID_WINDOW)
+             for seen in (state.event_ids, state.github_deliveries) if seen]
+    if state.recent_opens:
+        kept.append((state.recent_opens[0], STORM_WINDOW))
+    kept += [(silence.stopped_at, SILENCE_KEPT) for silence in state.silences.values()]
+    kept += [(storm.last_suppressed_at, STORM_WINDOW) for storm in state.storms.values()]
+    due = _NEVER
+    for since, window in kept:
+        if since.tzinfo is not UTC:
+            return None
+        if since <= _NEVER - window and since + window < due:  # else it never expires
+            due = since + window
+    return due
+
+
+def _may_expire(state: State, since: datetime, window: timedelta) -> None:
+    """Something kept from ``since`` for ``window`` (rule 7, 13 or 15): bring
+    ``prune_due`` forward to its expiry if that is earlier."""
+    due = state.prune_due
+    if due is None:
+        return
+    if since.tzinfo is not UTC:
+        state.prune_due = None
+    elif since <= _NEVER - window and since + window < due:
+        state.prune_due = since + window
 
 
 # -- silences (rule 13) -------------------------------------------------------------------
@@ -551,14 +612,17 @@ def _silence_added(state: State, event: SilenceAdded, at: datetime) -> None:
         # The admin API refuses these; one in the log (written by hand, or by an obsv
         # whose matchers this one does not know) mutes nothing rather than everything.
         return
-    state.silences[event.id] = Silence(event.id, matchers, event.starts_at, event.ends_at,
-                                       event.comment, event.created_by)
+    silence = Silence(event.id, matchers, event.starts_at, event.ends_at, event.comment,
+                      event.created_by)
+    state.silences[event.id] = silence
+    _may_expire(state, silence.stopped_at, SILENCE_KEPT)
 
 
 def _silence_expired(state: State, event: SilenceExpired, at: datetime) -> None:
     silence = state.silences.get(event.id)
     if silence is not None and silence.expired_at is None:
-        state.silences[event.id] = replace(silence, expired_at=at, expired_by=event.by)
+        state.silences[event.id] = silence = replace(silence, expired_at=at, expired_by=event.by)
+        _may_expire(state, silence.stopped_at, SILENCE_KEPT)
 
 
 def _no_longer_resolved(state: State, sentry_issue_id: str) -> None:
@@ -569,7 +633,7 @@ def _no_longer_resolved(state: State, sentry_issue_id: str) -> None:
 
 
 def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived,
-                   at: datetime) -> None:
+                   at: datetime, route: Route | None) -> None:
     alert = received.alert
     if decision.action == "open":
         echo_due = False
@@ -585,11 +649,13 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
         state.links[link.alert_seq] = link
         state.links_by_issue[alert.sentry_issue_id] = link.alert_seq
         state.links_by_key[alert.fingerprint_key] = link.alert_seq
-        route = budget_route(state.effective_policy, alert)
-        if route is None:
-            state.recent_opens.append(at)
+        if route is None or route.max_issues_per_hour is None:  # budget_route's answer
+            opens = state.recent_opens
         else:
-            state.route_opens.setdefault(route.key, deque()).append(at)
+            opens = state.route_opens.setdefault(route.key, deque())
+        opens.append(at)
+        if len(opens) == 1:  # the oldest kept: prune looks at it
+            _may_expire(state, at, STORM_WINDOW)
         _intend(state, decision.alert_seq, "open", link.alert_seq, at, received, decision)
         return
     if decision.linked_issue is None:
@@ -786,6 +852,8 @@ def _github_observed(state: State, event: GitHubIssueObserved, at: datetime,
         if event.delivery_id in state.github_deliveries:
             return
         state.github_deliveries[event.delivery_id] = at
+        if len(state.github_deliveries) == 1:  # the oldest kept: prune looks at it
+            _may_expire(state, at, EVENT_ID_WINDOW)
     link = observed_link(state, event)
     if link is None:
         return

@@ -59,7 +59,10 @@ def matches(route: Route, alert: Alert) -> bool:
 
 def route_for(policy: Policy, alert: Alert) -> Route | None:
     """The first route of ``policy`` that takes ``alert`` (rule 1), or None."""
-    return next((route for route in policy.routes if matches(route, alert)), None)
+    for route in policy.routes:  # a loop, not next(generator): called for every alert
+        if matches(route, alert):
+            return route
+    return None
 
 
 def repo_for(policy: Policy, alert: Alert) -> str | None:
