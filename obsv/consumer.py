@@ -383,7 +383,7 @@ class Consumer:
                                "resolving in Sentry needs OBSV_SENTRY_API_TOKEN", False, None)
         link = self.state.links.get(intent.link_seq)
         return await self._sentry.resolve(ResolveJob(
-            intent.alert_seq, decision, link.web_url if link else None, intent.attempts,
+            intent.alert_seq, decision, link.sentry_org if link else None, intent.attempts,
             maybe_sent))
 
     def _count(self, outcome: Event) -> None:

@@ -17,11 +17,17 @@ The collector's defaults suit short scripts, not a service holding a large fold:
    (the fold's links and records hold no cycles). Nothing is collected first: that
    took 30 ms at 100 000 issues, on the loop, just as the service became ready; what
    the young generations held in cycles at that instant stays, once.
+3. At that same moment the start-up's garbage (the snapshot's parsed rows, the
+   records folded) is free but still held by the C allocator, which gives memory
+   back to the system only from the top of its heap: ``malloc_trim`` returns the free
+   pages inside it too (13 MB of resident memory at 100 000 issues). glibc only; on
+   another C library there is nothing to call and nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 
 YOUNG = 10_000  # rule 1; each young collection then scans at most this many objects
@@ -34,8 +40,19 @@ def tune_collector() -> None:
 
 
 def freeze_startup_heap() -> None:
-    """Rule 2: every object that exists now leaves the collector's sight."""
+    """Rules 2 and 3: every object that exists now leaves the collector's sight, and the
+    start-up's free memory goes back to the system."""
     gc.freeze()
+    _return_free_memory()
+
+
+def _return_free_memory() -> None:
+    """Rule 3."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def freeze_once_ready(startup: asyncio.Task[None]) -> None:

@@ -32,8 +32,8 @@ from datetime import datetime
 import aiohttp
 import structlog
 
+from obsv.core.alert import sentry_org as org_in_web_url
 from obsv.core.events import IssueFailed, SentryResolved
-from obsv.core.lifecycle import sentry_org as org_in_web_url
 from obsv.retry import Failure, RetryPolicy, Rounds, wait_hint
 from obsv.sink import ResolveJob
 
@@ -142,7 +142,7 @@ class SentrySink:
         if not self._token:
             return self._permanent(job, "no Sentry API token; set OBSV_SENTRY_API_TOKEN "
                                         "(scope event:write) to resolve issues in Sentry")
-        org = sentry_org(job.web_url, job.api_url)
+        org = job.org or sentry_org(None, job.api_url)
         if org is None:
             return self._permanent(job, f"cannot tell the Sentry organization of issue "
                                         f"{issue_id[:128]!r} from its alert's links")

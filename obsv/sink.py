@@ -133,12 +133,12 @@ class CloseJob:
 @dataclass(frozen=True, slots=True)
 class ResolveJob:
     """Resolve the Sentry issue for the ``resolve_sentry`` sync decision taken on the
-    ``github.issue`` record at ``cause_seq``. The organization comes from the linked
-    alert's ``web_url``, else its API ``url``."""
+    ``github.issue`` record at ``cause_seq``. The organization is the linked alert's
+    (from its ``web_url``), else read from its API ``url``."""
 
     cause_seq: int
     decision: SyncDecided
-    web_url: str | None
+    org: str | None
     attempts: int
     maybe_sent: bool  # unused: resolving is idempotent (sentryapi.py rule 2)
     api_url: str | None = None

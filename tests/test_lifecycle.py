@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from msgspec.structs import replace
 
-from obsv.core.alert import InvalidPayload
+from obsv.core.alert import InvalidPayload, sentry_org
 from obsv.core.events import Delivery
 from obsv.core.lifecycle import (
     InvalidGitHubPayload,
@@ -19,7 +19,6 @@ from obsv.core.lifecycle import (
     github_issue_from_webhook,
     sentry_issue_from_delivery,
     sentry_issue_id_from_marker,
-    sentry_org,
 )
 from obsv.core.render import marker_for
 

@@ -23,6 +23,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # timeouts shortens it.
 RETRY = RetryPolicy(waits=(0.01, 0.01), max_inline_wait=3.0, request_timeout=10.0)
 WEB_URL = "https://sentry.io/organizations/test-org/issues/1117540176/events/e48/"
+ORG = "test-org"
 
 SinkFactory = Callable[..., Awaitable[SentrySink]]
 
@@ -53,7 +54,7 @@ async def make_sink(sentry: FakeSentry) -> AsyncIterator[SinkFactory]:
 
 def job(issue_id: str = "1117540176", **changes: Any) -> ResolveJob:
     decision = SyncDecided(30, issue_id, "resolve_sentry", "closed_on_github")
-    return replace(ResolveJob(30, decision, WEB_URL, 0, False), **changes)
+    return replace(ResolveJob(30, decision, ORG, 0, False), **changes)
 
 
 async def test_one_put_with_the_bearer_token(make_sink: SinkFactory,
@@ -148,7 +149,7 @@ async def test_no_token_is_permanent_and_names_the_setting(make_sink: SinkFactor
 async def test_an_issue_without_an_organization_is_permanent(make_sink: SinkFactory,
                                                              sentry: FakeSentry) -> None:
     sink = await make_sink()
-    failed = await sink.resolve(job(web_url="https://sentry.example.com/issues/9/"))
+    failed = await sink.resolve(job(org=None))
     assert isinstance(failed, IssueFailed)
     assert (failed.retryable, failed.status, failed.attempt) == (False, None, 1)
     assert "organization" in failed.error and sentry.journal == []
@@ -158,7 +159,7 @@ async def test_the_api_url_names_the_organization_when_the_link_does_not(
         make_sink: SinkFactory, sentry: FakeSentry) -> None:
     sink = await make_sink()
     resolved = await sink.resolve(job(
-        web_url=None, api_url="https://sentry.io/api/0/projects/acme/web/events/e48/"))
+        org=None, api_url="https://sentry.io/api/0/projects/acme/web/events/e48/"))
     assert isinstance(resolved, SentryResolved)
     assert sentry.updates()[0].org == "acme"
 

@@ -79,7 +79,7 @@ def test_loading_shares_what_the_fold_shares() -> None:
 
 def test_another_version_is_refused_by_name() -> None:
     rows = state_to_dict(folded()[0].state)["rows"]
-    rows[0][1] = 8
-    with pytest.raises(snapshot.UnsupportedSnapshot, match="snapshot version 8, this obsv "
-                       "reads version 9"):
+    rows[0][1] = 9
+    with pytest.raises(snapshot.UnsupportedSnapshot, match="snapshot version 9, this obsv "
+                       f"reads version {snapshot.SNAPSHOT_VERSION}"):
         state_from_dict({"rows": rows})

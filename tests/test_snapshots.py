@@ -10,6 +10,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from obsv.cli import main
+from obsv.core.snapshot import SNAPSHOT_VERSION
 from obsv.settings import Settings
 
 from .conftest import ClientFactory, alert_body, post_signed, records_of, wait_until
@@ -96,8 +97,9 @@ async def test_a_snapshot_of_an_older_version_is_ignored_with_a_warning(
     await client.close()
     snapshot = log.with_name(log.name + ".snapshot")
     header, version, *rows, _trailer = snapshot.read_bytes().splitlines(keepends=True)
-    assert version.startswith(b'["v",9,')
-    lines = [header, version.replace(b'["v",9,', b'["v",8,', 1), *rows]
+    now = SNAPSHOT_VERSION
+    assert version.startswith(b'["v",%d,' % now)
+    lines = [header, version.replace(b'["v",%d,' % now, b'["v",%d,' % (now - 1), 1), *rows]
     digest = hashlib.sha256(b"".join(lines)).hexdigest()  # whole: only the version differs
     snapshot.write_bytes(b"".join(lines) + json.dumps(
         {"rows": len(lines) - 1, "sha256": digest}).encode() + b"\n")
@@ -108,8 +110,8 @@ async def test_a_snapshot_of_an_older_version_is_ignored_with_a_warning(
         await wait_until(lambda: second in decided(log))
         await client.close()
     [ignored] = [e for e in logs if e["event"] == "snapshot.ignored"]
-    assert ignored["reason"] == ("snapshot version 8, this obsv reads version 9: another obsv "
-                                 "version wrote it")
+    assert ignored["reason"] == (f"snapshot version {now - 1}, this obsv reads version {now}: "
+                                 "another obsv version wrote it")
     assert ignored["consequence"] == "folding the whole log"
     [restored] = [e for e in logs if e["event"] == "consumer.restored"]
     assert restored["from_snapshot"] is False

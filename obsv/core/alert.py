@@ -18,9 +18,11 @@ Rules (docs/reference.md §3 step 4 and §5):
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Struct
@@ -373,3 +375,20 @@ def _kept_tags(tags: list[tuple[str, str | None]]) -> tuple[tuple[str, str], ...
 def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
+
+_ORG_IN_PATH = re.compile(r"^/organizations/([^/]+)/")
+
+
+def sentry_org(web_url: str | None) -> str | None:
+    """The organization slug in a Sentry issue or event URL (``/organizations/<org>/...``
+    on sentry.io and self-hosted, or ``https://<org>.sentry.io/issues/...``)."""
+    if not web_url:
+        return None
+    parts = urlsplit(web_url)
+    match = _ORG_IN_PATH.match(parts.path)
+    if match:
+        return sys.intern(match.group(1))  # one object per organization, however many links
+    host = parts.hostname or ""
+    if host.endswith(".sentry.io") and parts.path.startswith("/issues/"):
+        return sys.intern(host.removesuffix(".sentry.io").split(".")[0]) or None
+    return None

@@ -16,12 +16,10 @@ Rules:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from obsv.core.alert import ISSUE_ID_MAX, InvalidPayload
 from obsv.core.events import (
@@ -33,7 +31,6 @@ from obsv.core.events import (
 )
 from obsv.core.render import parse_marker
 
-_ORG_IN_PATH = re.compile(r"^/organizations/([^/]+)/")
 _STATES: tuple[IssueState, ...] = ("open", "closed")
 # Larger numbers are no GitHub issue, and would not survive a JSON line (orjson: 64 bits).
 _MAX_NUMBER = 2**53 - 1
@@ -287,21 +284,4 @@ def _optional_str(parent: Mapping[str, Any], key: str, path: str,
     if value is None or isinstance(value, str):
         return value
     problem.invalid.append(path)
-    return None
-
-
-# -- what the Sentry sink needs -----------------------------------------------------
-
-def sentry_org(web_url: str | None) -> str | None:
-    """The organization slug in a Sentry issue or event URL (``/organizations/<org>/...``
-    on sentry.io and self-hosted, or ``https://<org>.sentry.io/issues/...``)."""
-    if not web_url:
-        return None
-    parts = urlsplit(web_url)
-    match = _ORG_IN_PATH.match(parts.path)
-    if match:
-        return match.group(1)
-    host = parts.hostname or ""
-    if host.endswith(".sentry.io") and parts.path.startswith("/issues/"):
-        return host.removesuffix(".sentry.io").split(".")[0] or None
     return None

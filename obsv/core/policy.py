@@ -128,7 +128,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, assert_never
 
-from obsv.core.alert import Alert, level_rank
+from obsv.core.alert import Alert, level_rank, sentry_org
 from obsv.core.events import (
     Action,
     AlertDecided,
@@ -197,7 +197,9 @@ class Link:
     suppressed_first: datetime | None = None
     suppressed_last: datetime | None = None
     repo: str | None = None
-    web_url: str | None = None  # the opening alert's Sentry link (its organization)
+    # The opening alert's Sentry organization (to resolve the issue there): only that
+    # of its link, one shared string per organization (100 bytes a link less).
+    sentry_org: str | None = None
     # GitHub's side (rules 8 and 9); labels None until GitHub first reports them.
     state: IssueState = "open"
     state_reason: str | None = None
@@ -645,7 +647,8 @@ def _fold_decision(state: State, decision: AlertDecided, received: AlertReceived
             state.resolve_echoes.discard(alert.sentry_issue_id)
             echo_due = True
         link = Link(decision.alert_seq, alert.sentry_issue_id, alert.fingerprint_key, at, at,
-                    repo=decision.repo, web_url=alert.web_url, resolve_echo_due=echo_due)
+                    repo=decision.repo, sentry_org=sentry_org(alert.web_url),
+                    resolve_echo_due=echo_due)
         state.links[link.alert_seq] = link
         state.links_by_issue[alert.sentry_issue_id] = link.alert_seq
         state.links_by_key[alert.fingerprint_key] = link.alert_seq

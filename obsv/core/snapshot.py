@@ -43,20 +43,20 @@ from obsv.core.silences import Silence, parse_matchers
 
 # 5: first_seen rows; 6: silence rows; 8: storm rows; 9: links, first-seen times and
 # event ids in column blocks
-SNAPSHOT_VERSION = 9
+SNAPSHOT_VERSION = 10
 BLOCK = 4096  # entries per column row: bounded rows, few of them
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 # A link row's columns, in ``Link``'s field order (checked below), then what it holds.
 _LINK_FIELDS = ("alert_seq", "sentry_issue_id", "fingerprint_key", "opened_at",
                 "last_notified_at", "status", "number", "url", "suppressed",
-                "suppressed_first", "suppressed_last", "repo", "web_url", "state",
+                "suppressed_first", "suppressed_last", "repo", "sentry_org", "state",
                 "state_reason", "closed_at", "labels", "stale_before", "sentry_resolved",
                 "resolved_since", "resolve_echo_due")
 _LINK_TIMES = frozenset({"opened_at", "last_notified_at", "suppressed_first", "suppressed_last",
                          "closed_at", "stale_before", "resolved_since"})
 # Columns with few distinct values, loaded as one object per value.
-_LINK_SHARED = frozenset({"status", "repo", "state", "state_reason"})
+_LINK_SHARED = frozenset({"status", "repo", "sentry_org", "state", "state_reason"})
 assert tuple(f.name for f in fields(Link)) == _LINK_FIELDS, "update the snapshot's link columns"
 # _new_links fills every field itself, which is all Link's __init__ would do.
 assert not hasattr(Link, "__post_init__"), "build links through Link(...) again"
