@@ -314,7 +314,7 @@ def test_deleted_or_transferred_issue_is_unlinked() -> None:
         log.github(12, action)
         assert [i.alert_seq for i in orphaned_intents(log.state)] == [comment_seq]
         assert log.alert(seconds(1), issue="1").reason == "new_issue"
-        assert log.state.links_by_number == {}
+        assert len(log.state.links_by_number) == 0
 
 
 def test_github_news_before_issue_opened_is_matched_by_the_marker() -> None:

@@ -252,6 +252,49 @@ class Storm:
                      self.digest_seq, set(self.listed), list(self.pending))
 
 
+class NumberIndex:
+    """Rule 8's index of linked issues by ``(repo, number)``: one dict of numbers per
+    repository, because a ``(repo, number)`` tuple per link cost 56 bytes more (5.6 MB
+    at 100 000 issues, docs/reference.md §12's memory budget)."""
+
+    __slots__ = ("_by_repo",)
+
+    def __init__(self, by_repo: dict[str, dict[int, int]] | None = None) -> None:
+        self._by_repo: dict[str, dict[int, int]] = by_repo if by_repo is not None else {}
+
+    def get(self, repo: str, number: int) -> int | None:
+        """The seq of the link of ``repo#number``, if one is indexed."""
+        numbers = self._by_repo.get(repo)
+        return None if numbers is None else numbers.get(number)
+
+    def put(self, repo: str, number: int, link_seq: int) -> None:
+        """Index ``repo#number`` as the link ``link_seq``'s issue."""
+        self._by_repo.setdefault(repo, {})[number] = link_seq
+
+    def drop(self, repo: str, number: int, link_seq: int) -> None:
+        """Forget ``repo#number`` if it is still the link ``link_seq``'s."""
+        numbers = self._by_repo.get(repo)
+        if numbers is not None and numbers.get(number) == link_seq:
+            del numbers[number]
+            if not numbers:
+                del self._by_repo[repo]
+
+    def copy(self) -> NumberIndex:
+        """A copy later folds do not change."""
+        return NumberIndex({repo: numbers.copy() for repo, numbers in self._by_repo.items()})
+
+    def __len__(self) -> int:
+        return sum(len(numbers) for numbers in self._by_repo.values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumberIndex) and self._by_repo == other._by_repo
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"NumberIndex({self._by_repo!r})"
+
+
 @dataclass(slots=True)
 class State:
     """Everything decisions need, folded from the log."""
@@ -264,7 +307,7 @@ class State:
     links: dict[int, Link] = field(default_factory=dict)
     links_by_issue: dict[str, int] = field(default_factory=dict)
     links_by_key: dict[str, int] = field(default_factory=dict)
-    links_by_number: dict[tuple[str, int], int] = field(default_factory=dict)
+    links_by_number: NumberIndex = field(default_factory=NumberIndex)
     # Issues obsv linked once and no more (rule 8): never taken for a pending open's.
     unlinked_numbers: set[tuple[str, int]] = field(default_factory=set)
     # Sentry issue ids whose webhook for obsv's own resolve may still come while no link
@@ -714,12 +757,11 @@ def _opened(state: State, event: IssueOpened) -> None:
 
 def _numbered(state: State, link: Link, repo: str | None, number: int | None) -> None:
     """The link's issue is ``repo#number`` (indexed for rule 8)."""
-    if link.repo is not None and link.number is not None and state.links_by_number.get(
-            (link.repo, link.number)) == link.alert_seq:
-        del state.links_by_number[(link.repo, link.number)]
+    if link.repo is not None and link.number is not None:
+        state.links_by_number.drop(link.repo, link.number, link.alert_seq)
     state.links[link.alert_seq] = replace(link, repo=repo, number=number)
     if repo is not None and number is not None:
-        state.links_by_number[(repo, number)] = link.alert_seq
+        state.links_by_number.put(repo, number, link.alert_seq)
 
 
 def _reopened(state: State, event: IssueReopened, at: datetime) -> None:
@@ -802,8 +844,7 @@ def _unlink(state: State, link_seq: int) -> None:
         del state.links_by_key[link.fingerprint_key]
     if link.repo is not None and link.number is not None:
         state.unlinked_numbers.add((link.repo, link.number))
-        if state.links_by_number.get((link.repo, link.number)) == link_seq:
-            del state.links_by_number[(link.repo, link.number)]
+        state.links_by_number.drop(link.repo, link.number, link_seq)
     pending = state.intents.get(link_seq)
     if pending is not None and pending.action == "open":
         del state.intents[link_seq]
@@ -878,7 +919,7 @@ def _github_observed(state: State, event: GitHubIssueObserved, at: datetime,
 
 def observed_link(state: State, event: GitHubIssueObserved) -> Link | None:
     """Rule 8: the link a ``github.issue`` is about, if any."""
-    link_seq = state.links_by_number.get((event.repo, event.number))
+    link_seq = state.links_by_number.get(event.repo, event.number)
     if link_seq is not None:
         return state.links[link_seq]
     if (event.repo, event.number) in state.unlinked_numbers:

@@ -200,7 +200,7 @@ def _held(state: State, link: Link) -> int:
     if state.links_by_key.get(link.fingerprint_key) == link.alert_seq:
         held |= 2
     if link.repo is not None and link.number is not None and state.links_by_number.get(
-            (link.repo, link.number)) == link.alert_seq:
+            link.repo, link.number) == link.alert_seq:
         held |= 4
     return held
 
@@ -313,10 +313,10 @@ class _Loader:
             if flags & 1)
         state.links_by_key.update(
             (key, seq) for key, seq, flags in zip(keys, seqs, held, strict=True) if flags & 2)
-        state.links_by_number.update(
-            ((repo, number), seq)
-            for repo, number, seq, flags in zip(repos, numbers, seqs, held, strict=True)
-            if flags & 4 and repo is not None and number is not None)
+        by_number = state.links_by_number
+        for repo, number, seq, flags in zip(repos, numbers, seqs, held, strict=True):
+            if flags & 4 and repo is not None and number is not None:
+                by_number.put(repo, number, seq)
 
     def _first_seen(self, ids: list[str], times: list[str | None]) -> None:
         state = self.state
