@@ -32,8 +32,9 @@ from obsv.consumer import Consumer
 from obsv.core.codec import format_time
 from obsv.core.events import Event, SilenceAdded, SilenceExpired
 from obsv.core.silences import Silence, SilenceError, new_silence
-from obsv.eventlog import EventLog, LogWriteError
+from obsv.eventlog import LogWriteError
 from obsv.ingress import Rejected, read_limited
+from obsv.logstore import EventStore
 
 log = structlog.get_logger("obsv.adminapi")
 
@@ -47,7 +48,7 @@ _RETRY_AFTER_SECONDS = "5"
 class AdminApi:
     """``/api/*``: authentication, then the silences routes."""
 
-    def __init__(self, token: str | None, eventlog: EventLog, clock: TrustedClock,
+    def __init__(self, token: str | None, eventlog: EventStore, clock: TrustedClock,
                  consumer: Callable[[], Consumer | None]) -> None:
         self._token = token.encode("utf-8") if token else None
         self._log = eventlog

@@ -56,7 +56,8 @@ from obsv.core.policy import (
     ready_intents,
 )
 from obsv.core.routes import labels_for
-from obsv.eventlog import Clock, EventLog, LogCorrupt, LogWriteError, read_records
+from obsv.eventlog import Clock, LogCorrupt, LogWriteError
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
 from obsv.sink import (
@@ -82,7 +83,7 @@ _MAX_UNEXPECTED_ATTEMPTS = 30
 class Consumer:
     """Follows the event log and drives decisions and their side effects."""
 
-    def __init__(self, eventlog: EventLog, sink: Sink, policy: Policy, *, clock: Clock,
+    def __init__(self, eventlog: EventStore, sink: Sink, policy: Policy, *, clock: Clock,
                  metrics: Metrics, snapshot_every: int = 10_000,
                  sentry: SentrySink | None = None) -> None:
         self._log = eventlog
@@ -107,7 +108,7 @@ class Consumer:
         self.ready = False
         # Rule 3, in one synchronous step: what the fold reads, and what the
         # listener queues from now on.
-        self._fold_end, self._fold_seq = eventlog.size, eventlog.last_seq
+        self._fold_end, self._fold_seq = eventlog.position, eventlog.last_seq
         eventlog.add_listener(self._on_records)
 
     @property
@@ -169,13 +170,13 @@ class Consumer:
     def _restore(self) -> State:
         loaded = self._snapshots.load(self._fold_end)
         state, offset = loaded if loaded else (State(), 0)
-        for _, envelope in read_records(self._log.path, offset, self._fold_end,
-                                        first_seq=state.last_seq + 1):
+        for _, envelope in self._log.read(offset, self._fold_end,
+                                          first_seq=state.last_seq + 1):
             apply(state, envelope)
         if state.last_seq != self._fold_seq:
-            raise LogCorrupt(self._log.path, None, self._fold_end,
+            raise LogCorrupt(self._log.location, None, self._fold_end,
                              f"the fold ended at seq {state.last_seq}, the log at "
-                             f"{self._fold_seq}: was the file changed while obsv ran?")
+                             f"{self._fold_seq}: was the log changed while obsv ran?")
         log.info("consumer.restored", last_seq=state.last_seq, from_snapshot=bool(loaded),
                  snapshot_seq=self._snapshots.seq, pending_intents=len(state.intents),
                  unrecorded=len(state.unrecorded), arrived_meanwhile=len(self._inbox))

@@ -63,7 +63,7 @@ from obsv.clock import utc_now as utc_now
 from obsv.core.codec import GENESIS, CodecError, decode, encode
 from obsv.core.events import Envelope, Event, LogCheckpoint
 from obsv.errors import StartupError
-from obsv.files import write_private
+from obsv.files import FileSnapshotStore, write_private
 
 Listener = Callable[[Sequence[Envelope]], None]
 
@@ -82,7 +82,7 @@ _PREV = b'{"prev":"'
 class LogCorrupt(Exception):
     """A whole line of the log does not parse; ``line`` is 1-based when known."""
 
-    def __init__(self, path: Path, line: int | None, offset: int, reason: str) -> None:
+    def __init__(self, path: Path | str, line: int | None, offset: int, reason: str) -> None:
         reason = bounded_reason(reason)
         where = f"line {line}" if line is not None else f"byte offset {offset}"
         super().__init__(f"{path}: {where} is not a valid record ({reason})")
@@ -303,13 +303,40 @@ class EventLog:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    async def append(self, event: Event) -> Envelope:
-        """Append one record; returns it once it is fsync'd. ``LogWriteError`` if not."""
+    async def append(self, event: Event, *, epoch: int | None = None) -> Envelope:
+        """Append one record; returns it once it is fsync'd. ``LogWriteError`` if not.
+        ``epoch`` is ignored: a file has one writer (flock), so nobody can take over."""
         return await self._enqueue(event)
 
-    async def append_many(self, events: Sequence[Event]) -> list[Envelope]:
+    async def append_many(self, events: Sequence[Event], *,
+                          epoch: int | None = None) -> list[Envelope]:
         """Append records in order, in one batch; returns them once fsync'd."""
         return list(await asyncio.gather(*(self._enqueue(event) for event in events)))
+
+    # -- the rest of the event-log port (obsv/logstore.py) -------------------------
+
+    @property
+    def location(self) -> str:
+        """The log's path, for messages."""
+        return str(self.path)
+
+    @property
+    def position(self) -> int:
+        """The byte offset after the last durable record (the port's opaque position)."""
+        return self._size
+
+    def read(self, start: int = 0, end: int | None = None, *,
+             first_seq: int | None = None) -> Iterator[tuple[int, Envelope]]:
+        """``read_records`` of this log (blocking: call it off the loop)."""
+        return read_records(self.path, start, end, first_seq)
+
+    def line_at(self, position: int) -> bytes | None:
+        """The line that ends at byte ``position`` (blocking: call it off the loop)."""
+        return line_ending_at(self.path, position)
+
+    def snapshot_store(self) -> FileSnapshotStore:
+        """Snapshots go to ``<log>.snapshot`` beside the log (obsv/snapshots.py)."""
+        return FileSnapshotStore(self.path.with_name(self.path.name + ".snapshot"))
 
     def _enqueue(self, event: Event) -> asyncio.Future[Envelope]:
         # Queued synchronously, so records keep the order of the calls.

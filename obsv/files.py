@@ -1,4 +1,5 @@
-"""Writing the files beside the log that hold alert data (outbox, snapshot, torn tails).
+"""Writing the files beside the log that hold alert data (outbox, snapshot, torn tails),
+and reading the snapshot back.
 
 All of them: mode 0600 (they hold alert contents), fsync'd before this returns.
 ``replace`` writes a fresh temp file and renames it, so a reader sees the old file or
@@ -25,9 +26,10 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 MODE = 0o600
+_READ_BUFFER = 1 << 20
 _SAFE = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _FLAGS = {
     # The temp file is always created afresh (O_EXCL) after removing any leftover, so
@@ -79,3 +81,34 @@ def _undo(fd: int, target: Path, how: str, old_size: int) -> None:
             os.fsync(fd)
         else:  # created by this call (O_EXCL): nobody else's file
             os.unlink(target)
+
+
+class FileSnapshotStore:
+    """A snapshot kept in one file beside the log (``<log>.snapshot``), written with
+    ``replace`` and read without following a symlink or blocking on a FIFO."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def location(self) -> str:
+        """The file's path, for messages."""
+        return str(self.path)
+
+    def write(self, chunks: Iterable[bytes]) -> None:
+        """Replace the file atomically with ``chunks``."""
+        write_private(self.path, chunks, how="replace")
+
+    def open(self) -> BinaryIO | None:
+        """The file to read, or None when there is none."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(self.path))
+            return os.fdopen(fd, "rb", buffering=_READ_BUFFER)
+        except BaseException:
+            os.close(fd)
+            raise

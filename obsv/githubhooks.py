@@ -33,8 +33,9 @@ import structlog
 from aiohttp import web
 
 from obsv.core.lifecycle import InvalidGitHubPayload, github_issue_from_webhook
-from obsv.eventlog import EventLog, LogWriteError
+from obsv.eventlog import LogWriteError
 from obsv.ingress import RETRY_AFTER_SECONDS, Rejected, header, read_limited
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 from obsv.poller import PolledChanges
 
@@ -51,7 +52,7 @@ DELIVERY_ID_MAX = 128
 class GitHubReceiver:
     """Turns one GitHub webhook request into at most one durable record."""
 
-    def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog, metrics: Metrics,
+    def __init__(self, secret: str, max_body_bytes: int, eventlog: EventStore, metrics: Metrics,
                  seen: Callable[[str], bool], observations: asyncio.Lock | None = None,
                  polled: PolledChanges | None = None) -> None:
         self._secret = secret

@@ -31,8 +31,9 @@ from obsv.core.events import AlertReceived, Delivery, HookReceived, SentryIssueC
 from obsv.core.lifecycle import sentry_issue_from_delivery
 from obsv.core.policy import EVENT_ID_WINDOW
 from obsv.core.signature import is_valid
-from obsv.eventlog import EventLog, LogWriteError
+from obsv.eventlog import LogWriteError
 from obsv.httpserver import BodyTimeout
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 
 log = structlog.get_logger("obsv.ingress")
@@ -57,7 +58,7 @@ class Rejected(Exception):
 class Receiver:
     """Turns one webhook request into one durable record, or a clear rejection."""
 
-    def __init__(self, secret: str, max_body_bytes: int, eventlog: EventLog,
+    def __init__(self, secret: str, max_body_bytes: int, eventlog: EventStore,
                  metrics: Metrics, remembers: Remembers = lambda _id, _margin: False) -> None:
         self._secret = secret
         self._max_body = max_body_bytes

@@ -19,6 +19,7 @@ from obsv.core.policy import delivery_recorded
 from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
+from obsv.logstore import EventStore
 from obsv.metrics import Metrics
 from obsv.poller import PolledChanges, Poller
 from obsv.sentryapi import SentrySink
@@ -30,7 +31,7 @@ log = structlog.get_logger("obsv.server")
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", TrustedClock)
 METRICS = web.AppKey("metrics", Metrics)
-EVENTLOG = web.AppKey("eventlog", EventLog)
+EVENTLOG: web.AppKey[EventStore] = web.AppKey("eventlog")
 RECEIVER = web.AppKey("receiver", Receiver)
 GITHUB_RECEIVER = web.AppKey("github_receiver", GitHubReceiver)
 SINK = web.AppKey("sink", Sink)

@@ -22,17 +22,18 @@ Rules:
 5. Written once ``every`` records have been folded since the last one, but at most
    every 10 s (writing costs O(state)), from a copy of the state on a worker thread
    so deliveries are not held up; and at a clean stop.
+6. Where the bytes go is the log's (``EventStore.snapshot_store``, obsv/logstore.py):
+   the file ``<log>.snapshot`` (obsv/files.py) or a row of the database
+   (obsv/pglog.py). The "offset" is the log's opaque position: a byte offset in a
+   file, a seq in the database; rules 2 and 3 hold for both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import stat
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -40,8 +41,8 @@ import structlog
 
 from obsv.core.policy import State
 from obsv.core.snapshot import snapshot_rows, state_from_rows
-from obsv.eventlog import EventLog, decode_line, line_ending_at, line_sha256
-from obsv.files import write_private
+from obsv.eventlog import decode_line, line_sha256
+from obsv.logstore import EventStore, Position, SnapshotStore
 from obsv.metrics import Metrics
 
 log = structlog.get_logger("obsv.snapshots")
@@ -51,7 +52,6 @@ log = structlog.get_logger("obsv.snapshots")
 FORMAT = 3
 _MIN_INTERVAL = 10.0
 _WRITE_CHUNK = 1 << 20
-_READ_BUFFER = 1 << 20
 
 
 class Unusable(ValueError):
@@ -61,40 +61,39 @@ class Unusable(ValueError):
 class SnapshotFile:
     """The file itself: rules 1 to 4."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.path = log_path.with_name(log_path.name + ".snapshot")
-        self.log_path = log_path
+    def __init__(self, eventlog: EventStore) -> None:
+        # Where the bytes go is the log's business (a file beside it, or a database
+        # row); what they are, and what proves them, is this module's.
+        self.store: SnapshotStore = eventlog.snapshot_store()
+        self._log = eventlog
 
-    def save(self, state: State, offset: int) -> None:
+    def save(self, state: State, offset: Position) -> None:
         """Write the snapshot for ``state``, which covers the log up to ``offset``."""
-        line = line_ending_at(self.log_path, offset)
+        line = self._log.line_at(offset)
         if line is None:
-            raise OSError(f"no line of {self.log_path} ends at {offset}")
+            raise OSError(f"no line of {self._log.location} ends at {offset}")
         head = f"{state.last_seq}:{line_sha256(line)}"
-        write_private(self.path, _batched(_lines(state, offset, _sha256(line), head)),
-                      how="replace")
+        self.store.write(_batched(_lines(state, offset, _sha256(line), head)))
 
-    def load(self, limit: int) -> tuple[State, int] | None:
+    def load(self, limit: Position) -> tuple[State, Position] | None:
         """The snapshot's state and log offset, or None when it is absent or cannot be
         used (rules 1 to 3); ``limit`` is where the part of the log being folded ends."""
         try:
             return self._load(limit)
         except Unusable as exc:
-            log.warning("snapshot.ignored", path=str(self.path), reason=str(exc),
+            log.warning("snapshot.ignored", path=self.store.location, reason=str(exc),
                         consequence="folding the whole log")
             return None
 
-    def _load(self, limit: int) -> tuple[State, int] | None:
+    def _load(self, limit: Position) -> tuple[State, Position] | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
+            opened = self.store.open()
         except OSError as exc:
-            raise Unusable(f"cannot open it: {exc.strerror}") from None
+            raise Unusable(f"cannot open it: {exc.strerror or exc}") from None
+        if opened is None:
+            return None
         try:
-            with os.fdopen(fd, "rb", buffering=_READ_BUFFER) as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise Unusable("not a regular file")
+            with opened as f:
                 offset, line_sha256, state = _read(f)
         except Unusable:
             raise
@@ -102,7 +101,7 @@ class SnapshotFile:
             raise Unusable(repr(exc)) from None
         if not 0 < offset <= limit:
             raise Unusable(f"its offset {offset} is outside the log (0, {limit}]")
-        line = line_ending_at(self.log_path, offset)
+        line = self._log.line_at(offset)
         if line is None or _sha256(line) != line_sha256:
             raise Unusable("does not match the log: the line at its offset is not the one "
                            "it was made after (another log's snapshot, or the log changed)")
@@ -186,8 +185,8 @@ def _proven_rows(f: BinaryIO, header_line: bytes) -> Iterator[Any]:
 class Snapshots:
     """When to write a snapshot (rule 5), for one consumer."""
 
-    def __init__(self, eventlog: EventLog, metrics: Metrics, every: int) -> None:
-        self.file = SnapshotFile(eventlog.path)
+    def __init__(self, eventlog: EventStore, metrics: Metrics, every: int) -> None:
+        self.file = SnapshotFile(eventlog)
         self._log = eventlog
         self._metrics = metrics
         self._every = every
@@ -195,7 +194,7 @@ class Snapshots:
         self._at = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
-    def load(self, limit: int) -> tuple[State, int] | None:
+    def load(self, limit: Position) -> tuple[State, Position] | None:
         """The usable snapshot, if any (runs on the fold's thread)."""
         loaded = self.file.load(limit)
         self._seq = loaded[0].last_seq if loaded else 0
@@ -212,17 +211,20 @@ class Snapshots:
             return
         if (state.last_seq - self._seq >= self._every
                 and time.monotonic() - self._at >= _MIN_INTERVAL and self._matches(state)):
-            frozen, offset = state.copy(), self._log.size
+            frozen, offset = state.copy(), self._log.position
             self._task = asyncio.create_task(self._save_off_loop(frozen, offset))
 
     async def close(self, state: State | None) -> None:
         """Wait for a snapshot being written; then write ``state``'s now (clean stop)."""
         if self._task is not None:
             await self._task
-        if state is not None and self._matches(state) and self._save(state, self._log.size):
-            self._saved(state.last_seq)
+        if state is not None and self._matches(state):
+            # Off the loop: a database's snapshot store hands its query to the loop.
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self._save, state, self._log.position):
+                self._saved(state.last_seq)
 
-    async def _save_off_loop(self, frozen: State, offset: int) -> None:
+    async def _save_off_loop(self, frozen: State, offset: Position) -> None:
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, self._save, frozen, offset):
             self._saved(frozen.last_seq)
@@ -231,7 +233,7 @@ class Snapshots:
         # Only a state that covers the log exactly is worth saving.
         return state.last_seq == self._log.last_seq != 0
 
-    def _save(self, state: State, offset: int) -> bool:
+    def _save(self, state: State, offset: Position) -> bool:
         try:
             self.file.save(state, offset)
         except OSError as exc:

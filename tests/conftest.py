@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -23,6 +24,9 @@ from obsv.eventlog import iter_lines
 from obsv.logs import configure as configure_logs
 from obsv.server import create_app
 from obsv.settings import Settings
+
+from .pgserver import MISSING as PG_MISSING
+from .pgserver import PgServer, find_bindir
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -213,3 +217,48 @@ async def github() -> AsyncIterator[Any]:
     await fake.start()
     yield fake
     await fake.close()
+
+
+# -- PostgreSQL (docs/reference.md §12): a private server per session (tests/pgserver.py)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL; skips (loudly, below) when it is not installed. A test
+    may ``stop()`` it: the next ``pg_url`` starts it again."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(PG_MISSING)
+    server = PgServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a fresh, empty database for this test."""
+    if not pg_server.running:
+        pg_server.start()
+    return pg_server.create_database(f"obsv_test_{os.getpid()}_{next(_databases)}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly, at the end of the run, which tests skipped for want of PostgreSQL."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if PG_MISSING in str(getattr(report, "longrepr", ""))]
+    if not skipped:
+        return
+    terminalreporter.section("POSTGRESQL TESTS SKIPPED", sep="!", red=True, bold=True)
+    terminalreporter.write_line(f"{len(skipped)} test(s) did not run: {PG_MISSING}.",
+                                red=True, bold=True)
+    for report in skipped:
+        terminalreporter.write_line(f"  skipped: {report.nodeid}")
+    terminalreporter.write_line("Install it (Debian/Ubuntu: `apt-get install postgresql`) and "
+                                "run `make test` again; .ci/run installs it by itself.",
+                                red=True, bold=True)

@@ -1,0 +1,161 @@
+"""One contract for the event-log port (obsv/logstore.py), run against every
+implementation (STYLE habit 9): the JSONL file and PostgreSQL (docs/reference.md §4,
+§11, §12)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from obsv.core.codec import GENESIS
+from obsv.core.events import Envelope, LogCheckpoint, SilenceExpired
+from obsv.eventlog import EventLog, chain, encode_line, line_sha256
+from obsv.logstore import EventStore, SharedEventStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+
+class Opener:
+    """Opens handles on the log under test (each call a new handle on the same
+    storage), started; closes what is still open at the end of the test."""
+
+    def __init__(self, open_one: Callable[[], Awaitable[EventStore]]) -> None:
+        self._open_one = open_one
+        self.opened: list[EventStore] = []
+
+    async def __call__(self) -> EventStore:
+        log = await self._open_one()
+        self.opened.append(log)
+        return log
+
+    async def close(self, log: EventStore) -> None:
+        """Close one handle now (a restart)."""
+        self.opened.remove(log)
+        await log.close()
+
+
+def event(n: int) -> SilenceExpired:
+    """A small record whose content says which append it was."""
+    return SilenceExpired(f"silence-{n}", f"writer-{n}")
+
+
+@pytest.fixture(params=["jsonl"])
+async def open_log(request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> AsyncIterator[Opener]:
+    """The log under test, by implementation."""
+    async def open_jsonl() -> EventStore:
+        log = EventLog.open(tmp_path / "events.jsonl", clock=lambda: T0)
+        log.start()
+        return log
+
+    openers: dict[str, Callable[[], Awaitable[EventStore]]] = {"jsonl": open_jsonl}
+    opener = Opener(openers[request.param])
+    yield opener
+    for log in opener.opened:
+        await log.close()
+
+
+async def read_all(log: EventStore, start: int = 0) -> list[tuple[int, Envelope]]:
+    """Every record after ``start``, read off the loop as the port asks."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: list(log.read(start)))
+
+
+async def test_appends_get_gapless_seqs_and_read_back_in_order(open_log: Opener) -> None:
+    log = await open_log()
+    first = await log.append(event(1))
+    rest = await log.append_many([event(2), event(3)])
+    assert [first.seq, *(e.seq for e in rest)] == [1, 2, 3]
+    read = await read_all(log)
+    assert [e.event for _, e in read] == [event(1), event(2), event(3)]
+    assert [e.seq for _, e in read] == [1, 2, 3]
+    assert log.last_seq == 3 and log.position == read[-1][0]
+
+
+async def test_reading_from_a_position_yields_only_what_follows(open_log: Opener) -> None:
+    log = await open_log()
+    await log.append_many([event(1), event(2)])
+    middle = log.position
+    await log.append_many([event(3), event(4)])
+    after = await read_all(log, middle)
+    assert [e.seq for _, e in after] == [3, 4]
+    line = await asyncio.get_running_loop().run_in_executor(None, log.line_at, middle)
+    assert line is not None and b'"seq":2' in line
+
+
+async def test_listeners_see_every_record_once_in_order(open_log: Opener) -> None:
+    log = await open_log()
+    await log.append(event(0))
+    seen: list[Envelope] = []
+    log.add_listener(lambda batch: seen.extend(batch))
+    await asyncio.gather(*(log.append(event(n)) for n in range(1, 21)))
+    await log.append_many([event(21), event(22)])
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(seen) < 22 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert [e.seq for e in seen] == list(range(2, 24))
+
+
+async def test_lines_carry_the_same_prev_chain_as_the_jsonl_writer(open_log: Opener) -> None:
+    log = await open_log()
+    records = await log.append_many([event(1), event(2), LogCheckpoint(2, "a" * 64)])
+    lines = [line for _, line in await lines_of(log)]
+    pieces, head = chain([encode_line(r) for r in records], GENESIS)
+    assert b"".join(lines) == b"".join(pieces)
+    assert log.head_sha256 == head == line_sha256(lines[-1])
+
+
+async def lines_of(log: EventStore) -> list[tuple[int, bytes]]:
+    """Every line of the log through ``line_at`` at the positions ``read`` yields."""
+    def collect() -> list[tuple[int, bytes]]:
+        out = []
+        for position, _ in log.read(0):
+            line = log.line_at(position)
+            assert line is not None
+            out.append((position, line))
+        return out
+    return await asyncio.get_running_loop().run_in_executor(None, collect)
+
+
+async def test_a_reopened_log_continues_the_seq_and_the_chain(open_log: Opener) -> None:
+    log = await open_log()
+    await log.append_many([event(1), event(2)])
+    head = log.head_sha256
+    await open_log.close(log)
+    again = await open_log()
+    assert (again.last_seq, again.head_sha256) == (2, head)
+    third = await again.append(event(3))
+    assert third.seq == 3
+    lines = await lines_of(again)
+    assert f'"prev":"{head}"'.encode() in lines[-1][1]
+
+
+async def test_an_epoch_on_a_single_writer_log_is_accepted(open_log: Opener) -> None:
+    log = await open_log()
+    if isinstance(log, SharedEventStore):
+        pytest.skip("a shared log fences by epoch (test_pg_*)")
+    assert (await log.append(event(1), epoch=7)).seq == 1
+    assert [e.seq for e in await log.append_many([event(2)], epoch=3)] == [2]
+
+
+async def test_snapshot_store_round_trips_bytes(open_log: Opener) -> None:
+    log = await open_log()
+    store = log.snapshot_store()
+    loop = asyncio.get_running_loop()
+
+    def write_then_read(chunks: Sequence[bytes]) -> Any:
+        store.write(iter(chunks))
+        opened = store.open()
+        assert opened is not None
+        with opened as f:
+            return f.read()
+
+    assert await loop.run_in_executor(None, write_then_read, [b"one\n", b"two\n"]) == (
+        b"one\ntwo\n")
+    assert await loop.run_in_executor(None, write_then_read, [b"three\n"]) == b"three\n"
+
