@@ -168,6 +168,8 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     previous: dict[str, IssuePoll] = {}  # each repository's last poll, for its ETag
 
     async def fetch(repo: str, since: datetime) -> Sequence[Mapping[str, Any]] | None:
+        if not consumer.leading:  # replicas: only the leader polls (a follower's turn
+            return None           # is taken as "unchanged", its since stays put)
         try:
             poll = previous[repo] = await sink.poll_issues(since, previous.get(repo), repo)
         except Exception:
@@ -225,9 +227,14 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     problems = readiness_problems(request.app)
+    # Every replica that accepts deliveries is ready, leader or follower; the role is
+    # named for people and dashboards (docs/reference.md §12).
+    consumer = request.app.get(CONSUMER)
+    role = consumer.role if consumer is not None else "follower"
     if problems:
-        return web.json_response({"status": "not_ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not_ready", "problems": problems, "role": role},
+                                 status=503)
+    return web.json_response({"status": "ready", "role": role})
 
 
 def readiness_problems(app: web.Application) -> list[str]:
