@@ -127,6 +127,10 @@ class Consumer:
         self._wake = asyncio.Event()
         self._poke = asyncio.Event()
         self._in_flight: set[int] = set()
+        # Records appended but not folded yet, by key -> seq: a shared log may hand a
+        # process its own records after its append returned (obsv/logstore.py rule 4),
+        # and until the fold has them their decisions still look unrecorded.
+        self._unfolded: dict[int, int] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._poster: asyncio.Task[None] | None = None
@@ -319,14 +323,16 @@ class Consumer:
 
     def _missing_records(self) -> list[tuple[int, Event]]:
         """Decisions derived but not recorded, and failures owed to orphaned comments."""
+        self._unfolded = {k: s for k, s in self._unfolded.items() if s > self.state.last_seq}
+        busy = self._in_flight | self._unfolded.keys()
         missing: list[tuple[int, Event]] = [
-            (seq, d) for seq, d in self.state.unrecorded.items() if seq not in self._in_flight]
+            (seq, d) for seq, d in self.state.unrecorded.items() if seq not in busy]
         # A storm decision waits under its alert's seq, which its alert decision uses
         # too: its in-flight key is the negated seq (seqs start at 1).
         missing += [(-seq, storm) for seq, (storm, _) in self.state.storm_unrecorded.items()
-                    if -seq not in self._in_flight]
+                    if -seq not in busy]
         for intent in orphaned_intents(self.state):
-            if intent.alert_seq not in self._in_flight:
+            if intent.alert_seq not in busy:
                 missing.append((intent.alert_seq, IssueFailed(
                     intent.alert_seq, intent.attempts, None,
                     "the linked issue could not be opened", False, None)))
@@ -338,7 +344,10 @@ class Consumer:
         keys = {key for key, _ in records}
         self._in_flight |= keys
         try:
-            await self._log.append_many([event for _, event in records], epoch=self._epoch)
+            recorded = await self._log.append_many([event for _, event in records],
+                                                   epoch=self._epoch)
+            for (key, _), envelope in zip(records, recorded, strict=True):
+                self._unfolded[key] = envelope.seq
         except LeadershipLost as exc:
             self._fenced(exc)
         except LogWriteError as exc:

@@ -116,8 +116,7 @@ class Leadership:
             try:
                 connection = await self._connect()
                 await self._wait_for_lock(connection)
-                await self._take_lead()
-                await self._keep_alive(connection)
+                await self._lead(connection)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # rule 5: whatever went wrong, start over
@@ -154,27 +153,45 @@ class Leadership:
                 return
             await asyncio.sleep(t.retry)
 
-    async def _take_lead(self) -> None:
-        """Rule 4: bump the epoch and record ``leader.elected``, bounded."""
+    async def _lead(self, connection: Any) -> None:
+        """Rules 2 and 4, holding the lock: keep its session alive from now on (taking
+        the lead can wait on other replicas' appends longer than the idle timeout),
+        take the lead in the log, and lead until a keep-alive fails or a write is
+        refused. Returns when the lead is lost; raises what made it so."""
         self._lost.clear()
-        epoch = await asyncio.wait_for(self._take(self.replica), self._timings.take_timeout)
-        self.epoch = epoch
-        log.info("leader.elected", epoch=epoch, replica=self.replica)
-        self._on_elected(epoch)
+        pings = asyncio.create_task(self._keep_alive(connection), name="obsv-leader-ping")
+        lost = asyncio.create_task(self._lost.wait(), name="obsv-leader-lost")
+        taking = asyncio.ensure_future(
+            asyncio.wait_for(self._take(self.replica), self._timings.take_timeout))
+        try:
+            await asyncio.wait({taking, pings}, return_when=asyncio.FIRST_COMPLETED)
+            if not taking.done():  # the keep-alive failed first: it raises
+                await pings
+            epoch = taking.result()
+            self.epoch = epoch
+            log.info("leader.elected", epoch=epoch, replica=self.replica)
+            self._on_elected(epoch)
+            await asyncio.wait({pings, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if pings.done():
+                pings.result()  # raises the keep-alive's failure
+        finally:
+            for task in (taking, pings, lost):
+                task.cancel()
+            await asyncio.gather(taking, pings, lost, return_exceptions=True)
 
     async def _keep_alive(self, connection: Any) -> None:
-        """Rule 2: a query every ``keepalive`` seconds; returns when leadership is lost."""
+        """Rule 2: a query every ``keepalive`` seconds, until one fails (it raises)."""
         t = self._timings
-        while self.leading:
+        while True:
             started = time.monotonic()
             await connection.fetchval("SELECT 1", timeout=t.query_timeout)
             self._renewed = started  # the session was alive when the query was sent
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), t.keepalive)
+            await asyncio.sleep(t.keepalive)
 
     def _step_down(self, reason: str) -> None:
         epoch, self.epoch = self.epoch, None
-        log.warning("leader.lost", epoch=epoch, replica=self.replica, reason=reason)
+        (log.info if reason == "stopping" else log.warning)(
+            "leader.lost", epoch=epoch, replica=self.replica, reason=reason)
         self._on_lost(reason)
 
 
