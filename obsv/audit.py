@@ -15,6 +15,7 @@ and with the webhook secret every stored body against its recorded signature.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -360,13 +361,16 @@ class Integrity:
                                     (hashlib.sha256(body).hexdigest(), signature, valid))
 
 
-def audit(path: Path, policy_override: Policy | None = None,
+def audit(path: Path | Iterable[tuple[int, bytes]], policy_override: Policy | None = None,
           issue: str | None = None, integrity: Integrity | None = None) -> Audit:
     """Fold ``path`` once: rows per alert, integrity and decision findings, and with
-    ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too."""
+    ``issue`` the timeline of that Sentry issue; with ``integrity``, its checks too.
+    ``path`` may instead be the lines themselves, as ``iter_lines`` gives them (a
+    database's log: obsv/pgtools.py)."""
     result = Audit(state=State(policy_override=policy_override))
     expected_seq = 1
-    for line_no, (end, line) in enumerate(iter_lines(path), 1):
+    lines = iter_lines(path) if isinstance(path, Path) else path
+    for line_no, (end, line) in enumerate(lines, 1):
         if end < 0:
             result.torn = Finding(None, line_no, f"torn last line ({len(line)} bytes, "
                                   "no newline): set aside on the next start", "torn")

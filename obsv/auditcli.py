@@ -41,7 +41,7 @@ from obsv.core.events import (
 )
 from obsv.core.policy import WONT_FIX_REASONS
 from obsv.errors import UsageError
-from obsv.settings import Settings, load_settings
+from obsv.settings import Settings, database_url, load_settings
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _HEAD = re.compile(r"^([1-9][0-9]{0,18}):([0-9a-fA-F]{64})$")
@@ -59,18 +59,30 @@ def run(args: argparse.Namespace) -> int:
     may end in a write still in progress.
     """
     settings = load_settings(args.config, os.environ, require_secret=False)
-    path = Path(getattr(args, "log", None) or settings.event_log)
-    if not path.is_file():
-        raise UsageError(f"no event log at {path}; pass the log's path "
-                         "(obsv replay LOG, obsv why ID --log LOG)")
     why = args.command == "why"
     since = _since(args.since) if not why and args.since else None
     override = settings.policy() if not why and args.policy == "current" else None
     integrity = None if why else _integrity(args, settings)
-    try:
-        result = audit(path, override, args.sentry_issue_id if why else args.issue, integrity)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    url = _database_url(args, settings)
+    if url is not None:  # docs/reference.md §12: the same answers from the database
+        from obsv.pgtools import DatabaseLines
+        lines = DatabaseLines(url)
+        path: Path | str = lines.location
+        try:
+            result = audit(lines, override, args.sentry_issue_id if why else args.issue,
+                           integrity)
+        finally:
+            lines.close()
+    else:
+        path = Path(getattr(args, "log", None) or settings.event_log)
+        if not path.is_file():
+            raise UsageError(f"no event log at {path}; pass the log's path "
+                             "(obsv replay LOG, obsv why ID --log LOG)")
+        try:
+            result = audit(path, override, args.sentry_issue_id if why else args.issue,
+                           integrity)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if result.unreadable is not None:
         line = result.unreadable
         _warn(f"{path}: line {line.line} is {line.message}; "
@@ -89,6 +101,17 @@ def run(args: argparse.Namespace) -> int:
         _print_rows(result, rows, as_json=args.json, current=override is not None)
         code = 0
     return max(code, _report_findings(path, result, current=override is not None))
+
+
+def _database_url(args: argparse.Namespace, settings: Settings) -> str | None:
+    """``--database-url``; else OBSV_DATABASE_URL unless a LOG file is named."""
+    named = getattr(args, "log", None)
+    given = getattr(args, "database_url", None)
+    if given and named:
+        raise UsageError("give either a LOG file or --database-url, not both")
+    if given:
+        return database_url("--database-url", given)
+    return None if named else settings.database_url
 
 
 def _integrity(args: argparse.Namespace, settings: Settings) -> Integrity | None:
@@ -114,7 +137,7 @@ def _warn(message: str) -> None:
     print(f"obsv: {printable(message)}", file=sys.stderr)
 
 
-def _report_findings(path: Path, result: Audit, *, current: bool) -> int:
+def _report_findings(path: Path | str, result: Audit, *, current: bool) -> int:
     """Name on stderr what makes the answer above worth a second look; 1 if anything."""
     if result.torn is not None:
         _warn(f"note: {path}: {result.torn}; not part of this answer")
@@ -215,7 +238,7 @@ def _wont_fix_why(context: Context | None) -> str | None:
     return "muted"
 
 
-def _print_verify(path: Path, result: Audit, override: Policy | None,
+def _print_verify(path: Path | str, result: Audit, override: Policy | None,
                   integrity: Integrity) -> int:
     for finding in result.findings:
         _say(f"MISMATCH {finding}")
@@ -276,7 +299,7 @@ def _seqs(seqs: list[int]) -> str:
     return ", ".join(map(str, seqs[:10])) + (" …" if len(seqs) > 10 else "")
 
 
-def _why(path: Path, sentry_issue_id: str, result: Audit) -> int:
+def _why(path: Path | str, sentry_issue_id: str, result: Audit) -> int:
     rows = list(result.rows.values())
     if not rows:
         _say(f"no alerts of Sentry issue {sentry_issue_id} in {path}")

@@ -1,4 +1,4 @@
-"""The ``obsv`` command line: serve, replay, why, send-test.
+"""The ``obsv`` command line: serve, replay, why, export, import, send-test.
 
 Exit codes: 0 ok, 1 a finding (a mismatch, a failed check), 2 a usage or
 configuration error, printed as one line that names the fix.
@@ -86,6 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("sentry_issue_id", metavar="SENTRY_ISSUE_ID")
     why.add_argument("--log", metavar="LOG", help="the event log (default: the configured one)")
     why.add_argument("--config", metavar="PATH", help="settings file (for the default log)")
+    for command in (replay, why):
+        command.add_argument("--database-url", metavar="URL",
+                             help="read the log from PostgreSQL (default: OBSV_DATABASE_URL "
+                                  "when no LOG is given)")
+
+    export = commands.add_parser(
+        "export", help="write a PostgreSQL log as JSONL to standard output",
+        description="Write the event log held in PostgreSQL to standard output as JSONL, "
+                    "line for line what a JSONL log would hold (chain included).")
+    export.add_argument("--database-url", metavar="URL",
+                        help="the database (default: OBSV_DATABASE_URL)")
+    export.add_argument("--since-seq", metavar="N", type=int, default=0,
+                        help="only the records after seq N")
+    export.add_argument("--config", metavar="PATH", help="settings file (for the database)")
+    load = commands.add_parser(
+        "import", help="load a JSONL log into an empty PostgreSQL database",
+        description="Load a JSONL event log into an empty database, checking its seqs and "
+                    "its chain as it goes; nothing is loaded when any line is refused.")
+    load.add_argument("file", metavar="FILE", help="the JSONL event log")
+    load.add_argument("--database-url", metavar="URL",
+                      help="the database (default: OBSV_DATABASE_URL)")
+    load.add_argument("--config", metavar="PATH", help="settings file (for the database)")
 
     send = commands.add_parser(
         "send-test", help="send a signed sample alert to a running server",
@@ -158,6 +180,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command in ("replay", "why"):
             from obsv import auditcli
             return auditcli.run(args)
+        if args.command in ("export", "import"):
+            from obsv import pgtools
+            return (pgtools.export_command if args.command == "export"
+                    else pgtools.import_command)(args)
         if args.command == "send-test":
             from obsv.sendtest import send_test
             return send_test(args)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -274,9 +275,13 @@ class Consumer:
     def _restore(self) -> State:
         loaded = self._snapshots.load(self._fold_end)
         state, offset = loaded if loaded else (State(), 0)
+        # Without bodies: the fold decides on the parsed alert, never on the raw body
+        # (a redelivery recorded by hash is decided the same way); only the intents
+        # still to post need theirs, to render (obsv/pglog.py rule 8).
         for _, envelope in self._log.read(offset, self._fold_end,
-                                          first_seq=state.last_seq + 1):
+                                          first_seq=state.last_seq + 1, bodies=False):
             apply(state, envelope)
+        self._restore_bodies(state)
         if state.last_seq != self._fold_seq:
             raise LogCorrupt(self._log.location, None, self._fold_end,
                              f"the fold ended at seq {state.last_seq}, the log at "
@@ -285,6 +290,16 @@ class Consumer:
                  snapshot_seq=self._snapshots.seq, pending_intents=len(state.intents),
                  unrecorded=len(state.unrecorded), arrived_meanwhile=len(self._inbox))
         return state
+
+    def _restore_bodies(self, state: State) -> None:
+        """Give the pending intents back the raw bodies the fold did without."""
+        missing = [seq for seq, intent in state.intents.items()
+                   if getattr(intent.received, "raw", "") is None]
+        whole = self._log.whole(missing) if missing else {}
+        for seq, envelope in whole.items():
+            intent = state.intents[seq]
+            if type(envelope.event) is type(intent.received):
+                state.intents[seq] = replace(intent, received=envelope.event)
 
     # -- deciding ---------------------------------------------------------------
 

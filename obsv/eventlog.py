@@ -50,7 +50,7 @@ import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -325,10 +325,23 @@ class EventLog:
         """The byte offset after the last durable record (the port's opaque position)."""
         return self._size
 
-    def read(self, start: int = 0, end: int | None = None, *,
-             first_seq: int | None = None) -> Iterator[tuple[int, Envelope]]:
-        """``read_records`` of this log (blocking: call it off the loop)."""
+    def read(self, start: int = 0, end: int | None = None, *, first_seq: int | None = None,
+             bodies: bool = True) -> Iterator[tuple[int, Envelope]]:
+        """``read_records`` of this log (blocking: call it off the loop); the records
+        always come whole, whatever ``bodies`` says."""
         return read_records(self.path, start, end, first_seq)
+
+    def whole(self, seqs: Iterable[int]) -> dict[int, Envelope]:
+        """The records of ``seqs`` (blocking). ``read`` never leaves bodies out, so
+        nothing calls this on a file but for a record stored by hash: a scan is fine."""
+        wanted = set(seqs)
+        found: dict[int, Envelope] = {}
+        for _, envelope in read_records(self.path) if wanted else ():
+            if envelope.seq in wanted:
+                found[envelope.seq] = envelope
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def line_at(self, position: int) -> bytes | None:
         """The line that ends at byte ``position`` (blocking: call it off the loop)."""

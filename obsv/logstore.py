@@ -127,10 +127,18 @@ class EventStore(Protocol):
         ...
 
     def read(self, start: Position = 0, end: Position | None = None, *,
-             first_seq: int | None = None) -> Iterator[tuple[Position, Envelope]]:
+             first_seq: int | None = None,
+             bodies: bool = True) -> Iterator[tuple[Position, Envelope]]:
         """Blocking (rule 6): ``(end position, record)`` for each record after ``start``
         up to ``end``; ``LogCorrupt`` at a record that does not parse or, with
-        ``first_seq``, whose seq is not the one due."""
+        ``first_seq``, whose seq is not the one due. With ``bodies=False`` a log may
+        yield records without their raw body (``raw`` None; an ``alert.received``
+        then carries ``raw_sha256``), which is all the fold needs: ``whole`` gives
+        the rest back where it is needed."""
+        ...
+
+    def whole(self, seqs: Iterable[int]) -> dict[int, Envelope]:
+        """Blocking (rule 6): the records of ``seqs``, bodies included."""
         ...
 
     def line_at(self, position: Position) -> bytes | None:

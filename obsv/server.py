@@ -103,10 +103,15 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sink: Sink | None 
     return app
 
 
-async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    eventlog = EventLog.open(settings.event_log, app[CLOCK])
-    app[CLOCK].not_before(eventlog.last_at)
+async def open_eventlog(settings: Settings, clock: Clock) -> EventStore:
+    """The JSONL file, or PostgreSQL when ``OBSV_DATABASE_URL`` is set (docs/reference.md
+    §12); opened, not started."""
+    if settings.database_url:
+        from obsv.pglog import PgEventLog  # asyncpg only when asked for
+        pg = await PgEventLog.open(settings.database_url, clock)
+        log.info("log.opened", database=pg.location, last_seq=pg.last_seq, epoch=pg.epoch)
+        return pg
+    eventlog = EventLog.open(settings.event_log, clock)
     if eventlog.mode & 0o077:
         # Not chmod'ed: the file may be shared on purpose, and may not be obsv's to change.
         log.warning("log.mode_too_wide", path=str(eventlog.path), mode=oct(eventlog.mode),
@@ -114,6 +119,13 @@ async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
     if eventlog.torn is not None:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
+    return eventlog
+
+
+async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    eventlog = await open_eventlog(settings, app[CLOCK])
+    app[CLOCK].not_before(eventlog.last_at)
     eventlog.start()
     app[EVENTLOG] = eventlog
     # Deliveries are accepted from here on, while the consumer still folds the log:

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -75,6 +76,9 @@ class Settings:
     admin_url: str | None = None  # what `obsv silence` calls; default from host and port
     # docs/reference.md §8: ``[[routes]]``, from the TOML file only.
     routes: tuple[Route, ...] = ()
+    # docs/reference.md §12: the event log in PostgreSQL instead of ``event_log``.
+    # A credential (it may hold a password): shown masked, readable from a file.
+    database_url: str | None = None
 
     def __repr__(self) -> str:
         shown = []
@@ -118,7 +122,7 @@ class Settings:
 # Settings whose values are credentials: never shown (repr, error messages), and each
 # may be read from a file named by ``<key>_file`` / ``OBSV_<KEY>_FILE`` (docs/reference.md §2).
 _SECRETS = {"sentry_client_secret", "github_token", "github_webhook_secret",
-            "sentry_api_token", "admin_token"}
+            "sentry_api_token", "admin_token", "database_url"}
 _FILE_SUFFIX = "_file"
 # A secret file holds one token; anything larger is the wrong file (or /dev/zero).
 _MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -228,6 +232,37 @@ def _url(name: str, raw: object) -> str:
     return url
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: how a database URL is shown."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<a database URL that does not parse>"
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def database_url(name: str, raw: object) -> str | None:
+    """A ``postgresql://`` URL, or None for the JSONL log; errors show it masked."""
+    url = _optional_secret(name, raw)
+    if url is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name}: {masked_url(url)} is not a URL; write it as "
+                          "postgresql://user:password@host:5432/database") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+        raise ConfigError(f"{name}: {masked_url(url)} is not a postgresql:// URL; write it "
+                          "as postgresql://user:password@host:5432/database")
+    return url
+
+
 def _log_format(name: str, raw: object) -> str:
     value = _text(name, raw).lower()
     if value not in ("json", "console"):
@@ -270,6 +305,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "redact_pii": _boolean,
     "admin_token": _optional_secret,
     "admin_url": lambda name, raw: _url(name, raw) if _text(name, raw) else None,
+    "database_url": database_url,
 }
 
 

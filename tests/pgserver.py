@@ -11,8 +11,9 @@ Rules:
    (tests/conftest.py).
 3. PostgreSQL refuses to run as root: when the tests run as root the server runs as
    the ``postgres`` user (``runuser``), in a temp dir it owns.
-4. Durability is off (``fsync=off``): a test server's data never has to survive the
-   machine, and the tests stay fast. Crash tests kill obsv, not the machine.
+4. fsync is off: a test server's data never has to survive the machine, and the
+   tests stay fast. Commits stay synchronous, so a server stopped with ``-m
+   immediate`` (a crash, as far as clients see) still holds every acknowledged one.
 5. Only 127.0.0.1 and a socket in the temp dir: nothing else can reach it.
 """
 
@@ -90,7 +91,7 @@ class PgServer:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c fsync=off -c full_page_writes=off "
                    "-c max_connections=200")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
                   "-o", options, "-w", "-t", str(_START_TIMEOUT), "start")

@@ -5,6 +5,8 @@ implementation (STYLE habit 9): the JSONL file and PostgreSQL (docs/reference.md
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,9 +15,12 @@ from typing import Any
 import pytest
 
 from obsv.core.codec import GENESIS
-from obsv.core.events import Envelope, LogCheckpoint, SilenceExpired
-from obsv.eventlog import EventLog, chain, encode_line, line_sha256
-from obsv.logstore import EventStore, SharedEventStore
+from obsv.core.events import Envelope, LeaderElected, LogCheckpoint, SilenceExpired
+from obsv.eventlog import EventLog, LogInUse, LogWriteError, chain, encode_line, line_sha256
+from obsv.logstore import EventStore, LeadershipLost, SharedEventStore
+from obsv.pglog import PgEventLog
+
+from .conftest import fill
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -45,7 +50,7 @@ def event(n: int) -> SilenceExpired:
     return SilenceExpired(f"silence-{n}", f"writer-{n}")
 
 
-@pytest.fixture(params=["jsonl"])
+@pytest.fixture(params=["jsonl", "postgres"])
 async def open_log(request: pytest.FixtureRequest, tmp_path: Path
                    ) -> AsyncIterator[Opener]:
     """The log under test, by implementation."""
@@ -54,7 +59,15 @@ async def open_log(request: pytest.FixtureRequest, tmp_path: Path
         log.start()
         return log
 
-    openers: dict[str, Callable[[], Awaitable[EventStore]]] = {"jsonl": open_jsonl}
+    async def open_postgres() -> EventStore:
+        pg = await PgEventLog.open(url, clock=lambda: T0)
+        pg.start()
+        return pg
+
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+    openers: dict[str, Callable[[], Awaitable[EventStore]]] = {
+        "jsonl": open_jsonl, "postgres": open_postgres}
     opener = Opener(openers[request.param])
     yield opener
     for log in opener.opened:
@@ -135,14 +148,6 @@ async def test_a_reopened_log_continues_the_seq_and_the_chain(open_log: Opener) 
     assert f'"prev":"{head}"'.encode() in lines[-1][1]
 
 
-async def test_an_epoch_on_a_single_writer_log_is_accepted(open_log: Opener) -> None:
-    log = await open_log()
-    if isinstance(log, SharedEventStore):
-        pytest.skip("a shared log fences by epoch (test_pg_*)")
-    assert (await log.append(event(1), epoch=7)).seq == 1
-    assert [e.seq for e in await log.append_many([event(2)], epoch=3)] == [2]
-
-
 async def test_snapshot_store_round_trips_bytes(open_log: Opener) -> None:
     log = await open_log()
     store = log.snapshot_store()
@@ -159,3 +164,111 @@ async def test_snapshot_store_round_trips_bytes(open_log: Opener) -> None:
         b"one\ntwo\n")
     assert await loop.run_in_executor(None, write_then_read, [b"three\n"]) == b"three\n"
 
+
+
+def verify_chain(lines: Sequence[bytes]) -> None:
+    """Each line's ``prev`` is the hash of the line before it (docs/reference.md §11)."""
+    prev = GENESIS
+    for line in lines:
+        assert line.startswith(f'{{"prev":"{prev}",'.encode()), line[:120]
+        prev = line_sha256(line)
+
+
+def start_writer(url: str, name: str, count: int) -> subprocess.Popen[str]:
+    """Another process appending ``count`` records to the PostgreSQL log at ``url``."""
+    return subprocess.Popen([sys.executable, "-m", "tests.pgappend", url, name, str(count)],
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+async def test_two_processes_append_with_gapless_seqs_and_listeners_see_all(
+        open_log: Opener, request: pytest.FixtureRequest) -> None:
+    log = await open_log()
+    if not isinstance(log, SharedEventStore):
+        # A file has one writer: a second process is refused before it writes anything.
+        with pytest.raises(LogInUse):
+            EventLog.open(Path(log.location))
+        return
+    seen: list[Envelope] = []
+    log.add_listener(lambda batch: seen.extend(batch))
+    await log.append(event(0))
+    url = request.getfixturevalue("pg_url")
+    writers = [start_writer(url, name, 300) for name in ("a", "b")]
+    mine = await asyncio.gather(*(log.append(event(n)) for n in range(1, 101)))
+    for writer in writers:
+        out, err = await asyncio.get_running_loop().run_in_executor(None, writer.communicate)
+        assert writer.returncode == 0, err
+        assert out.strip() == "300"
+    total = 1 + 100 + 600
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(seen) < total and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert [e.seq for e in seen] == list(range(1, total + 1))
+    records = await read_all(log)
+    assert [e.seq for _, e in records] == list(range(1, total + 1))
+    ids = [e.event.id for _, e in records if isinstance(e.event, SilenceExpired)]
+    assert sorted(ids) == sorted([f"silence-{n}" for n in range(101)]
+                                 + [f"{w}-{i}" for w in "ab" for i in range(300)])
+    assert {e.seq for e in mine} <= set(range(1, total + 1))
+    verify_chain([line for _, line in await lines_of(log)])
+
+
+async def test_a_failed_write_records_nothing_and_the_log_stays_usable(
+        open_log: Opener, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    log = await open_log()
+    await log.append(event(1))
+    if isinstance(log, SharedEventStore):
+        server = request.getfixturevalue("pg_server")
+        server.stop("immediate")
+        try:
+            with pytest.raises(LogWriteError):
+                await log.append_many([event(2), event(3)])
+            assert not log.writable
+        finally:
+            server.start()
+    else:
+        await open_log.close(log)
+        disk = request.getfixturevalue("tiny_disk")
+        moved = disk / "events.jsonl"
+        moved.write_bytes((tmp_path / "events.jsonl").read_bytes())
+        (tmp_path / "events.jsonl").unlink()
+        (tmp_path / "events.jsonl").symlink_to(moved)  # refused: open the real path
+        log = EventLog.open(moved, clock=lambda: T0)
+        log.start()
+        open_log.opened.append(log)
+        filler = fill(disk, 16 * 1024)
+        with pytest.raises(LogWriteError):  # a batch larger than the space left
+            await log.append_many([event(2), SilenceExpired("big", "x" * 64 * 1024)])
+        assert not log.writable
+        filler.unlink()
+    fourth = await log.append(event(4))
+    assert fourth.seq == 2 and log.writable
+    records = await read_all(log)
+    assert [e.event for _, e in records] == [event(1), event(4)]
+    verify_chain([line for _, line in await lines_of(log)])
+
+
+async def test_an_append_with_a_stale_epoch_is_refused_and_records_nothing(
+        open_log: Opener) -> None:
+    old = await open_log()
+    if not isinstance(old, SharedEventStore):
+        # One writer (flock): nobody can take over, so any epoch is accepted and ignored.
+        assert (await old.append(event(1), epoch=7)).seq == 1
+        assert [e.seq for e in await old.append_many([event(2)], epoch=3)] == [2]
+        return
+    new = await open_log()
+    assert isinstance(new, SharedEventStore)
+    first = await old.take_leadership("old")
+    await old.append(event(1), epoch=first)
+    second = await new.take_leadership("new")
+    assert (first, second) == (1, 2)
+    with pytest.raises(LeadershipLost) as lost:
+        await old.append_many([event(2), event(3)], epoch=first)
+    assert (lost.value.epoch, lost.value.current) == (1, 2)
+    assert old.epoch == 2
+    accepted = await old.append(event(4))  # a delivery needs no epoch: any replica takes it
+    decided = await new.append(event(5), epoch=second)
+    assert (accepted.seq, decided.seq) == (4, 5)
+    records = await read_all(new)
+    assert [e.event for _, e in records] == [
+        LeaderElected(1, "old"), event(1), LeaderElected(2, "new"), event(4), event(5)]

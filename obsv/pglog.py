@@ -1,0 +1,733 @@
+"""The event log in PostgreSQL (``OBSV_DATABASE_URL``, docs/reference.md §12).
+
+Rules:
+1. The records are the JSONL log's lines, byte for byte (obsv/eventlog.py: the same
+   codec, the same ``prev`` chain), stored without their ``\\n``: ``obsv export``
+   prints a JSONL log. Each row also has small columns (type, at, Sentry issue id,
+   the line's sha256) and, for records with a raw body, the line without it
+   (``light``): the fold at start reads those and never the bodies (rule 8).
+2. One head row carries the last ``seq``, its line's hash, the last ``at``, the
+   epoch and the log's byte count. Every batch is one transaction: lock the head
+   row, stamp seqs after it, chain the lines, one multi-row insert (``unnest``) and
+   the head update, commit. So ``seq`` is gapless and in commit order whichever
+   replica wrote, and the chain never forks.
+3. Group commit in the application: one batch in flight per process; appends that
+   arrive meanwhile queue and go out together as the next batch (as the JSONL writer
+   batches its fsyncs). A caller's future resolves after the commit that holds its
+   record, so a 202 means committed.
+4. Fencing: records appended with an ``epoch`` go in only if the head row, locked in
+   that same transaction, still carries that epoch; otherwise their call fails with
+   ``LeadershipLost`` and none of them is written (the batch's other records are).
+   ``take_leadership`` bumps the epoch and appends ``leader.elected`` in one
+   transaction.
+5. A failed transaction (the database gone, a timeout) fails every append of its
+   batch with ``LogWriteError`` and writes nothing: the receivers answer 503 with
+   ``Retry-After``. Every wait is bounded: connect, statement, lock and pool timeouts.
+   A commit whose answer was lost may still have happened: its records are then in
+   the log (and the tail hands them to the consumer), and Sentry's retry of a 503 is
+   recognised by content as a duplicate, as after any lost answer.
+6. Listeners see every record committed by any replica, once, in seq order: a tail
+   task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
+   batch's transaction, so delivered on commit), by this process's own commits, and
+   at least every second in case a notification was lost. It never skips a seq.
+7. Schema: created and migrated by obsv at start under a transaction-scoped advisory
+   lock, idempotently (``obsv_schema`` holds the version), so replicas starting
+   together do it once. The body column is compressed with lz4 when the server
+   supports it (pglz otherwise, with a warning).
+8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
+   worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
+   ``read(bodies=False)`` yields the records that had a body without it
+   (``raw: null`` and ``raw_sha256``), and ``bodies`` fetches the whole records the
+   consumer still needs them for (pending intents).
+9. The URL holds a password: it is never logged or printed; ``location`` masks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import io
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from obsv.clock import Clock, utc_now
+from obsv.core.codec import GENESIS, CodecError, type_name
+from obsv.core.events import (
+    AlertReceived,
+    Envelope,
+    Event,
+    GitHubIssueObserved,
+    LeaderElected,
+    LogCheckpoint,
+)
+from obsv.errors import StartupError
+from obsv.eventlog import (
+    CHECKPOINT_INTERVAL,
+    LogCorrupt,
+    LogWriteError,
+    chain,
+    decode_line,
+    encode_line,
+)
+from obsv.logstore import LeadershipLost, Listener
+from obsv.settings import masked_url
+
+log = structlog.get_logger("obsv.pglog")
+
+_Conn = asyncpg.Connection | PoolConnectionProxy
+
+SCHEMA_VERSION = 1
+CHANNEL = "obsv_events"
+CONNECT_TIMEOUT = 5.0
+STATEMENT_TIMEOUT = 10.0  # seconds: any one statement, client and server side
+POOL_TIMEOUT = 5.0
+READ_PAGE = 2000
+_TAIL_POLL = 1.0
+_BLOCKING_TIMEOUT = 120.0
+_HASH_OFF_LOOP = 256 * 1024  # bytes of a batch above which chaining runs on a thread
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOCK_KEY = 0x6F627376  # "obsv": the advisory lock of schema migrations
+
+# Rule 7. Each entry brings the schema from the previous version to its own.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE obsv_head (
+               id boolean PRIMARY KEY DEFAULT true CHECK (id),
+               seq bigint NOT NULL,
+               sha256 text NOT NULL,
+               at timestamptz NOT NULL,
+               epoch bigint NOT NULL,
+               bytes bigint NOT NULL)""",
+        f"""INSERT INTO obsv_head (seq, sha256, at, epoch, bytes)
+            VALUES (0, '{GENESIS}', 'epoch', 0, 0)""",
+        """CREATE TABLE obsv_events (
+               seq bigint PRIMARY KEY,
+               type text NOT NULL,
+               at timestamptz NOT NULL,
+               sentry_issue_id text,
+               line_sha256 text NOT NULL,
+               line bytea NOT NULL,
+               light bytea)""",
+        "CREATE INDEX obsv_events_sentry_issue ON obsv_events (sentry_issue_id)",
+        """CREATE TABLE obsv_snapshot (
+               id boolean PRIMARY KEY DEFAULT true CHECK (id),
+               saved_at timestamptz NOT NULL,
+               data bytea NOT NULL)""",
+    ),
+}
+_COMPRESSED = (("obsv_events", "line"), ("obsv_snapshot", "data"))
+
+_INSERT = """
+    WITH inserted AS (
+        INSERT INTO obsv_events (seq, type, at, sentry_issue_id, line_sha256, line, light)
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[],
+                             $5::text[], $6::bytea[], $7::bytea[])
+        RETURNING 1
+    ), head AS (
+        UPDATE obsv_head SET seq = $8, sha256 = $9, at = $10, epoch = $11,
+                             bytes = bytes + $12
+        RETURNING seq
+    )
+    SELECT pg_notify($13, (SELECT seq FROM head)::text), (SELECT count(*) FROM inserted)
+"""
+
+
+class DatabaseUnavailable(StartupError):
+    """The database cannot be reached or used at start; one line naming the fix."""
+
+
+@dataclass(slots=True)
+class _Append:
+    """One queued append: an event, or ``replica`` asking to take the lead (rule 4)."""
+
+    event: Event | None
+    epoch: int | None
+    future: asyncio.Future[Envelope]
+    replica: str | None = None
+    call: int = 0  # appends of one call share it: they go in, or fail, together
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    seq: int
+    sha256: str
+    at: datetime
+    epoch: int
+    bytes: int
+
+
+def light_event(event: Event) -> Event | None:
+    """Rule 1: the record without its raw body, for the fold; None when it has none.
+    A body kept by hash (``raw: null``, ``raw_sha256``) is how the log already writes a
+    redelivery, so the codec reads it and the fold decides the same."""
+    match event:
+        case AlertReceived(raw=str(raw)):
+            return replace(event, raw=None,
+                           raw_sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest())
+        case GitHubIssueObserved(raw=str()):
+            return replace(event, raw=None)
+        case _:
+            return None
+
+
+def _sentry_issue_id(event: Event) -> str | None:
+    if isinstance(event, AlertReceived):
+        return event.alert.sentry_issue_id
+    value = getattr(event, "sentry_issue_id", None)
+    return value if isinstance(value, str) else None
+
+
+async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    """A pool on ``url`` with every wait bounded (rule 5); ``DatabaseUnavailable``
+    naming the masked URL when it cannot be reached."""
+    settings = {"application_name": "obsv",
+                "statement_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
+                "lock_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
+                "idle_in_transaction_session_timeout": str(int(STATEMENT_TIMEOUT * 3000))}
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT,
+            command_timeout=STATEMENT_TIMEOUT, server_settings=settings)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            ValueError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot use the database {masked_url(url)} ({_reason(exc)}); check "
+            "OBSV_DATABASE_URL (host, port, user, database) and that PostgreSQL runs") from None
+    assert pool is not None
+    return pool
+
+
+def _reason(exc: BaseException) -> str:
+    """An error as one short line, without the URL (asyncpg may quote its DSN)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+async def migrate(pool: asyncpg.Pool) -> None:
+    """Rule 7: bring the schema to ``SCHEMA_VERSION``, once, whoever starts first."""
+    async with pool.acquire(timeout=POOL_TIMEOUT) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute("CREATE TABLE IF NOT EXISTS obsv_schema (version int NOT NULL)")
+        current = await conn.fetchval("SELECT max(version) FROM obsv_schema") or 0
+        if current > SCHEMA_VERSION:
+            raise DatabaseUnavailable(
+                f"the database's obsv schema is version {current}, newer than this obsv "
+                f"({SCHEMA_VERSION}); run the newer obsv, or point OBSV_DATABASE_URL elsewhere")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version]:
+                await conn.execute(statement)
+            if version == 1:
+                await _compress(conn)
+            await conn.execute("INSERT INTO obsv_schema (version) VALUES ($1)", version)
+
+
+async def _compress(conn: _Conn) -> None:
+    lz4 = await conn.fetchval(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+    if not lz4:
+        log.warning("database.no_lz4", consequence="bodies are compressed with pglz (slower)")
+        return
+    for table, column in _COMPRESSED:
+        await conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4")
+
+
+class PgEventLog:
+    """The event log in PostgreSQL: obsv/logstore.py's ``SharedEventStore``."""
+
+    def __init__(self, url: str, pool: asyncpg.Pool, head: _Head, clock: Clock) -> None:
+        self._url = url
+        self._pool = pool
+        self._clock = clock
+        self._last = head  # rule 6: the last record handed to listeners
+        self._epoch = head.epoch
+        self._queue: list[_Append] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._tail: asyncio.Task[None] | None = None
+        self._tail_wake = asyncio.Event()
+        self._committed: dict[int, tuple[Envelope, bytes]] = {}  # ours, not yet handed on
+        self._listeners: list[Listener] = []
+        self._listen_conn: asyncpg.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checkpoint_due: datetime | None = None
+        self._calls = 0
+        self._closing = False
+        self.writable = True
+
+    @classmethod
+    async def open(cls, url: str, clock: Clock = utc_now) -> PgEventLog:
+        """Connect, create or migrate the schema, read the head (``DatabaseUnavailable``
+        in one line when any of it fails)."""
+        pool = await connect(url)
+        try:
+            await migrate(pool)
+            head = await _read_head(pool)
+        except DatabaseUnavailable:
+            await pool.close()
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await pool.close()
+            raise DatabaseUnavailable(
+                f"cannot prepare the database {masked_url(url)} ({_reason(exc)}); the user "
+                "needs to create tables in it") from None
+        return cls(url, pool, head, clock)
+
+    # -- the port's properties (obsv/logstore.py) -----------------------------------
+
+    @property
+    def location(self) -> str:
+        """The database URL with its password masked."""
+        return masked_url(self._url)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last record handed to listeners."""
+        return self._last.seq
+
+    @property
+    def last_at(self) -> datetime:
+        """Its ``at``."""
+        return self._last.at
+
+    @property
+    def head_sha256(self) -> str:
+        """Its line's hash."""
+        return self._last.sha256
+
+    @property
+    def position(self) -> int:
+        """Its seq: positions in the database are seqs."""
+        return self._last.seq
+
+    @property
+    def size(self) -> int:
+        """Bytes of the lines (``\\n`` counted) up to it."""
+        return self._last.bytes
+
+    @property
+    def epoch(self) -> int:
+        """The epoch as last seen (taken, lost, or read by the tail)."""
+        return self._epoch
+
+    def add_listener(self, listener: Listener) -> None:
+        """Rule 6."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start the writer and the tail on the running loop."""
+        if self._writer is None:
+            self._loop = asyncio.get_running_loop()
+            self._writer = self._loop.create_task(self._write_loop(), name="obsv-pg-writer")
+            self._tail = self._loop.create_task(self._tail_loop(), name="obsv-pg-tail")
+
+    async def close(self) -> None:
+        """Finish queued appends, stop the tail, close the connections."""
+        if self._writer is not None:
+            self._closing = True
+            self._wakeup.set()
+            await self._writer
+            self._writer = None
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+            self._tail = None
+        if self._listen_conn is not None:
+            try:
+                await asyncio.wait_for(self._listen_conn.close(), CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, asyncpg.InterfaceError):
+                self._listen_conn.terminate()
+            self._listen_conn = None
+        try:
+            await asyncio.wait_for(self._pool.close(), STATEMENT_TIMEOUT)
+        except (OSError, TimeoutError, asyncpg.InterfaceError):
+            self._pool.terminate()
+
+    # -- appending (rules 2 to 5) -----------------------------------------------------
+
+    async def append(self, event: Event, *, epoch: int | None = None) -> Envelope:
+        """Append one record; returns it once committed."""
+        return (await self._enqueue([event], epoch))[0]
+
+    async def append_many(self, events: Sequence[Event], *,
+                          epoch: int | None = None) -> list[Envelope]:
+        """Append records in order, in one transaction; returns them once committed."""
+        if not events:
+            return []
+        return await self._enqueue(list(events), epoch)
+
+    async def take_leadership(self, replica: str) -> int:
+        """Rule 4: bump the epoch and append ``leader.elected``; the new epoch."""
+        envelope = (await self._enqueue([None], None, replica=replica))[0]
+        assert isinstance(envelope.event, LeaderElected)
+        return envelope.event.epoch
+
+    async def _enqueue(self, events: Sequence[Event | None], epoch: int | None,
+                       replica: str | None = None) -> list[Envelope]:
+        if self._writer is None or self._closing:
+            raise LogWriteError("the event log is closed")
+        loop = asyncio.get_running_loop()
+        self._calls += 1
+        entries = [_Append(event, epoch, loop.create_future(), replica, call=self._calls)
+                   for event in events]
+        self._queue.extend(entries)  # synchronously: records keep the order of the calls
+        self._wakeup.set()
+        return list(await asyncio.gather(*(entry.future for entry in entries)))
+
+    async def _write_loop(self) -> None:
+        while self._queue or not self._closing:
+            if not self._queue:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch, self._queue = self._queue, []
+            await self._commit([entry for entry in batch if not entry.future.done()])
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        if not batch:
+            return
+        try:
+            async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn, conn.transaction():
+                written = await self._write_batch(conn, batch)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.writable = False
+            error = LogWriteError(f"cannot write to the database {self.location}: "
+                                  f"{_reason(exc)}")
+            log.error("log.write_failed", database=self.location, error=_reason(exc),
+                      records=len(batch))
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            return
+        self.writable = True
+        for _, envelope, line in written:
+            if isinstance(envelope.event, LeaderElected):
+                self._epoch = max(self._epoch, envelope.event.epoch)
+            self._committed[envelope.seq] = (envelope, line)
+        # When nobody else wrote in between, listeners get the batch now, before its
+        # appenders resume (as from the JSONL writer); otherwise the tail reads the
+        # records before it first, then hands it on.
+        self._hand_on_committed()
+        for done, envelope, _ in written:
+            if done is not None and not done.future.done():
+                done.future.set_result(envelope)
+        if self._committed:
+            self._tail_wake.set()
+
+    async def _write_batch(self, conn: _Conn, batch: list[_Append]
+                           ) -> list[tuple[_Append | None, Envelope, bytes]]:
+        """In the open transaction: lock the head, stamp, chain, insert, move the head."""
+        row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head "
+                                  "FOR UPDATE")
+        assert row is not None  # migrate() inserted it
+        head = _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
+        at = max(self._clock(), head.at)
+        epoch = head.epoch
+        accepted: list[tuple[_Append | None, Envelope]] = []
+        if self._checkpoint_is_due(at, batch):
+            accepted.append((None, Envelope(head.seq + 1, at,
+                                            LogCheckpoint(head.seq, head.sha256))))
+        fenced = {entry.call for entry in batch
+                  if entry.epoch is not None and entry.epoch != head.epoch}
+        for entry in batch:
+            if entry.call in fenced:
+                self._epoch = max(self._epoch, head.epoch)
+                entry.future.set_exception(LeadershipLost(entry.epoch or 0, head.epoch))
+                continue
+            event = entry.event
+            if event is None:  # take_leadership
+                epoch += 1
+                event = LeaderElected(epoch, entry.replica or "")
+            accepted.append((entry, Envelope(head.seq + len(accepted) + 1, at, event)))
+        if not accepted:
+            return []
+        rows, sha, size = await self._encode(accepted, head.sha256)
+        count = await conn.fetchval(_INSERT, *rows, head.seq + len(accepted), sha, at, epoch,
+                                    size, CHANNEL, column=1)
+        if count != len(accepted):
+            raise asyncpg.DataError(f"inserted {count} of {len(accepted)} records")
+        self._checkpoint_done(at, accepted)
+        return [(entry, envelope, line) for (entry, envelope), line in zip(
+            accepted, rows[5], strict=True)]
+
+    async def _encode(self, accepted: list[tuple[_Append | None, Envelope]], prev: str
+                      ) -> tuple[list[list[Any]], str, int]:
+        """Rule 1: the columns of each record; the last line's hash; the bytes added."""
+        lines: list[bytes] = []
+        for _entry, envelope in accepted:
+            try:
+                lines.append(encode_line(envelope))
+            except Exception as exc:  # a bug upstream: fails the batch, writes nothing
+                raise asyncpg.DataError(f"cannot encode a record: {exc!r}") from exc
+        if sum(len(line) for line in lines) > _HASH_OFF_LOOP:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, _columns, accepted, lines, prev)
+        return _columns(accepted, lines, prev)
+
+    def _checkpoint_is_due(self, at: datetime, batch: list[_Append]) -> bool:
+        """The JSONL writer's rule 10: a ``log.checkpoint`` (the head before this batch)
+        leads the first batch committed at least 60 s after the previous one."""
+        if self._closing or all(isinstance(entry.event, LogCheckpoint) for entry in batch):
+            return False
+        return self._checkpoint_due is not None and at >= self._checkpoint_due
+
+    def _checkpoint_done(self, at: datetime,
+                         accepted: list[tuple[_Append | None, Envelope]]) -> None:
+        if any(isinstance(e.event, LogCheckpoint) for _, e in accepted):
+            self._checkpoint_due = at + CHECKPOINT_INTERVAL
+        elif self._checkpoint_due is None:
+            self._checkpoint_due = at + CHECKPOINT_INTERVAL  # the first batch since open
+        # Otherwise the due time stands.
+
+    # -- the tail (rule 6) ------------------------------------------------------------
+
+    async def _tail_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._listen()
+                await self._catch_up()
+                failures = 0
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    LogCorrupt) as exc:
+                failures += 1
+                if failures in (1, 10) or failures % 60 == 0:
+                    log.warning("log.tail_failed", database=self.location,
+                                error=_reason(exc), attempts=failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tail_wake.wait(), _TAIL_POLL)
+            self._tail_wake.clear()
+
+    async def _listen(self) -> None:
+        """(Re)open the LISTEN connection when it is gone; the poll covers the gap."""
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        if self._listen_conn is not None:
+            self._listen_conn.terminate()
+            self._listen_conn = None
+        conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT,
+                                     command_timeout=STATEMENT_TIMEOUT)
+        await conn.add_listener(CHANNEL, lambda *_: self._tail_wake.set())
+        self._listen_conn = conn
+
+    def _hand_on_committed(self) -> None:
+        """Hand on this process's committed records that follow the last one handed on."""
+        due = self._last.seq + 1
+        for seq in [s for s in self._committed if s < due]:
+            del self._committed[seq]  # the tail read them first
+        run: list[tuple[Envelope, bytes]] = []
+        while due in self._committed:
+            run.append(self._committed.pop(due))
+            due += 1
+        if run:
+            self._hand_on(run)
+
+    async def _catch_up(self) -> None:
+        while True:
+            self._hand_on_committed()
+            upto = min(self._committed) - 1 if self._committed else None
+            rows = await self._fetch(self._last.seq, upto, READ_PAGE, bodies=True)
+            # Our own commits may have been handed on while the query ran.
+            rows = [(seq, line) for seq, line in rows if seq > self._last.seq]
+            if not rows:
+                self._hand_on_committed()
+                return
+            self._hand_on([(self._decode(seq, line), line) for seq, line in rows])
+
+    def _hand_on(self, run: list[tuple[Envelope, bytes]]) -> None:
+        last = self._last
+        added = 0
+        for envelope, line in run:
+            if envelope.seq != last.seq + 1:
+                raise LogCorrupt(self.location, envelope.seq, envelope.seq,
+                                 f"seq {envelope.seq} after seq {last.seq}")
+            if isinstance(envelope.event, LeaderElected):
+                self._epoch = max(self._epoch, envelope.event.epoch)
+            added += len(line) + 1
+            last = _Head(envelope.seq, _sha256(line), envelope.at, last.epoch, 0)
+        self._last = replace(last, bytes=self._last.bytes + added)
+        envelopes = [envelope for envelope, _ in run]
+        for listener in self._listeners:
+            listener(envelopes)
+
+    def _decode(self, seq: int, line: bytes) -> Envelope:
+        try:
+            envelope = decode_line(line)
+        except (CodecError, ValueError) as exc:
+            raise LogCorrupt(self.location, seq, seq, str(exc)) from exc
+        if envelope.seq != seq:
+            raise LogCorrupt(self.location, seq, seq, f"the line holds seq {envelope.seq}")
+        return envelope
+
+    async def _fetch(self, after: int, upto: int | None, limit: int, *,
+                     bodies: bool) -> list[tuple[int, bytes]]:
+        column = "line" if bodies else "coalesce(light, line)"
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
+            rows = await conn.fetch(
+                f"SELECT seq, {column} AS line FROM obsv_events WHERE seq > $1 "
+                "AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq LIMIT $3",
+                after, upto, limit)
+        return [(row["seq"], bytes(row["line"])) for row in rows]
+
+    # -- blocking reads, for worker threads (rule 8) ------------------------------------
+
+    def _blocking(self, make: Callable[[], Any]) -> Any:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the log is not started")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("a blocking read of the event log was called on the loop")
+        return asyncio.run_coroutine_threadsafe(make(), loop).result(_BLOCKING_TIMEOUT)
+
+    def read(self, start: int = 0, end: int | None = None, *, first_seq: int | None = None,
+             bodies: bool = True) -> Iterator[tuple[int, Envelope]]:
+        """Blocking: ``(seq, record)`` after seq ``start`` up to ``end``, checked like
+        the JSONL ``read_records``; ``bodies=False`` leaves the raw bodies out."""
+        due = first_seq
+        after = start
+        while True:
+            rows: list[tuple[int, bytes]] = self._blocking(
+                functools.partial(self._fetch, after, end, READ_PAGE, bodies=bodies))
+            if not rows:
+                return
+            for seq, line in rows:
+                envelope = self._decode(seq, line)
+                if due is not None:
+                    if seq != due:
+                        raise LogCorrupt(self.location, seq, seq, f"seq {seq} where {due} "
+                                         "was due")
+                    due += 1
+                yield seq, envelope
+            after = rows[-1][0]
+
+    def whole(self, seqs: Iterable[int]) -> dict[int, Envelope]:
+        """Blocking: the whole records (bodies included) of ``seqs``."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        rows = self._blocking(lambda: self._lines(wanted))
+        return {seq: self._decode(seq, line) for seq, line in rows}
+
+    async def _lines(self, seqs: list[int]) -> list[tuple[int, bytes]]:
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
+            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq = ANY($1) "
+                                    "ORDER BY seq", seqs)
+        return [(row["seq"], bytes(row["line"])) for row in rows]
+
+    def line_at(self, position: int) -> bytes | None:
+        """Blocking: the line (``\\n`` included) of the record with seq ``position``."""
+        rows = self._blocking(lambda: self._lines([position]))
+        return rows[0][1] + b"\n" if rows else None
+
+    def snapshot_store(self) -> PgSnapshotStore:
+        """Snapshots live in the ``obsv_snapshot`` row."""
+        return PgSnapshotStore(self)
+
+    async def save_snapshot(self, data: bytes) -> None:
+        """Replace the snapshot row (one statement: atomic)."""
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
+            await conn.execute(
+                "INSERT INTO obsv_snapshot (id, saved_at, data) VALUES (true, now(), $1) "
+                "ON CONFLICT (id) DO UPDATE SET saved_at = now(), data = excluded.data", data,
+                timeout=max(STATEMENT_TIMEOUT, len(data) / 10e6))
+
+    async def load_snapshot(self) -> bytes | None:
+        """The snapshot row's bytes, or None."""
+        async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
+            data = await conn.fetchval("SELECT data FROM obsv_snapshot WHERE id",
+                                       timeout=_BLOCKING_TIMEOUT)
+        return None if data is None else bytes(data)
+
+
+class PgSnapshotStore:
+    """obsv/logstore.py's ``SnapshotStore`` in the database; blocking (rule 8)."""
+
+    def __init__(self, eventlog: PgEventLog) -> None:
+        self._log = eventlog
+
+    @property
+    def location(self) -> str:
+        """The table, in the masked database URL."""
+        return f"obsv_snapshot in {self._log.location}"
+
+    def write(self, chunks: Iterable[bytes]) -> None:
+        """Replace the snapshot; ``OSError`` when the database refuses."""
+        data = b"".join(chunks)
+        try:
+            self._log._blocking(lambda: self._log.save_snapshot(data))
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise OSError(f"cannot write the snapshot: {_reason(exc)}") from None
+
+    def open(self) -> BinaryIO | None:
+        """The snapshot's bytes to read, or None."""
+        try:
+            data = self._log._blocking(self._log.load_snapshot)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise OSError(f"cannot read the snapshot: {_reason(exc)}") from None
+        return None if data is None else io.BytesIO(data)
+
+
+def _columns(accepted: list[tuple[_Append | None, Envelope]], lines: list[bytes], prev: str
+             ) -> tuple[list[list[Any]], str, int]:
+    """The insert's column arrays (seq, type, at, issue, sha256, line, light), the last
+    line's hash and the bytes added. Each line is chained exactly as the JSONL writer
+    chains it (``chain``), so the bytes are the same."""
+    columns: list[list[Any]] = [[], [], [], [], [], [], []]
+    size = 0
+    for (_, envelope), line in zip(accepted, lines, strict=True):
+        pieces, prev = chain([line], prev)
+        whole = b"".join(pieces)[:-1]  # stored without its "\n"
+        add_row(columns, envelope, whole, prev)
+        size += len(whole) + 1
+    return columns, prev, size
+
+
+def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: str) -> None:
+    """Append one record's columns (rule 1) to the insert's arrays; ``line`` without
+    its ``\n``, ``sha256`` its hash."""
+    light = light_event(envelope.event)
+    columns[0].append(envelope.seq)
+    columns[1].append(type_name(envelope.event))
+    columns[2].append(envelope.at)
+    columns[3].append(_sentry_issue_id(envelope.event))
+    columns[4].append(sha256)
+    columns[5].append(line)
+    columns[6].append(None if light is None else encode_line(replace(envelope, event=light))[:-1])
+
+
+def _sha256(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+async def _read_head(pool: asyncpg.Pool) -> _Head:
+    async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
+        row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head")
+    assert row is not None  # migrate() inserted it
+    return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
+
+
+async def export_lines(pool: asyncpg.Pool, since_seq: int = 0) -> AsyncIterator[bytes]:
+    """Every line after ``since_seq`` with its ``\\n``, in seq order (``obsv export``)."""
+    after = since_seq
+    while True:
+        async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
+            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq > $1 "
+                                    "ORDER BY seq LIMIT $2", after, READ_PAGE)
+        if not rows:
+            return
+        for row in rows:
+            yield bytes(row["line"]) + b"\n"
+        after = rows[-1]["seq"]
+
