@@ -432,7 +432,12 @@ class Consumer:
                 log.warning("sink.failed", alert_seq=intent.alert_seq, error=outcome.error,
                             retryable=outcome.retryable, attempt=outcome.attempt)
             try:
-                record = await self._log.append(outcome, epoch=self._epoch)
+                # Shielded: stepping down cancels the poster, but an outcome already
+                # handed to the log is a fact GitHub holds; it commits, or the log
+                # refuses it under a stale epoch, never half.
+                appending = asyncio.ensure_future(self._log.append(outcome, epoch=self._epoch))
+                appending.add_done_callback(_retrieved)
+                record = await asyncio.shield(appending)
             except LeadershipLost as exc:
                 log.warning("consumer.outcome_refused", alert_seq=intent.alert_seq,
                             error=str(exc))
@@ -520,3 +525,10 @@ class Consumer:
                 self._metrics.lifecycle_writes.labels("close", dry).inc()
             case SentryResolved():
                 self._metrics.lifecycle_writes.labels("resolve_sentry", "false").inc()
+
+
+def _retrieved(future: asyncio.Future[Envelope]) -> None:
+    """An append nobody waits for any more (its poster was stopped): its failure is
+    already known to the log's own error logging, not an unhandled error."""
+    if not future.cancelled():
+        future.exception()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from obsv.adminapi import AdminApi
 from obsv.clock import Clock, TrustedClock, utc_now
-from obsv.consumer import Consumer
+from obsv.consumer import Consumer, Seat
 from obsv.core.policy import delivery_recorded
 from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
-from obsv.logstore import EventStore
+from obsv.logstore import EventStore, SharedEventStore
 from obsv.metrics import Metrics
 from obsv.poller import PolledChanges, Poller
 from obsv.sentryapi import SentrySink
@@ -149,7 +151,7 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     consumer = Consumer(app[EVENTLOG], app[SINK], settings.policy(), clock=app[CLOCK],
                         metrics=app[METRICS], snapshot_every=settings.snapshot_every,
-                        sentry=app[SENTRY])
+                        sentry=app[SENTRY], seat=_seat(app))
     app[CONSUMER] = consumer
     # The fold may take seconds on a long log without a snapshot: it runs while the
     # server already answers /healthz (200) and /readyz (503).
@@ -168,6 +170,17 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await app[STARTUP]
     await consumer.stop()
+
+
+def _seat(app: web.Application) -> Seat | None:
+    """On a shared log (PostgreSQL) this replica's place in the leader election
+    (obsv/leadership.py); the JSONL log has one writer, which always leads."""
+    eventlog, settings = app[EVENTLOG], app[SETTINGS]
+    if not isinstance(eventlog, SharedEventStore) or not settings.database_url:
+        return None
+    from obsv.leadership import Leadership  # asyncpg only when asked for
+    replica = f"{socket.gethostname()}:{settings.port}/{os.getpid()}"
+    return Leadership(settings.database_url, replica, eventlog.take_leadership)
 
 
 def _poller(app: web.Application, consumer: Consumer) -> Poller | None:

@@ -7,16 +7,32 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from obsv.consumer import Consumer
 from obsv.core.alert import alert_from_delivery
-from obsv.core.events import AlertReceived, Delivery, LeaderElected, Policy
+from obsv.core.events import AlertReceived, Delivery, IssueFailed, LeaderElected, Policy
 from obsv.eventlog import EventLog
+from obsv.logstore import LeadershipLost
 from obsv.metrics import Metrics
 from obsv.settings import Settings
 from obsv.sink import DryRunSink
 
-from .conftest import ClientFactory, FakeClock, alert_body, records_of, wait_until
+from .conftest import SECRET, ClientFactory, FakeClock, alert_body, records_of, wait_until
+from .process import ServeProcess
+from .replicas import (
+    db_records,
+    deliver,
+    freeze,
+    get_text,
+    role,
+    stop_quietly,
+    thaw,
+    wait_records,
+    wait_role,
+)
 
 START = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -139,3 +155,110 @@ async def test_a_leader_whose_lease_ran_out_posts_nothing(settings: Settings) ->
     finally:
         await consumer.stop()
         await eventlog.close()
+
+
+# -- real replicas on a real PostgreSQL --------------------------------------------------
+
+
+def _replica(tmp_path: Path, pg_url: str, name: str, **env: str) -> ServeProcess:
+    """An ``obsv serve`` on the shared database (dry run: each its own outbox)."""
+    return ServeProcess(tmp_path, {"OBSV_SENTRY_CLIENT_SECRET": SECRET,
+                                   "OBSV_DATABASE_URL": pg_url,
+                                   "OBSV_OUTBOX_DIR": str(tmp_path / f"outbox-{name}"),
+                                   "OBSV_GITHUB_POLL_SECONDS": "0", **env})
+
+
+async def test_sigkill_of_the_leader_hands_the_lead_to_a_follower(
+        tmp_path: Path, pg_url: str) -> None:
+    first, second = _replica(tmp_path, pg_url, "a"), _replica(tmp_path, pg_url, "b")
+    try:
+        await first.start()
+        await wait_role(first, "leader")
+        await second.start()
+        assert await role(second) == "follower"
+        # A follower accepts deliveries; the leader decides them.
+        seq = await deliver(second.url, "a" * 32)
+        await wait_records(pg_url, lambda rs: any(r.get("alert_seq") == seq and
+                                                  r["type"] == "alert.decided" for r in rs))
+        first.kill()
+        await wait_role(second, "leader")
+        seq = await deliver(second.url, "b" * 32)
+        records = await wait_records(pg_url, lambda rs: any(
+            r.get("alert_seq") == seq and r["type"] == "alert.decided" for r in rs))
+        elected = [r for r in records if r["type"] == "leader.elected"]
+        assert [r["epoch"] for r in elected] == [1, 2]
+        assert elected[0]["replica"] != elected[1]["replica"]
+        assert "obsv_leader 1.0" in await get_text(second.url + "/metrics")
+        assert second.stop() == 0
+    finally:
+        for process in (first, second):
+            stop_quietly(process)
+
+
+async def test_a_frozen_leader_loses_the_lead_and_steps_down_when_it_wakes(
+        tmp_path: Path, pg_url: str) -> None:
+    first, second = _replica(tmp_path, pg_url, "a"), _replica(tmp_path, pg_url, "b")
+    try:
+        await first.start()
+        await wait_role(first, "leader")
+        await second.start()
+        assert await role(second) == "follower"
+        freeze(first)
+        # The server ends the frozen leader's idle session (idle_session_timeout), which
+        # releases its lock; the follower takes the lead under a new epoch.
+        await wait_role(second, "leader", timeout=30)
+        thaw(first)
+        await wait_role(first, "follower")
+        assert "leader.lost" in first.stderr_path.read_text()
+        assert "obsv_leader 0.0" in await get_text(first.url + "/metrics")
+        seq = await deliver(first.url, "c" * 32)  # still accepts deliveries
+        records = await wait_records(pg_url, lambda rs: any(
+            r.get("alert_seq") == seq and r["type"] == "alert.decided" for r in rs))
+        assert [r["epoch"] for r in records if r["type"] == "leader.elected"] == [1, 2]
+        assert first.stop() == 0 and second.stop() == 0
+    finally:
+        for process in (first, second):
+            stop_quietly(process)
+
+
+async def test_a_stale_epochs_writes_are_refused_and_its_leader_steps_down(
+        settings: Settings, pg_url: str) -> None:
+    """The fence itself: a leader that missed a takeover (frozen, partitioned: its seat
+    still says it holds the lead) records nothing once another replica took over."""
+    from obsv.pglog import PgEventLog
+
+    clock, seat = FakeClock(START), FakeSeat()
+    old, new = await PgEventLog.open(pg_url, clock), await PgEventLog.open(pg_url, clock)
+    old.start()
+    new.start()
+    consumer = Consumer(old, DryRunSink(settings.outbox_dir, None, clock), Policy(),
+                        clock=clock, metrics=Metrics(), seat=seat)
+    try:
+        await consumer.start()
+        assert seat.on_elected is not None
+        epoch = await old.take_leadership("old")
+        seat.on_elected(epoch)
+        await wait_records(pg_url, lambda rs: bool(rs) and rs[-1]["type"] == "config.applied")
+        assert consumer.role == "leader"
+
+        assert await new.take_leadership("new") == epoch + 1
+        arrived = await new.append(_received("d" * 32))  # a delivery on the new leader
+        await wait_until(lambda: bool(seat.lost_reasons))
+        assert consumer.role == "follower"
+        # The old leader's decision was refused: nothing after the delivery.
+        records = await db_records(pg_url)
+        assert [r["type"] for r in records] == [
+            "leader.elected", "config.applied", "leader.elected", "alert.received"]
+        assert records[-1]["seq"] == arrived.seq
+        # Appended directly, a stale epoch's record is refused as well, and the new
+        # leader's goes in.
+        failed = IssueFailed(arrived.seq, 1, None, "test", True, None)
+        with pytest.raises(LeadershipLost):
+            await old.append(failed, epoch=epoch)
+        assert len(await db_records(pg_url)) == len(records)
+        await new.append(failed, epoch=epoch + 1)
+        assert len(await db_records(pg_url)) == len(records) + 1
+    finally:
+        await consumer.stop()
+        await old.close()
+        await new.close()
