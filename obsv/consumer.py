@@ -91,6 +91,7 @@ _MAX_RETRY_NAP = 1.0
 # About a day of rounds (30 s doubling to an hour): enough for any outage to pass.
 _MAX_UNEXPECTED_ATTEMPTS = 30
 _LEASE_NAP = 0.1  # rule 6: how often a leader whose lease lapsed looks again
+_FIRST_TURN_SECONDS = 10.0  # rule 6: the most start-up waits for a first election
 
 
 class Seat(Protocol):
@@ -99,6 +100,9 @@ class Seat(Protocol):
     def start(self, on_elected: Callable[[int], None], on_lost: Callable[[str], None]
               ) -> None:
         """Compete for the lead; call back when it is won (with its epoch) and lost."""
+
+    async def first_try(self) -> None:
+        """Return once the first try for the lead is over (won and taken, or not)."""
 
     def holds(self) -> bool:
         """Whether the lead is still surely this replica's (a GitHub write may start)."""
@@ -142,6 +146,7 @@ class Consumer:
         self._epoch: int | None = None
         self._electing: int | None = None  # won, waiting to fold its leader.elected
         self._folded_epoch = 0  # the epoch of the last leader.elected folded
+        self._took_over = asyncio.Event()  # the last take-over is done (or abandoned)
         self._restarted: set[int] = set()
         # Intents this process has handed to the sink without a recorded outcome
         # (the outcome's append failed): a new attempt must look before posting.
@@ -184,11 +189,22 @@ class Consumer:
             self._poster = asyncio.create_task(self._post_loop(), name="obsv-post")
         self._wake.set()
         await self._applied(self._log.last_seq)
+        if self._seat is not None:
+            self._seat.start(self.lead, self.follow)
+            # A replica that finds nobody leading takes the lead before it reports
+            # ready, as a lone process would; one that finds a leader follows at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_turn(), _FIRST_TURN_SECONDS)
         self.ready = True
         log.info("consumer.ready", last_seq=self.state.last_seq, role=self.role)
         self._metrics.leader.set(int(self.leading))
-        if self._seat is not None:
-            self._seat.start(self.lead, self.follow)
+
+    async def _first_turn(self) -> None:
+        """The seat's first try for the lead, and if it won, the take-over."""
+        assert self._seat is not None
+        await self._seat.first_try()
+        if self._electing is not None or self.leading:
+            await self._took_over.wait()
 
     def lead(self, epoch: int) -> None:
         """Rule 6: this replica won the lead under ``epoch``; it decides once its fold
@@ -199,6 +215,7 @@ class Consumer:
     def follow(self, reason: str) -> None:
         """Rule 6: stop deciding and posting at once; keep folding."""
         self._electing = None
+        self._took_over.set()  # nobody waits for a take-over that will not come
         if not self.leading:
             return
         self.leading, self._epoch = False, None
@@ -213,6 +230,7 @@ class Consumer:
         """Rule 6: the fold has reached this replica's ``leader.elected``: record the
         policy if it changed, then decide and post, looking before every re-post."""
         self.leading, self._epoch, self._electing = True, self._electing, None
+        self._took_over.clear()
         self._restarted = set(self.state.intents)
         self._attempted.clear()
         self._metrics.leader.set(1)
@@ -228,6 +246,7 @@ class Consumer:
             except LogWriteError as exc:  # the decisions go on under the policy recorded
                 log.error("consumer.record_failed", error=str(exc), records=1)
         self._poster = asyncio.create_task(self._post_loop(), name="obsv-post")
+        self._took_over.set()
 
     def _fenced(self, exc: LeadershipLost) -> None:
         """The log refused a write: another replica leads now (rule 6)."""

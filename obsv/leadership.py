@@ -77,6 +77,7 @@ class Leadership:
         self.epoch: int | None = None  # set while leading
         self._renewed = 0.0  # monotonic time the last keep-alive answered (rule 3)
         self._lost = asyncio.Event()
+        self._tried = asyncio.Event()  # the first try for the lock is over
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -104,6 +105,11 @@ class Leadership:
                 await self._task
             self._task = None
 
+    async def first_try(self) -> None:
+        """Return once the first try is over: the lock was busy, or won and the lead
+        taken (``on_elected`` called), or the try failed."""
+        await self._tried.wait()
+
     def lost(self, reason: str) -> None:
         """Rule 4: a write of this epoch was refused; step down now, compete again."""
         if self.leading:
@@ -125,6 +131,7 @@ class Leadership:
                 else:
                     log.warning("leader.connection_failed", error=_describe(exc))
             finally:
+                self._tried.set()
                 if self.leading:  # cancelled (close) while leading
                     self._step_down("stopping")
                 if connection is not None:
@@ -151,6 +158,7 @@ class Leadership:
             if locked:
                 self._renewed = time.monotonic()
                 return
+            self._tried.set()
             await asyncio.sleep(t.retry)
 
     async def _lead(self, connection: Any) -> None:
@@ -171,6 +179,7 @@ class Leadership:
             self.epoch = epoch
             log.info("leader.elected", epoch=epoch, replica=self.replica)
             self._on_elected(epoch)
+            self._tried.set()
             await asyncio.wait({pings, lost}, return_when=asyncio.FIRST_COMPLETED)
             if pings.done():
                 pings.result()  # raises the keep-alive's failure
