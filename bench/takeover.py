@@ -105,7 +105,7 @@ async def _rounds(url: str, workdir: Path) -> list[tuple[str, str]]:
     try:
         started = time.perf_counter()
         await wait_http(first.base + "/readyz", timeout=900, interval=0.05)
-        rows.append(("first replica ready (fold of 1M records)",
+        rows.append((f"first replica ready (fold of {RECORDS // 1000:,}k records)",
                      f"{time.perf_counter() - started:.1f} s"))
         await _wait_role(first, "leader", 30)
         second = Replica(url, workdir)
