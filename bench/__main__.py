@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import append, decide, endtoend, ingest, render, replay, restart, takeover
+from bench import append, decide, endtoend, ingest, pgingest, render, replay, restart, takeover
 from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "ingest": ingest.main,
+    "pgingest": pgingest.main,
     "decide": decide.main,
     "endtoend": endtoend.main,
     "replay": replay.main,

@@ -7,9 +7,13 @@ Rules:
    the line's sha256) and, for records with a raw body, the line without it
    (``light``): the fold at start reads those and never the bodies (rule 8).
 2. One head row carries the last ``seq``, its line's hash, the last ``at``, the
-   epoch and the log's byte count. Every batch is one transaction: lock the head
-   row, stamp seqs after it, chain the lines, one multi-row insert (``unnest``) and
-   the head update, commit. So ``seq`` is gapless and in commit order whichever
+   epoch and the log's byte count. Every batch is one transaction: stamp seqs after
+   the head, chain the lines, then one statement moves the head row (locking it)
+   and inserts the records (``unnest``), but only if the head row still holds the
+   head the batch was stamped after (seq and epoch). A process stamps after the head
+   it last wrote, which costs one round trip; when another replica wrote since, the
+   statement changes nothing and the batch is redone in a transaction that first
+   locks and reads the head row. So ``seq`` is gapless and in commit order whichever
    replica wrote, and the chain never forks.
 3. Group commit in the application: one batch in flight per process; appends that
    arrive meanwhile queue and go out together as the next batch (as the JSONL writer
@@ -125,19 +129,25 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 _COMPRESSED = (("obsv_events", "line"), ("obsv_snapshot", "data"))
 
-_INSERT = """
-    WITH inserted AS (
+_WRITE = """
+    WITH head AS (
+        UPDATE obsv_head SET seq = $10, sha256 = $11, at = $12, epoch = $13,
+                             bytes = bytes + $14
+        WHERE seq = $8 AND epoch = $9
+        RETURNING seq
+    ), inserted AS (
         INSERT INTO obsv_events (seq, type, at, sentry_issue_id, line_sha256, line, light)
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[],
                              $5::text[], $6::bytea[], $7::bytea[])
+        WHERE EXISTS (SELECT 1 FROM head)
         RETURNING 1
-    ), head AS (
-        UPDATE obsv_head SET seq = $8, sha256 = $9, at = $10, epoch = $11,
-                             bytes = bytes + $12
-        RETURNING seq
     )
-    SELECT pg_notify($13, (SELECT seq FROM head)::text), (SELECT count(*) FROM inserted)
+    SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify($15, seq::text) FROM head
 """
+SERVER_SETTINGS = {"application_name": "obsv",
+                   "statement_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
+                   "lock_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
+                   "idle_in_transaction_session_timeout": str(int(STATEMENT_TIMEOUT * 3000))}
 
 
 class DatabaseUnavailable(StartupError):
@@ -188,14 +198,10 @@ def _sentry_issue_id(event: Event) -> str | None:
 async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
     """A pool on ``url`` with every wait bounded (rule 5); ``DatabaseUnavailable``
     naming the masked URL when it cannot be reached."""
-    settings = {"application_name": "obsv",
-                "statement_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
-                "lock_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
-                "idle_in_transaction_session_timeout": str(int(STATEMENT_TIMEOUT * 3000))}
     try:
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT,
-            command_timeout=STATEMENT_TIMEOUT, server_settings=settings)
+            command_timeout=STATEMENT_TIMEOUT, server_settings=SERVER_SETTINGS)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
             ValueError) as exc:
         raise DatabaseUnavailable(
@@ -247,6 +253,8 @@ class PgEventLog:
         self._pool = pool
         self._clock = clock
         self._last = head  # rule 6: the last record handed to listeners
+        self._head: _Head | None = None  # what this process last wrote (None: read it)
+        self._conn: asyncpg.Connection | None = None  # the writer's
         self._epoch = head.epoch
         self._queue: list[_Append] = []
         self._wakeup = asyncio.Event()
@@ -260,6 +268,7 @@ class PgEventLog:
         self._checkpoint_due: datetime | None = None
         self._calls = 0
         self._closing = False
+        self._tail_stopped = False
         self.writable = True
 
     @classmethod
@@ -336,16 +345,22 @@ class PgEventLog:
             await self._writer
             self._writer = None
         if self._tail is not None:
+            # The flag stops the tail even if its cancellation is lost (Python 3.11's
+            # wait_for can swallow one); the wait is bounded either way.
+            self._tail_stopped = True
+            self._tail_wake.set()
             self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
+            await asyncio.wait([self._tail], timeout=STATEMENT_TIMEOUT)
+            if self._tail.done() and not self._tail.cancelled():
+                self._tail.exception()  # retrieved: a failure was logged by the loop
             self._tail = None
-        if self._listen_conn is not None:
-            try:
-                await asyncio.wait_for(self._listen_conn.close(), CONNECT_TIMEOUT)
-            except (OSError, TimeoutError, asyncpg.InterfaceError):
-                self._listen_conn.terminate()
-            self._listen_conn = None
+        for conn in (self._conn, self._listen_conn):
+            if conn is not None:
+                try:
+                    await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT)
+                except (OSError, TimeoutError, asyncpg.InterfaceError):
+                    conn.terminate()
+        self._conn = self._listen_conn = None
         try:
             await asyncio.wait_for(self._pool.close(), STATEMENT_TIMEOUT)
         except (OSError, TimeoutError, asyncpg.InterfaceError):
@@ -380,6 +395,8 @@ class PgEventLog:
                    for event in events]
         self._queue.extend(entries)  # synchronously: records keep the order of the calls
         self._wakeup.set()
+        if len(entries) == 1:  # the receivers' case: no gather around one future
+            return [await entries[0].future]
         return list(await asyncio.gather(*(entry.future for entry in entries)))
 
     async def _write_loop(self) -> None:
@@ -395,9 +412,20 @@ class PgEventLog:
         if not batch:
             return
         try:
-            async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn, conn.transaction():
-                written = await self._write_batch(conn, batch)
+            conn = await self._connection()
+            # Rule 2, usually in one round trip: the head this process last wrote is
+            # still the head (one replica writing, or no one else since), checked by
+            # the statement itself; otherwise lock the head row, read it, write.
+            written = None
+            if self._head is not None:
+                written = await self._write(conn, batch, self._head, locked=False)
+            if written is None:
+                async with conn.transaction():
+                    written = await self._write(conn, batch, await _lock_head(conn),
+                                                locked=True)
+                assert written is not None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self._drop_connection()
             self.writable = False
             error = LogWriteError(f"cannot write to the database {self.location}: "
                                   f"{_reason(exc)}")
@@ -422,41 +450,67 @@ class PgEventLog:
         if self._committed:
             self._tail_wake.set()
 
-    async def _write_batch(self, conn: _Conn, batch: list[_Append]
-                           ) -> list[tuple[_Append | None, Envelope, bytes]]:
-        """In the open transaction: lock the head, stamp, chain, insert, move the head."""
-        row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head "
-                                  "FOR UPDATE")
-        assert row is not None  # migrate() inserted it
-        head = _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
+    async def _connection(self) -> asyncpg.Connection:
+        """The writer's own connection (a pool's reset on every release would cost a
+        round trip per batch); opened again after a failure."""
+        if self._conn is None or self._conn.is_closed():
+            self._conn = None
+            self._conn = await asyncpg.connect(
+                self._url, timeout=CONNECT_TIMEOUT, command_timeout=STATEMENT_TIMEOUT,
+                server_settings=SERVER_SETTINGS)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+        self._head = None  # read it again, under the lock
+
+    async def _write(self, conn: _Conn, batch: list[_Append], head: _Head, *, locked: bool
+                     ) -> list[tuple[_Append | None, Envelope, bytes]] | None:
+        """Stamp, chain and write ``batch`` after ``head`` in one statement that moves
+        the head only if it is still ``head`` (seq and epoch): rule 4's fencing is in
+        that same statement. None when it was not (``locked`` False only)."""
         at = max(self._clock(), head.at)
+        if not locked and any(e.epoch is not None and e.epoch > head.epoch for e in batch):
+            return None  # an epoch newer than ours: our head is stale
         epoch = head.epoch
         accepted: list[tuple[_Append | None, Envelope]] = []
         if self._checkpoint_is_due(at, batch):
             accepted.append((None, Envelope(head.seq + 1, at,
                                             LogCheckpoint(head.seq, head.sha256))))
+        # Epochs only grow: an epoch below the head's is stale even if the head is.
         fenced = {entry.call for entry in batch
                   if entry.epoch is not None and entry.epoch != head.epoch}
         for entry in batch:
             if entry.call in fenced:
-                self._epoch = max(self._epoch, head.epoch)
-                entry.future.set_exception(LeadershipLost(entry.epoch or 0, head.epoch))
                 continue
             event = entry.event
             if event is None:  # take_leadership
                 epoch += 1
                 event = LeaderElected(epoch, entry.replica or "")
             accepted.append((entry, Envelope(head.seq + len(accepted) + 1, at, event)))
-        if not accepted:
-            return []
-        rows, sha, size = await self._encode(accepted, head.sha256)
-        count = await conn.fetchval(_INSERT, *rows, head.seq + len(accepted), sha, at, epoch,
-                                    size, CHANNEL, column=1)
-        if count != len(accepted):
-            raise asyncpg.DataError(f"inserted {count} of {len(accepted)} records")
-        self._checkpoint_done(at, accepted)
+        lines: list[bytes] = []
+        if accepted:
+            rows, sha, size = await self._encode(accepted, head.sha256)
+            last = head.seq + len(accepted)
+            done = await conn.fetchrow(_WRITE, *rows, head.seq, head.epoch, last, sha, at,
+                                       epoch, size, CHANNEL)
+            if done is None:
+                if locked:  # cannot be: the head row is ours
+                    raise asyncpg.DataError("the locked head row moved")
+                return None
+            if done["inserted"] != len(accepted):
+                raise asyncpg.DataError(f"inserted {done['inserted']} of {len(accepted)}")
+            self._head = _Head(last, sha, at, epoch, head.bytes + size)
+            self._checkpoint_done(at, accepted)
+            lines = rows[5]
+        for entry in batch:
+            if entry.call in fenced and not entry.future.done():
+                self._epoch = max(self._epoch, head.epoch)
+                entry.future.set_exception(LeadershipLost(entry.epoch or 0, head.epoch))
         return [(entry, envelope, line) for (entry, envelope), line in zip(
-            accepted, rows[5], strict=True)]
+            accepted, lines, strict=True)]
 
     async def _encode(self, accepted: list[tuple[_Append | None, Envelope]], prev: str
                       ) -> tuple[list[list[Any]], str, int]:
@@ -491,7 +545,7 @@ class PgEventLog:
 
     async def _tail_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._tail_stopped:
             try:
                 await self._listen()
                 await self._catch_up()
@@ -515,8 +569,21 @@ class PgEventLog:
             self._listen_conn = None
         conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT,
                                      command_timeout=STATEMENT_TIMEOUT)
-        await conn.add_listener(CHANNEL, lambda *_: self._tail_wake.set())
+        if self._tail_stopped:  # closed meanwhile: nobody would close this one
+            conn.terminate()
+            return
+        await conn.add_listener(CHANNEL, self._notified)
         self._listen_conn = conn
+
+    def _notified(self, _conn: _Conn, _pid: int, _channel: str, payload: object) -> None:
+        """A batch committed (the payload is its last seq): wake the tail, unless it was
+        ours and already handed on (most are, on a single replica)."""
+        try:
+            seq = int(str(payload))
+        except ValueError:
+            seq = self._last.seq + 1
+        if seq > self._last.seq:
+            self._tail_wake.set()
 
     def _hand_on_committed(self) -> None:
         """Hand on this process's committed records that follow the last one handed on."""
@@ -589,7 +656,13 @@ class PgEventLog:
             running = None
         if running is loop:
             raise RuntimeError("a blocking read of the event log was called on the loop")
-        return asyncio.run_coroutine_threadsafe(make(), loop).result(_BLOCKING_TIMEOUT)
+        try:
+            return asyncio.run_coroutine_threadsafe(make(), loop).result(_BLOCKING_TIMEOUT)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # At start (the fold) this stops serve with one line, as any start-up failure.
+            raise DatabaseUnavailable(
+                f"cannot read the event log from the database {self.location} "
+                f"({_reason(exc)}); check that PostgreSQL runs, then start again") from None
 
     def read(self, start: int = 0, end: int | None = None, *, first_seq: int | None = None,
              bodies: bool = True) -> Iterator[tuple[int, Envelope]]:
@@ -667,15 +740,15 @@ class PgSnapshotStore:
         data = b"".join(chunks)
         try:
             self._log._blocking(lambda: self._log.save_snapshot(data))
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise OSError(f"cannot write the snapshot: {_reason(exc)}") from None
+        except DatabaseUnavailable as exc:
+            raise OSError(f"cannot write the snapshot: {exc}") from None
 
     def open(self) -> BinaryIO | None:
         """The snapshot's bytes to read, or None."""
         try:
             data = self._log._blocking(self._log.load_snapshot)
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise OSError(f"cannot read the snapshot: {_reason(exc)}") from None
+        except DatabaseUnavailable as exc:
+            raise OSError(f"cannot read the snapshot: {exc}") from None
         return None if data is None else io.BytesIO(data)
 
 
@@ -709,6 +782,13 @@ def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: s
 
 def _sha256(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
+
+
+async def _lock_head(conn: _Conn) -> _Head:
+    """In an open transaction: the head row, locked until it ends."""
+    row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head FOR UPDATE")
+    assert row is not None  # migrate() inserted it
+    return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
 
 
 async def _read_head(pool: asyncpg.Pool) -> _Head:

@@ -24,5 +24,15 @@ async def append(url: str, name: str, count: int) -> int:
     return len(done)
 
 
+async def bounded(url: str, name: str, count: int) -> int:
+    """``append`` within 60 s; past that, every task's stack on stderr and exit 1."""
+    try:
+        return await asyncio.wait_for(append(url, name, count), 60)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    print(asyncio.run(append(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    print(asyncio.run(bounded(sys.argv[1], sys.argv[2], int(sys.argv[3]))))

@@ -59,8 +59,9 @@ def _version(name: str) -> float:
 class PgServer:
     """One PostgreSQL cluster in a temp dir; ``start``/``stop`` may be called by tests."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable  # fsync on: what the benchmarks measure (rule 4 is for tests)
         self.root = Path(tempfile.mkdtemp(prefix="obsv-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root
@@ -91,8 +92,9 @@ class PgServer:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off "
                    "-c max_connections=200")
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
                   "-o", options, "-w", "-t", str(_START_TIMEOUT), "start")
 

@@ -196,7 +196,11 @@ async def test_two_processes_append_with_gapless_seqs_and_listeners_see_all(
     writers = [start_writer(url, name, 300) for name in ("a", "b")]
     mine = await asyncio.gather(*(log.append(event(n)) for n in range(1, 101)))
     for writer in writers:
-        out, err = await asyncio.get_running_loop().run_in_executor(None, writer.communicate)
+        try:
+            out, err = await asyncio.get_running_loop().run_in_executor(
+                None, lambda w=writer: w.communicate(timeout=60))
+        finally:
+            writer.kill()  # a no-op once it has exited; never left behind
         assert writer.returncode == 0, err
         assert out.strip() == "300"
     total = 1 + 100 + 600

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from structlog.testing import capture_logs
 
 from obsv.settings import Settings
 
@@ -182,3 +183,21 @@ def test_a_url_that_is_not_postgresql_is_a_configuration_error() -> None:
     err = result.stderr.decode()
     assert err.count("\n") == 1 and "is not a postgresql:// URL" in err
     assert "topsecret" not in err and "mysql://root:***@db/obsv" in err
+
+
+async def test_the_database_password_is_never_logged(
+        make_client: ClientFactory, pg_server: PgServer, pg_url: str) -> None:
+    # The test server trusts 127.0.0.1, so any password gets in: a real URL's shape.
+    url = pg_url.replace("postgres@", "postgres:hunter2secret@")
+    with capture_logs() as logs:
+        client = await make_client(database_url=url)
+        assert (await post_signed(client, alert_body("a" * 32))).status == 202
+        pg_server.stop("immediate")
+        try:
+            assert (await post_signed(client, alert_body("b" * 32))).status == 503
+        finally:
+            pg_server.start()
+        ready = await (await client.get("/readyz")).text()
+    shown = repr(logs) + ready
+    assert "hunter2secret" not in shown
+    assert "postgres:***@127.0.0.1" in shown  # named, masked

@@ -1,0 +1,81 @@
+"""PostgreSQL ingest: `obsv serve` with OBSV_DATABASE_URL against the minimal batched
+PostgreSQL receiver (bench/pg_baseline_server.py), same run, same server.
+
+A private PostgreSQL (tests/pgserver.py) with fsync and synchronous_commit on; 32
+concurrent connections send signed event_alert deliveries back to back; each server
+answers after its batch commits. Reported: req/s of both, the ratio obsv / baseline,
+p50/p99 latency. Targets (issue 13): ratio >= 0.8, p99 <= 30 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import LoadResult, closed_loop, free_port, signed_deliveries, spawn, wait_http
+from tests.pgserver import PgServer, find_bindir
+
+SECRET = "bench-secret"
+CONCURRENCY = 32
+SECONDS = 8.0
+WARMUP = 1.5
+
+
+async def _measure(url: str, deliveries: list[tuple[bytes, dict[str, str]]]) -> LoadResult:
+    await closed_loop(url, deliveries, CONCURRENCY, WARMUP)
+    return await closed_loop(url, deliveries, CONCURRENCY, SECONDS)
+
+
+async def run(server: PgServer) -> dict[str, Any]:
+    deliveries = signed_deliveries(SECRET, 2000)
+    results: dict[str, LoadResult] = {}
+    with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
+        for name in ("baseline", "obsv"):
+            port = free_port()
+            url = server.create_database(f"bench_{name}")
+            if name == "baseline":
+                proc = spawn(["bench/pg_baseline_server.py", str(port), url, SECRET])
+            else:
+                proc = spawn(["-m", "obsv", "serve"], env={
+                    "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_PORT": str(port),
+                    "OBSV_DATABASE_URL": url, "OBSV_OUTBOX_DIR": str(Path(tmp, "outbox")),
+                    "OBSV_LOG_FORMAT": "json"})
+            try:
+                ready = "healthz" if name == "baseline" else "readyz"  # obsv: folded, too
+                await wait_http(f"http://127.0.0.1:{port}/{ready}")
+                results[name] = await _measure(f"http://127.0.0.1:{port}/webhooks/sentry",
+                                               deliveries)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    base, ours = results["baseline"], results["obsv"]
+    return {
+        "name": "pgingest (PostgreSQL, fsync on)",
+        "rows": [
+            ("baseline req/s", f"{base.rate:,.0f}"),
+            ("obsv req/s", f"{ours.rate:,.0f}"),
+            ("ratio obsv/baseline", f"{ours.rate / base.rate:.2f}  (target >= 0.8)"),
+            ("baseline p50 / p99", _p50_p99(base)),
+            ("obsv p50 / p99", _p50_p99(ours) + "  (target p99 <= 30 ms)"),
+            ("statuses", f"baseline {base.statuses} obsv {ours.statuses}"),
+        ],
+    }
+
+
+def _p50_p99(result: LoadResult) -> str:
+    return f"{result.percentile(50) * 1e3:.1f} / {result.percentile(99) * 1e3:.1f} ms"
+
+
+def main() -> dict[str, Any]:
+    bindir = find_bindir()
+    if bindir is None:
+        return {"name": "pgingest", "rows": [("skipped", "PostgreSQL is not installed "
+                                              "(apt-get install postgresql)")]}
+    server = PgServer(bindir, durable=True)
+    try:
+        server.start()
+        return asyncio.run(run(server))
+    finally:
+        server.destroy()
