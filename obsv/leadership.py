@@ -34,7 +34,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
@@ -118,7 +117,7 @@ class Leadership:
 
     async def _run(self) -> None:
         while True:
-            connection: Any = None
+            connection: asyncpg.Connection | None = None
             try:
                 connection = await self._connect()
                 await self._wait_for_lock(connection)
@@ -140,7 +139,7 @@ class Leadership:
                     connection.terminate()
             await asyncio.sleep(self._timings.retry)
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> asyncpg.Connection:
         t = self._timings
         return await asyncpg.connect(
             self._url, timeout=t.connect_timeout, command_timeout=t.query_timeout,
@@ -149,7 +148,7 @@ class Leadership:
                 "idle_session_timeout": f"{int(t.idle_session_timeout * 1000)}ms",
                 "application_name": f"obsv leader election ({self.replica})"[:63]})
 
-    async def _wait_for_lock(self, connection: Any) -> None:
+    async def _wait_for_lock(self, connection: asyncpg.Connection) -> None:
         """Rule 2: try the lock every ``retry`` seconds (which keeps the session busy)."""
         t = self._timings
         while True:
@@ -161,7 +160,7 @@ class Leadership:
             self._tried.set()
             await asyncio.sleep(t.retry)
 
-    async def _lead(self, connection: Any) -> None:
+    async def _lead(self, connection: asyncpg.Connection) -> None:
         """Rules 2 and 4, holding the lock: keep its session alive from now on (taking
         the lead can wait on other replicas' appends longer than the idle timeout),
         take the lead in the log, and lead until a keep-alive fails or a write is
@@ -188,7 +187,7 @@ class Leadership:
                 task.cancel()
             await asyncio.gather(taking, pings, lost, return_exceptions=True)
 
-    async def _keep_alive(self, connection: Any) -> None:
+    async def _keep_alive(self, connection: asyncpg.Connection) -> None:
         """Rule 2: a query every ``keepalive`` seconds, until one fails (it raises)."""
         t = self._timings
         while True:
