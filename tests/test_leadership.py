@@ -21,6 +21,7 @@ from obsv.settings import Settings
 from obsv.sink import DryRunSink
 
 from .conftest import SECRET, ClientFactory, FakeClock, alert_body, records_of, wait_until
+from .fakes import FakeGitHub
 from .process import ServeProcess
 from .replicas import (
     db_records,
@@ -176,7 +177,7 @@ async def test_sigkill_of_the_leader_hands_the_lead_to_a_follower(
     first, second = _replica(tmp_path, pg_url, "a"), _replica(tmp_path, pg_url, "b")
     try:
         await first.start()
-        await wait_role(first, "leader")
+        assert await role(first) == "leader"  # alone, it leads before it is ready
         await second.start()
         assert await role(second) == "follower"
         # A follower accepts deliveries; the leader decides them.
@@ -265,3 +266,30 @@ async def test_a_stale_epochs_writes_are_refused_and_its_leader_steps_down(
         await consumer.stop()
         await old.close()
         await new.close()
+
+
+async def test_only_the_leader_polls_github(tmp_path: Path, pg_url: str) -> None:
+    """Each replica talks to its own fake GitHub here, so every poll is attributed."""
+    fakes = [FakeGitHub(), FakeGitHub()]
+    for fake in fakes:
+        await fake.start()
+    replicas = [_replica(tmp_path, pg_url, name, OBSV_GITHUB_TOKEN="test-token",
+                         OBSV_GITHUB_REPO="acme/shop", OBSV_GITHUB_API_URL=fake.base_url,
+                         OBSV_DRY_RUN="false", OBSV_GITHUB_POLL_SECONDS="1")
+                for name, fake in zip("ab", fakes, strict=True)]
+    leader, follower = replicas
+    try:
+        await leader.start()
+        await follower.start()
+        assert (await role(leader), await role(follower)) == ("leader", "follower")
+        await wait_until(lambda: len(fakes[0].requests("poll_issues")) >= 2)
+        assert fakes[1].requests("poll_issues") == []
+        leader.kill()
+        await wait_role(follower, "leader")
+        await wait_until(lambda: bool(fakes[1].requests("poll_issues")))
+        assert follower.stop() == 0
+    finally:
+        for process in replicas:
+            stop_quietly(process)
+        for fake in fakes:
+            await fake.close()
