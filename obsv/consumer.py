@@ -340,7 +340,10 @@ class Consumer:
             if isinstance(envelope.event, LeaderElected):
                 self._folded_epoch = envelope.event.epoch
             decision = apply(self.state, envelope)
-            if decision is not None:
+            # A follower derives the decisions too (it must know them to take over),
+            # but the leader records them: only the leader's count and log line, so
+            # that replicas summed count each decision once.
+            if decision is not None and self.leading:
                 self._metrics.alerts_decided.labels(decision.action, decision.reason).inc()
                 # Suppressions are the bulk during a storm and are in the event log
                 # anyway (obsv replay); decisions with side effects are logged at info.

@@ -100,8 +100,10 @@ async def test_a_follower_folds_but_never_decides_nor_posts_until_it_leads(
         first = await eventlog.append(_received("a" * 32))
         await wait_until(lambda: consumer.state.last_seq == first.seq)
         await consumer.step()
-        # Folded (the decision is derived) but neither recorded nor posted.
+        # Folded (the decision is derived) but neither recorded, counted nor posted.
         assert first.seq in consumer.state.unrecorded
+        assert metrics.registry.get_sample_value(
+            "obsv_alerts_decided_total", {"action": "open", "reason": "new_issue"}) is None
         assert records_of(settings.event_log, "alert.decided") == []
         assert not settings.outbox_dir.exists() or not any(settings.outbox_dir.iterdir())
 
