@@ -224,7 +224,8 @@ class Consumer:
             self._poster.cancel()  # an answer it awaits is looked for by marker later
             self._poster = None
         self._attempted.clear()
-        log.warning("consumer.following", reason=reason, last_seq=self.state.last_seq)
+        (log.info if reason == "stopping" else log.warning)(
+            "consumer.following", reason=reason, last_seq=self.state.last_seq)
 
     async def _take_over(self) -> None:
         """Rule 6: the fold has reached this replica's ``leader.elected``: record the
