@@ -312,9 +312,11 @@ class Consumer:
         return state
 
     def _restore_bodies(self, state: State) -> None:
-        """Give the pending intents back the raw bodies the fold did without."""
+        """Give the pending intents back the raw bodies the fold did without: only an
+        alert's is rendered (obsv/sink.py ``body_of``). A file never leaves one out, and
+        a redelivery kept by hash is decided duplicate, so on a file this reads nothing."""
         missing = [seq for seq, intent in state.intents.items()
-                   if getattr(intent.received, "raw", "") is None]
+                   if isinstance(intent.received, AlertReceived) and intent.received.raw is None]
         whole = self._log.whole(missing) if missing else {}
         for seq, envelope in whole.items():
             intent = state.intents[seq]

@@ -21,7 +21,7 @@ Rules:
 5. A ``Position`` is opaque: where a record ends (a byte offset in the file, the
    ``seq`` in the database). Positions only come from this port (``position``, and
    the ones ``read`` yields) and only go back into it.
-6. The blocking methods (``read``, ``line_at`` and the snapshot store's) do I/O
+6. The blocking methods (``read``, ``whole``, ``line_at``, the snapshot store's) do I/O
    and may take long: call them from a worker thread, never on the event loop
    (the database implementation hands its queries to the loop and waits).
 """

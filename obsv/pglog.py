@@ -41,7 +41,7 @@ Rules:
 8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
    worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
    ``read(bodies=False)`` yields the records that had a body without it
-   (``raw: null`` and ``raw_sha256``), and ``bodies`` fetches the whole records the
+   (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
 9. The URL holds a password: it is never logged or printed; ``location`` masks it.
 """
@@ -53,6 +53,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -96,7 +97,9 @@ POOL_TIMEOUT = 5.0
 READ_PAGE = 2000
 _TAIL_POLL = 1.0
 _BLOCKING_TIMEOUT = 120.0
-_HASH_OFF_LOOP = 256 * 1024  # bytes of a batch above which chaining runs on a thread
+# Bytes of a batch above which chaining runs on a thread: below it, hashing costs the
+# loop under a millisecond, less than the hop to a thread and back on a busy machine.
+_HASH_OFF_LOOP = 1 << 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOCK_KEY = 0x6F627376  # "obsv": the advisory lock of schema migrations
 
@@ -205,15 +208,24 @@ async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
             ValueError) as exc:
         raise DatabaseUnavailable(
-            f"cannot use the database {masked_url(url)} ({_reason(exc)}); check "
+            f"cannot use the database {masked_url(url)} ({error_line(exc, url)}); check "
             "OBSV_DATABASE_URL (host, port, user, database) and that PostgreSQL runs") from None
     assert pool is not None
     return pool
 
 
-def _reason(exc: BaseException) -> str:
-    """An error as one short line, without the URL (asyncpg may quote its DSN)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def error_line(exc: BaseException, url: str) -> str:
+    """An error as one short line, with ``url``'s password masked wherever the driver
+    quoted it (a DSN it could not parse, say)."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None
+    text = text.replace(url, masked_url(url))
+    if password:  # as written in the URL, and decoded (%40 is @)
+        for shown in (password, urllib.parse.unquote(password)):
+            text = text.replace(shown, "***")
     return text[:200]
 
 
@@ -285,7 +297,7 @@ class PgEventLog:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await pool.close()
             raise DatabaseUnavailable(
-                f"cannot prepare the database {masked_url(url)} ({_reason(exc)}); the user "
+                f"cannot prepare the database {masked_url(url)} ({error_line(exc, url)}); the user "
                 "needs to create tables in it") from None
         return cls(url, pool, head, clock)
 
@@ -428,8 +440,8 @@ class PgEventLog:
             self._drop_connection()
             self.writable = False
             error = LogWriteError(f"cannot write to the database {self.location}: "
-                                  f"{_reason(exc)}")
-            log.error("log.write_failed", database=self.location, error=_reason(exc),
+                                  f"{error_line(exc, self._url)}")
+            log.error("log.write_failed", database=self.location, error=error_line(exc, self._url),
                       records=len(batch))
             for entry in batch:
                 if not entry.future.done():
@@ -550,12 +562,16 @@ class PgEventLog:
                 await self._listen()
                 await self._catch_up()
                 failures = 0
+                # The database answers again: ready for deliveries (/readyz), so a load
+                # balancer that took this replica out after a failed write sends them
+                # again; a write that still fails sets it back.
+                self.writable = True
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     LogCorrupt) as exc:
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     log.warning("log.tail_failed", database=self.location,
-                                error=_reason(exc), attempts=failures)
+                                error=error_line(exc, self._url), attempts=failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tail_wake.wait(), _TAIL_POLL)
             self._tail_wake.clear()
@@ -610,17 +626,21 @@ class PgEventLog:
             self._hand_on([(self._decode(seq, line), line) for seq, line in rows])
 
     def _hand_on(self, run: list[tuple[Envelope, bytes]]) -> None:
-        last = self._last
+        seq = self._last.seq
         added = 0
         for envelope, line in run:
-            if envelope.seq != last.seq + 1:
+            if envelope.seq != seq + 1:
                 raise LogCorrupt(self.location, envelope.seq, envelope.seq,
-                                 f"seq {envelope.seq} after seq {last.seq}")
+                                 f"seq {envelope.seq} after seq {seq}")
             if isinstance(envelope.event, LeaderElected):
                 self._epoch = max(self._epoch, envelope.event.epoch)
             added += len(line) + 1
-            last = _Head(envelope.seq, _sha256(line), envelope.at, last.epoch, 0)
-        self._last = replace(last, bytes=self._last.bytes + added)
+            seq = envelope.seq
+        if not run:
+            return
+        last, line = run[-1]  # only the last line's hash is the head's
+        self._last = _Head(seq, _sha256(line), last.at, self._last.epoch,
+                           self._last.bytes + added)
         envelopes = [envelope for envelope, _ in run]
         for listener in self._listeners:
             listener(envelopes)
@@ -662,7 +682,8 @@ class PgEventLog:
             # At start (the fold) this stops serve with one line, as any start-up failure.
             raise DatabaseUnavailable(
                 f"cannot read the event log from the database {self.location} "
-                f"({_reason(exc)}); check that PostgreSQL runs, then start again") from None
+                f"({error_line(exc, self._url)}); check that PostgreSQL runs, then start "
+                "again") from None
 
     def read(self, start: int = 0, end: int | None = None, *, first_seq: int | None = None,
              bodies: bool = True) -> Iterator[tuple[int, Envelope]]:

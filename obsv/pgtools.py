@@ -39,6 +39,7 @@ from obsv.pglog import (
     DatabaseUnavailable,
     add_row,
     connect,
+    error_line,
     migrate,
 )
 from obsv.settings import database_url, load_settings, masked_url
@@ -77,7 +78,7 @@ class DatabaseLines:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 ValueError) as exc:
             raise DatabaseUnavailable(
-                f"cannot reach the database {self.location} ({str(exc)[:200]}); check the "
+                f"cannot reach the database {self.location} ({error_line(exc, url)}); check the "
                 "URL (--database-url or OBSV_DATABASE_URL) and that PostgreSQL runs") from None
         if not await conn.fetchval("SELECT to_regclass('obsv_events') IS NOT NULL"):
             await conn.close()
@@ -131,7 +132,7 @@ async def _import(path: Path, url: str) -> int:
         if isinstance(exc, OSError) and exc.filename:
             raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
         raise StartupError(f"cannot import into the database {masked_url(url)} "
-                           f"({str(exc)[:200]}); nothing was imported") from None
+                           f"({error_line(exc, url)}); nothing was imported") from None
     finally:
         await pool.close()
 

@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -112,6 +113,13 @@ async def open_eventlog(settings: Settings, clock: Clock) -> EventStore:
         from obsv.pglog import PgEventLog  # asyncpg only when asked for
         pg = await PgEventLog.open(settings.database_url, clock)
         log.info("log.opened", database=pg.location, last_seq=pg.last_seq, epoch=pg.epoch)
+        if pg.last_seq == 0 and _holds_records(settings.event_log):
+            # Moving to PostgreSQL without the file's history would forget every
+            # decision (duplicates, cooldowns, links): say how to bring it along.
+            log.warning("log.file_not_imported", event_log=str(settings.event_log),
+                        database=pg.location,
+                        fix=f"stop obsv, run obsv import {settings.event_log} "
+                            "--database-url URL, then start it again")
         return pg
     eventlog = EventLog.open(settings.event_log, clock)
     if eventlog.mode & 0o077:
@@ -122,6 +130,14 @@ async def open_eventlog(settings: Settings, clock: Clock) -> EventStore:
         log.warning("log.torn_tail_set_aside", side_file=str(eventlog.torn.side_file),
                     bytes=eventlog.torn.size, last_seq=eventlog.last_seq)
     return eventlog
+
+
+def _holds_records(path: Path) -> bool:
+    """Whether a JSONL log is at ``path`` with anything in it."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 async def _eventlog_ctx(app: web.Application) -> AsyncIterator[None]:

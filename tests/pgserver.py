@@ -67,6 +67,7 @@ class PgServer:
         self.socket_dir = self.root
         self.logfile = self.root / "server.log"
         self.port = free_port()
+        self._started = False
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
@@ -90,13 +91,25 @@ class PgServer:
                   "-E", "UTF8", "--locale=C", "-D", str(self.data))
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=200")
-        if not self.durable:
-            options += " -c fsync=off -c full_page_writes=off"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
-                  "-o", options, "-w", "-t", str(_START_TIMEOUT), "start")
+        """Start the server and wait until it accepts connections. The first start
+        takes another free port if its port was taken meanwhile (other test runs share
+        the machine); later starts keep the port, which the tests' URLs name."""
+        for attempt in range(1 if self._started else 3):
+            options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+                       "-c max_connections=200")
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off"
+            try:
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
+                          str(self.logfile), "-o", options, "-w", "-t", str(_START_TIMEOUT),
+                          "start")
+            except RuntimeError:
+                if self._started or attempt == 2 or self.running:
+                    raise
+                self.port = free_port()
+                continue
+            self._started = True
+            return
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``immediate`` is a crash of the database, as far as clients see)."""

@@ -71,6 +71,10 @@ async def test_a_dead_database_is_503_with_retry_after_and_recovers(
         make_client: ClientFactory, pg_server: PgServer, pg_url: str) -> None:
     client = await make_client(database_url=pg_url)
     assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    for _ in range(500):  # decided and posted: nothing left for the consumer to write
+        if b"issue.opened" in await exported(pg_url):
+            break
+        await asyncio.sleep(0.02)
     pg_server.stop("immediate")
     try:
         answer = await post_signed(client, alert_body("b" * 32))
@@ -79,6 +83,13 @@ async def test_a_dead_database_is_503_with_retry_after_and_recovers(
         assert (await client.get("/readyz")).status == 503
     finally:
         pg_server.start()
+    # Ready again once the database answers, before any delivery: a load balancer that
+    # took the replica out would otherwise never send it one.
+    for _ in range(500):
+        if (await client.get("/readyz")).status == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert (await client.get("/readyz")).status == 200
     answer = await post_signed(client, alert_body("c" * 32))
     assert answer.status == 202
     log = records(await exported(pg_url))
@@ -201,3 +212,18 @@ async def test_the_database_password_is_never_logged(
     shown = repr(logs) + ready
     assert "hunter2secret" not in shown
     assert "postgres:***@127.0.0.1" in shown  # named, masked
+
+
+async def test_an_empty_database_beside_a_jsonl_log_says_how_to_import_it(
+        make_client: ClientFactory, settings: Settings, pg_url: str) -> None:
+    client = await make_client()  # the JSONL log first
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    await client.close()
+    with capture_logs() as logs:
+        first = await make_client(database_url=pg_url)
+    await first.close()  # one process deciding at a time (leadership is not this test's)
+    [warning] = [e for e in logs if e["event"] == "log.file_not_imported"]
+    assert f"obsv import {settings.event_log}" in warning["fix"]
+    with capture_logs() as again:  # once imported (here: not empty), nothing to say
+        await make_client(database_url=pg_url)
+    assert not [e for e in again if e["event"] == "log.file_not_imported"]
