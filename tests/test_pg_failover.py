@@ -49,6 +49,7 @@ class Load:
     def __init__(self, replicas: list[ServeProcess]) -> None:
         self.replicas = replicas
         self.acked: dict[str, int] = {}
+        self.by_replica: Counter[int] = Counter()  # 202s per replica's port
         self._stop = asyncio.Event()
         self._task: asyncio.Future[Any] | None = None
 
@@ -89,6 +90,7 @@ class Load:
                                         headers=headers) as answer:
                     if answer.status == 202:
                         self.acked[event_id] = (await answer.json())["seq"]
+                        self.by_replica[replica.port] += 1
                     else:
                         assert answer.status == 503, await answer.text()
             await asyncio.sleep(0.05)
@@ -166,6 +168,8 @@ async def test_three_replicas_survive_a_killed_and_a_frozen_leader(
             stop_quietly(replica)
         await github.close()
 
+    # Every replica took deliveries, leader or follower.
+    assert all(load.by_replica[replica.port] > 0 for replica in replicas)
     # No acknowledged delivery lost: each is in the log with the seq it was answered.
     logged = {r["alert"]["event_id"]: r["seq"] for r in records if r["type"] == "alert.received"}
     assert {e: s for e, s in load.acked.items() if logged.get(e) != s} == {}
