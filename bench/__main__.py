@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import append, decide, endtoend, ingest, pgingest, render, replay, restart
+from bench import append, decide, endtoend, ingest, pgingest, render, replay, restart, takeover
 from bench.common import machine
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "restart": restart.main,
     "render": render.main,
     "append": append.main,
+    "takeover": takeover.main,  # PostgreSQL replicas (docs/replicas.md)
 }
 
 

@@ -18,6 +18,15 @@ Rules:
    ``config.applied`` and are decided by the policy recorded before them.
 5. Posting is one request at a time, in ``alert_seq`` order, never blocking the
    deciding; a failed round waits until its ``next_attempt_at`` while others go on.
+6. Replicas (a shared PostgreSQL log, obsv/leadership.py): every replica folds every
+   record, but only the leader records decisions and outcomes, and posts. A follower
+   given the lead (``lead``) first folds up to its own ``leader.elected``, so it knows
+   everything the former leader recorded; then it records what is undecided, and
+   posts. Every intent pending at that moment may have been posted by the former
+   leader: it is looked for by its marker before being posted again, as after a
+   restart. Its appends carry its epoch; one the log refuses (``LeadershipLost``),
+   or a lease run out before a post, makes it a follower again at once (``follow``).
+   With the JSONL log there is no seat: the process leads from the start, no epoch.
 """
 
 from __future__ import annotations
@@ -25,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -42,6 +52,7 @@ from obsv.core.events import (
     IssueFailed,
     IssueOpened,
     IssueReopened,
+    LeaderElected,
     Policy,
     SentryIssueChanged,
     SentryResolved,
@@ -58,7 +69,7 @@ from obsv.core.policy import (
 )
 from obsv.core.routes import labels_for
 from obsv.eventlog import Clock, LogCorrupt, LogWriteError
-from obsv.logstore import EventStore
+from obsv.logstore import EventStore, LeadershipLost
 from obsv.metrics import Metrics
 from obsv.sentryapi import SentrySink
 from obsv.sink import (
@@ -79,6 +90,28 @@ _RETRY_APPEND_SECONDS = 1.0
 _MAX_RETRY_NAP = 1.0
 # About a day of rounds (30 s doubling to an hour): enough for any outage to pass.
 _MAX_UNEXPECTED_ATTEMPTS = 30
+_LEASE_NAP = 0.1  # rule 6: how often a leader whose lease lapsed looks again
+_FIRST_TURN_SECONDS = 10.0  # rule 6: the most start-up waits for a first election
+
+
+class Seat(Protocol):
+    """A replica's place in the election (obsv/leadership.py ``Leadership``)."""
+
+    def start(self, on_elected: Callable[[int], None], on_lost: Callable[[str], None]
+              ) -> None:
+        """Compete for the lead; call back when it is won (with its epoch) and lost."""
+
+    async def first_try(self) -> None:
+        """Return once the first try for the lead is over (won and taken, or not)."""
+
+    def holds(self) -> bool:
+        """Whether the lead is still surely this replica's (a GitHub write may start)."""
+
+    def lost(self, reason: str) -> None:
+        """The log refused a write of this replica's epoch: step down now."""
+
+    async def close(self) -> None:
+        """Stop competing, releasing the lead."""
 
 
 class Consumer:
@@ -86,7 +119,7 @@ class Consumer:
 
     def __init__(self, eventlog: EventStore, sink: Sink, policy: Policy, *, clock: Clock,
                  metrics: Metrics, snapshot_every: int = 10_000,
-                 sentry: SentrySink | None = None) -> None:
+                 sentry: SentrySink | None = None, seat: Seat | None = None) -> None:
         self._log = eventlog
         self._sink = sink
         self._sentry = sentry
@@ -99,8 +132,21 @@ class Consumer:
         self._wake = asyncio.Event()
         self._poke = asyncio.Event()
         self._in_flight: set[int] = set()
+        # Records appended but not folded yet, by key -> seq: a shared log may hand a
+        # process its own records after its append returned (obsv/logstore.py rule 4),
+        # and until the fold has them their decisions still look unrecorded.
+        self._unfolded: dict[int, int] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._poster: asyncio.Task[None] | None = None
+        # Rule 6: without a seat this process leads, with no epoch; with one it
+        # follows until elected, then appends under ``_epoch``.
+        self._seat = seat
+        self.leading = seat is None
+        self._epoch: int | None = None
+        self._electing: int | None = None  # won, waiting to fold its leader.elected
+        self._folded_epoch = 0  # the epoch of the last leader.elected folded
+        self._took_over = asyncio.Event()  # the last take-over is done (or abandoned)
         self._restarted: set[int] = set()
         # Intents this process has handed to the sink without a recorded outcome
         # (the outcome's append failed): a new attempt must look before posting.
@@ -114,8 +160,14 @@ class Consumer:
 
     @property
     def running(self) -> bool:
-        """Started, and both tasks alive (``/readyz``)."""
-        return self.ready and not any(task.done() for task in self._tasks)
+        """Started, and its tasks alive (``/readyz``)."""
+        tasks = [*self._tasks, *([self._poster] if self._poster else [])]
+        return self.ready and not any(task.done() for task in tasks)
+
+    @property
+    def role(self) -> str:
+        """``leader`` or ``follower`` (docs/reference.md §12, ``/readyz``)."""
+        return "leader" if self.leading else "follower"
 
     async def catch_up(self) -> None:
         """Rule 3: restore and fold the log as it was when this consumer was made (on a
@@ -127,30 +179,102 @@ class Consumer:
         self._drain_inbox()
 
     async def start(self) -> None:
-        """Rules 3 and 4: catch up, record what is missing, then follow the log."""
+        """Rules 3, 4 and 6: catch up, record what is missing, then follow the log;
+        a replica with a seat starts as a follower and competes for the lead."""
         await self.catch_up()
-        if self.state.policy != self._policy:
+        if self.leading and self.state.policy != self._policy:
             await self._log.append(ConfigApplied(self._policy))
-        self._tasks = [asyncio.create_task(self._decide_loop(), name="obsv-decide"),
-                       asyncio.create_task(self._post_loop(), name="obsv-post")]
+        self._tasks = [asyncio.create_task(self._decide_loop(), name="obsv-decide")]
+        if self.leading:
+            self._poster = asyncio.create_task(self._post_loop(), name="obsv-post")
         self._wake.set()
         await self._applied(self._log.last_seq)
+        if self._seat is not None:
+            self._seat.start(self.lead, self.follow)
+            # A replica that finds nobody leading takes the lead before it reports
+            # ready, as a lone process would; one that finds a leader follows at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_turn(), _FIRST_TURN_SECONDS)
         self.ready = True
-        log.info("consumer.ready", last_seq=self.state.last_seq)
+        log.info("consumer.ready", last_seq=self.state.last_seq, role=self.role)
+        self._metrics.leader.set(int(self.leading))
+
+    async def _first_turn(self) -> None:
+        """The seat's first try for the lead, and if it won, the take-over."""
+        assert self._seat is not None
+        await self._seat.first_try()
+        if self._electing is not None or self.leading:
+            await self._took_over.wait()
+
+    def lead(self, epoch: int) -> None:
+        """Rule 6: this replica won the lead under ``epoch``; it decides once its fold
+        reaches its own ``leader.elected``."""
+        self._electing = epoch
+        self._wake.set()
+
+    def follow(self, reason: str) -> None:
+        """Rule 6: stop deciding and posting at once; keep folding."""
+        self._electing = None
+        self._took_over.set()  # nobody waits for a take-over that will not come
+        if not self.leading:
+            return
+        self.leading, self._epoch = False, None
+        self._metrics.leader.set(0)
+        if self._poster is not None:
+            self._poster.cancel()  # an answer it awaits is looked for by marker later
+            self._poster = None
+        self._attempted.clear()
+        (log.info if reason == "stopping" else log.warning)(
+            "consumer.following", reason=reason, last_seq=self.state.last_seq)
+
+    async def _take_over(self) -> None:
+        """Rule 6: the fold has reached this replica's ``leader.elected``: record the
+        policy if it changed, then decide and post, looking before every re-post."""
+        self.leading, self._epoch, self._electing = True, self._electing, None
+        self._took_over.clear()
+        self._restarted = set(self.state.intents)
+        self._attempted.clear()
+        self._metrics.leader.set(1)
+        log.info("consumer.leading", epoch=self._epoch, last_seq=self.state.last_seq,
+                 pending_intents=len(self.state.intents),
+                 undecided=len(self.state.unrecorded))
+        if self.state.policy != self._policy:
+            try:
+                await self._log.append(ConfigApplied(self._policy), epoch=self._epoch)
+            except LeadershipLost as exc:
+                self._fenced(exc)
+                return
+            except LogWriteError as exc:  # the decisions go on under the policy recorded
+                log.error("consumer.record_failed", error=str(exc), records=1)
+        self._poster = asyncio.create_task(self._post_loop(), name="obsv-post")
+        self._took_over.set()
+
+    def _fenced(self, exc: LeadershipLost) -> None:
+        """The log refused a write: another replica leads now (rule 6)."""
+        if self._seat is not None:
+            self._seat.lost(str(exc))
+        self.follow(str(exc))
 
     async def step(self) -> None:
         """One round of deciding: fold the records that arrived, record the decisions
         and failures still missing, start a snapshot if one is due, wake the poster."""
         self._drain_inbox()
+        if self._electing is not None and self._folded_epoch == self._electing:
+            await self._take_over()
+        if not self.leading:  # rule 6: a follower folds, and that is all
+            return
         await self._record(self._missing_records())
         self._snapshots.maybe_save(self.state)
         self._poke.set()
 
     async def stop(self) -> None:
-        """Stop both tasks and write a snapshot (clean shutdown)."""
-        for task in self._tasks:
+        """Leave the election, stop the tasks and write a snapshot (clean shutdown)."""
+        if self._seat is not None:
+            await self._seat.close()
+        tasks = [*self._tasks, *([self._poster] if self._poster else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.ready:
@@ -216,8 +340,13 @@ class Consumer:
             return
         while self._inbox:
             envelope = self._inbox.popleft()
+            if isinstance(envelope.event, LeaderElected):
+                self._folded_epoch = envelope.event.epoch
             decision = apply(self.state, envelope)
-            if decision is not None:
+            # A follower derives the decisions too (it must know them to take over),
+            # but the leader records them: only the leader's count and log line, so
+            # that replicas summed count each decision once.
+            if decision is not None and self.leading:
                 self._metrics.alerts_decided.labels(decision.action, decision.reason).inc()
                 # Suppressions are the bulk during a storm and are in the event log
                 # anyway (obsv replay); decisions with side effects are logged at info.
@@ -234,14 +363,16 @@ class Consumer:
 
     def _missing_records(self) -> list[tuple[int, Event]]:
         """Decisions derived but not recorded, and failures owed to orphaned comments."""
+        self._unfolded = {k: s for k, s in self._unfolded.items() if s > self.state.last_seq}
+        busy = self._in_flight | self._unfolded.keys()
         missing: list[tuple[int, Event]] = [
-            (seq, d) for seq, d in self.state.unrecorded.items() if seq not in self._in_flight]
+            (seq, d) for seq, d in self.state.unrecorded.items() if seq not in busy]
         # A storm decision waits under its alert's seq, which its alert decision uses
         # too: its in-flight key is the negated seq (seqs start at 1).
         missing += [(-seq, storm) for seq, (storm, _) in self.state.storm_unrecorded.items()
-                    if -seq not in self._in_flight]
+                    if -seq not in busy]
         for intent in orphaned_intents(self.state):
-            if intent.alert_seq not in self._in_flight:
+            if intent.alert_seq not in busy:
                 missing.append((intent.alert_seq, IssueFailed(
                     intent.alert_seq, intent.attempts, None,
                     "the linked issue could not be opened", False, None)))
@@ -253,7 +384,12 @@ class Consumer:
         keys = {key for key, _ in records}
         self._in_flight |= keys
         try:
-            await self._log.append_many([event for _, event in records])
+            recorded = await self._log.append_many([event for _, event in records],
+                                                   epoch=self._epoch)
+            for (key, _), envelope in zip(records, recorded, strict=True):
+                self._unfolded[key] = envelope.seq
+        except LeadershipLost as exc:
+            self._fenced(exc)
         except LogWriteError as exc:
             log.error("consumer.record_failed", error=str(exc), records=len(records))
             await asyncio.sleep(_RETRY_APPEND_SECONDS)
@@ -277,6 +413,11 @@ class Consumer:
 
     async def _post_loop(self) -> None:
         while True:
+            if self._seat is not None and not self._seat.holds():
+                # Rule 6: no GitHub write unless the lead is surely still ours; the
+                # keep-alive renews the lease or gives the lead up.
+                await asyncio.sleep(_LEASE_NAP)
+                continue
             intent, wait = self._next_intent()
             if intent is None:
                 self._poke.clear()
@@ -316,7 +457,17 @@ class Consumer:
                 log.warning("sink.failed", alert_seq=intent.alert_seq, error=outcome.error,
                             retryable=outcome.retryable, attempt=outcome.attempt)
             try:
-                record = await self._log.append(outcome)
+                # Shielded: stepping down cancels the poster, but an outcome already
+                # handed to the log is a fact GitHub holds; it commits, or the log
+                # refuses it under a stale epoch, never half.
+                appending = asyncio.ensure_future(self._log.append(outcome, epoch=self._epoch))
+                appending.add_done_callback(_retrieved)
+                record = await asyncio.shield(appending)
+            except LeadershipLost as exc:
+                log.warning("consumer.outcome_refused", alert_seq=intent.alert_seq,
+                            error=str(exc))
+                self._fenced(exc)
+                return
             except LogWriteError as exc:
                 log.error("consumer.outcome_not_recorded", alert_seq=intent.alert_seq,
                           error=str(exc))
@@ -399,3 +550,10 @@ class Consumer:
                 self._metrics.lifecycle_writes.labels("close", dry).inc()
             case SentryResolved():
                 self._metrics.lifecycle_writes.labels("resolve_sentry", "false").inc()
+
+
+def _retrieved(future: asyncio.Future[Envelope]) -> None:
+    """An append nobody waits for any more (its poster was stopped): its failure is
+    already known to the log's own error logging, not an unhandled error."""
+    if not future.cancelled():
+        future.exception()

@@ -54,6 +54,9 @@ class Metrics:
         self.lifecycle_writes = Counter(
             "obsv_lifecycle_writes_total", "Reopens, closes and Sentry resolves carried out "
             "(or rendered, in a dry run), by action", ["action", "dry_run"], registry=r)
+        self.leader = Gauge(
+            "obsv_leader", "1 on the replica that decides and posts (always, with the JSONL "
+            "log), 0 on a follower (docs/reference.md §12)", registry=r)
         self.polls = Counter(
             "obsv_github_polls_total", "Polls of the repository's issues, by result "
             "(changed, unchanged, failed) ", ["result"], registry=r)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,12 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from obsv.adminapi import AdminApi
 from obsv.clock import Clock, TrustedClock, utc_now
-from obsv.consumer import Consumer
+from obsv.consumer import Consumer, Seat
 from obsv.core.policy import delivery_recorded
 from obsv.eventlog import EventLog
 from obsv.githubhooks import GitHubReceiver
 from obsv.ingress import Receiver, Remembers
-from obsv.logstore import EventStore
+from obsv.logstore import EventStore, SharedEventStore
 from obsv.metrics import Metrics
 from obsv.poller import PolledChanges, Poller
 from obsv.sentryapi import SentrySink
@@ -165,7 +167,7 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     consumer = Consumer(app[EVENTLOG], app[SINK], settings.policy(), clock=app[CLOCK],
                         metrics=app[METRICS], snapshot_every=settings.snapshot_every,
-                        sentry=app[SENTRY])
+                        sentry=app[SENTRY], seat=_seat(app))
     app[CONSUMER] = consumer
     # The fold may take seconds on a long log without a snapshot: it runs while the
     # server already answers /healthz (200) and /readyz (503).
@@ -186,6 +188,17 @@ async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     await consumer.stop()
 
 
+def _seat(app: web.Application) -> Seat | None:
+    """On a shared log (PostgreSQL) this replica's place in the leader election
+    (obsv/leadership.py); the JSONL log has one writer, which always leads."""
+    eventlog, settings = app[EVENTLOG], app[SETTINGS]
+    if not isinstance(eventlog, SharedEventStore) or not settings.database_url:
+        return None
+    from obsv.leadership import Leadership  # asyncpg only when asked for
+    replica = f"{socket.gethostname()}:{settings.port}/{os.getpid()}"
+    return Leadership(settings.database_url, replica, eventlog.take_leadership)
+
+
 def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     """The GitHub poller, when posting to GitHub with OBSV_GITHUB_POLL_SECONDS > 0."""
     from obsv.github import GitHubSink, IssuePoll
@@ -196,6 +209,8 @@ def _poller(app: web.Application, consumer: Consumer) -> Poller | None:
     previous: dict[str, IssuePoll] = {}  # each repository's last poll, for its ETag
 
     async def fetch(repo: str, since: datetime) -> Sequence[Mapping[str, Any]] | None:
+        if not consumer.leading:  # replicas: only the leader polls (a follower's turn
+            return None           # is taken as "unchanged", its since stays put)
         try:
             poll = previous[repo] = await sink.poll_issues(since, previous.get(repo), repo)
         except Exception:
@@ -253,9 +268,14 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     problems = readiness_problems(request.app)
+    # Every replica that accepts deliveries is ready, leader or follower; the role is
+    # named for people and dashboards (docs/reference.md §12).
+    consumer = request.app.get(CONSUMER)
+    role = consumer.role if consumer is not None else "follower"
     if problems:
-        return web.json_response({"status": "not_ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not_ready", "problems": problems, "role": role},
+                                 status=503)
+    return web.json_response({"status": "ready", "role": role})
 
 
 def readiness_problems(app: web.Application) -> list[str]:
