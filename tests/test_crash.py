@@ -7,6 +7,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -46,38 +47,50 @@ async def _load(url: str, prefix: str, acked: dict[str, int], stop: asyncio.Even
         await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
 
 
-async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path) -> None:
-    log_path = tmp_path / "events.jsonl"
-    server = ServeProcess(tmp_path, {"OBSV_SENTRY_CLIENT_SECRET": SECRET,
-                                     "OBSV_EVENT_LOG": str(log_path),
-                                     "OBSV_OUTBOX_DIR": str(tmp_path / "outbox")})
+async def kill_under_load(server: ServeProcess, rounds: int = ROUNDS) -> dict[str, int]:
+    """Start ``server`` and SIGKILL it mid-load ``rounds`` times (requests and batches in
+    flight), then start it once more; the seq of every delivery answered 202."""
     acked: dict[str, int] = {}
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         await server.start()
         stop = asyncio.Event()
         load = asyncio.ensure_future(_load(server.url, f"{round_:02x}", acked, stop))
         target = len(acked) + 40
         while len(acked) < target:
             await asyncio.sleep(0.01)
-        server.kill()  # mid-load: requests are in flight
+        server.kill()
         stop.set()
         await load
-    await server.start()  # the torn tail, if any, is set aside on this open
+    await server.start()  # a torn tail, if any, is set aside on this open
     await asyncio.sleep(0.5)  # let the consumer decide what the last round left undecided
-    assert server.stop() == 0  # SIGTERM: a clean stop ...
-    assert log_path.with_name(log_path.name + ".snapshot").exists()  # ... writes a snapshot
+    return acked
 
-    records = assert_contiguous(log_path)
+
+def assert_acknowledged_and_decided_once(records: list[dict[str, Any]],
+                                         acked: dict[str, int]) -> None:
+    """Every 202 is in the log with its seq, and every alert is decided exactly once."""
     logged = {r["alert"]["event_id"]: r["seq"] for r in records if r["type"] == "alert.received"}
     missing = {e: s for e, s in acked.items() if logged.get(e) != s}
     assert not missing, f"acknowledged but not in the log with its seq: {missing}"
     assert len(acked) >= ROUNDS * 40
-
-    # Every alert decided exactly once, every open posted at most once, and a
-    # replay re-derives every decision.
     decisions = Counter(r["alert_seq"] for r in records if r["type"] == "alert.decided")
     alerts = {r["seq"] for r in records if r["type"] == "alert.received"}
     assert set(decisions) == alerts and set(decisions.values()) == {1}
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path) -> None:
+    log_path = tmp_path / "events.jsonl"
+    server = ServeProcess(tmp_path, {"OBSV_SENTRY_CLIENT_SECRET": SECRET,
+                                     "OBSV_EVENT_LOG": str(log_path),
+                                     "OBSV_OUTBOX_DIR": str(tmp_path / "outbox")})
+    acked = await kill_under_load(server)
+    assert server.stop() == 0  # SIGTERM: a clean stop ...
+    assert log_path.with_name(log_path.name + ".snapshot").exists()  # ... writes a snapshot
+
+    records = assert_contiguous(log_path)
+    # Every alert decided exactly once, every open posted at most once, and a
+    # replay re-derives every decision.
+    assert_acknowledged_and_decided_once(records, acked)
     opened = Counter(r["alert_seq"] for r in records if r["type"] == "issue.opened")
     assert set(opened.values()) <= {1}
     assert main(["replay", str(log_path), "--verify"]) == 0
