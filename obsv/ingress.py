@@ -161,7 +161,8 @@ class StoredBodies:
         self._remembers = remembers
         self._capacity = capacity
         self._window = window.total_seconds()
-        self._signatures: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # event id -> [signature, when stored (monotonic), sha256 of the body or None]
+        self._signatures: OrderedDict[str, list[Any]] = OrderedDict()
 
     def shrink(self, event: AlertReceived, raw: bytes) -> AlertReceived:
         """``event`` itself, or the same record without its body when that is safe."""
@@ -170,8 +171,13 @@ class StoredBodies:
             return event
         if not self._remembers(event.alert.event_id, self._MARGIN):
             return event
+        # The same signature is the same bytes, so the hash is computed once per stored
+        # body, at its first redelivery, not at every one.
+        digest = known[2]
+        if digest is None:
+            digest = known[2] = hashlib.sha256(raw).hexdigest()
         # Built directly: dataclasses.replace costs as much again as the hash.
-        return AlertReceived(event.delivery, event.alert, None, hashlib.sha256(raw).hexdigest())
+        return AlertReceived(event.delivery, event.alert, None, digest)
 
     def stored(self, event: AlertReceived) -> None:
         """``event`` is durable; if it carried its body, remember that body's signature."""
@@ -183,7 +189,7 @@ class StoredBodies:
                                     now - next(iter(self._signatures.values()))[1]
                                     > self._window):
             self._signatures.popitem(last=False)
-        self._signatures[event.alert.event_id] = (event.delivery.signature, now)
+        self._signatures[event.alert.event_id] = [event.delivery.signature, now, None]
 
 
 def header(request: web.Request, name: str) -> str | None:

@@ -3,9 +3,9 @@
 JSON lines when stderr is not a terminal (what a log shipper wants), colours on a
 terminal. Each line of a delivery names it (request id, resource, seq), passed with
 the line; the lines written once per delivery go through ``info``, which renders
-them with the same processors but without structlog's bound logger. Values of keys that look like credentials are
-replaced before rendering, as a second line of defence: no code path passes a
-secret to a logger on purpose.
+them with the same processors but without structlog's bound logger. Values of keys
+that look like credentials are replaced before rendering, as a second line of
+defence: no code path passes a secret to a logger on purpose.
 
 Libraries log through the standard ``logging`` module; ``configure`` sends those
 records through the same pipeline, so stderr holds JSON lines only. aiohttp logs a
