@@ -210,8 +210,10 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
+    content = request.content
     try:
-        while chunk := await request.content.read(_READ_STEP):
+        # at_eof(): the body is in, so no last read is awaited only to learn that.
+        while not content.at_eof() and (chunk := await content.read(_READ_STEP)):
             size += len(chunk)
             if size > limit:
                 raise too_large
