@@ -57,6 +57,13 @@ class GroupCommit:
         return await future
 
 
+def _json(status: int, body: dict[str, object]) -> web.Response:
+    """The answer as obsv builds it (obsv/ingress.py): orjson bytes, no detour through
+    text, so the ratio does not count a cheaper answer as obsv's own gain."""
+    return web.Response(body=orjson.dumps(body), status=status,
+                        content_type="application/json", charset="utf-8")
+
+
 def main() -> None:
     port, url, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
     holder: list[GroupCommit] = []
@@ -65,10 +72,10 @@ def main() -> None:
         raw = await request.read()
         expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, request.headers.get("Sentry-Hook-Signature", "")):
-            return web.json_response({"error": "invalid_signature"}, status=401)
+            return _json(401, {"error": "invalid_signature"})
         orjson.loads(raw)
         seq = await holder[0].append(raw)
-        return web.json_response({"status": "accepted", "seq": seq}, status=202)
+        return _json(202, {"status": "accepted", "seq": seq})
 
     tasks: list[asyncio.Task[None]] = []
 

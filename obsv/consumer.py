@@ -347,7 +347,7 @@ class Consumer:
             # but the leader records them: only the leader's count and log line, so
             # that replicas summed count each decision once.
             if decision is not None and self.leading:
-                self._metrics.alerts_decided.labels(decision.action, decision.reason).inc()
+                self._metrics.count_decision(decision.action, decision.reason)
                 # Suppressions are the bulk during a storm and are in the event log
                 # anyway (obsv replay); decisions with side effects are logged at info.
                 (log.debug if decision.action == "suppress" else log.info)(

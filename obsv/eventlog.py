@@ -309,7 +309,19 @@ class EventLog:
     async def append_many(self, events: Sequence[Event], *,
                           epoch: int | None = None) -> list[Envelope]:
         """Append records in order, in one batch; returns them once fsync'd."""
-        return list(await asyncio.gather(*(self._enqueue(event) for event in events)))
+        futures = [self._enqueue(event) for event in events]
+        # Awaited in turn rather than through gather (a wrapper and a callback per
+        # record: 1.1 µs of the consumer's recording of each decision): they resolve
+        # together, so only the first await waits.
+        try:
+            return [await future for future in futures]
+        except BaseException:
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # as gather did: one still queued is not written
+                elif not future.cancelled():
+                    future.exception()  # retrieved: the batch failed as one
+            raise
 
     # -- the rest of the event-log port (obsv/logstore.py) -------------------------
 

@@ -63,6 +63,7 @@ class Metrics:
         # Children of ``deliveries`` by (resource, status): ``labels()`` checks and
         # locks on every call, once per delivery; the labels are bounded by the caller.
         self._delivery_children: dict[tuple[str, int], Counter] = {}
+        self._decision_children: dict[tuple[str, str], Counter] = {}
 
     def count_delivery(self, resource: str, status: int) -> None:
         """One more ``obsv_deliveries_total{resource, status}``."""
@@ -70,4 +71,13 @@ class Metrics:
         if child is None:
             child = self._delivery_children[(resource, status)] = self.deliveries.labels(
                 resource, str(status))
+        child.inc()
+
+    def count_decision(self, action: str, reason: str) -> None:
+        """One more ``obsv_alerts_decided_total{action, reason}`` (once per alert; both
+        labels come from the policy's fixed set, obsv/core/policy.py)."""
+        child = self._decision_children.get((action, reason))
+        if child is None:
+            child = self._decision_children[(action, reason)] = self.alerts_decided.labels(
+                action, reason)
         child.inc()

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 import structlog.testing
 
+from obsv import logs as obsv_logs
 from obsv.logs import configure
 
 from .conftest import SECRET, alert_body, post_signed, sentry_bytes, signed_headers
@@ -99,3 +100,35 @@ def test_timestamps_are_rfc3339_utc_with_microseconds() -> None:
         at = datetime.fromisoformat(line["timestamp"])
         assert before - timedelta(milliseconds=1) <= at <= after + timedelta(milliseconds=1)
     assert lines[0]["timestamp"] <= lines[1]["timestamp"]
+
+
+async def test_per_delivery_lines_in_json_name_the_delivery(make_client: Any) -> None:
+    """With JSON lines (what ``obsv serve`` configures off a terminal), the lines written
+    once per delivery skip structlog's bound logger (obsv/logs.py ``info``): each still
+    names its request, resource and seq, and is the line structlog writes for the same
+    call, credentials redacted."""
+    out = io.BytesIO()
+    stream = io.TextIOWrapper(out, write_through=True)
+    try:
+        configure("json", stream=stream, cache=False)
+        client = await make_client()
+        accepted = await post_signed(client, alert_body(), request_id="req-7")
+        hook = await post_signed(client, {"action": "created", "data": {}},
+                                 resource="installation", request_id="req-8")
+        probe = structlog.get_logger("t")
+        obsv_logs.info(probe, "probe", seq=1, api_token="ghp_x", request_id=None)
+        probe.info("probe", seq=1, api_token="ghp_x", request_id=None)
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+    lines = [json.loads(line) for line in out.getvalue().decode().splitlines()]
+    [received] = [line for line in lines if line["event"] == "alert.received"]
+    assert accepted.status == 202 and received["seq"] == (await accepted.json())["seq"]
+    assert received["request_id"] == "req-7" and received["resource"] == "event_alert"
+    assert received["level"] == "info" and received["body_stored"] is True
+    assert received["sentry_issue_id"] == alert_body()["data"]["event"]["issue_id"]
+    [recorded] = [line for line in lines if line["event"] == "hook.received"]
+    assert hook.status == 200 and recorded["request_id"] == "req-8"
+    assert recorded["resource"] == "installation" and recorded["action"] == "created"
+    hot, through_structlog = [line for line in lines if line["event"] == "probe"]
+    assert hot.pop("timestamp").endswith("Z") and through_structlog.pop("timestamp")
+    assert hot == through_structlog and hot["api_token"] == "<redacted>"

@@ -114,3 +114,25 @@ def test_the_codec_reads_bodies_stored_by_hash_and_older_lines() -> None:
         decode({**line, "raw_sha256": None})
 
 
+
+
+async def test_a_redelivery_after_a_changed_body_carries_the_changed_body_hash(
+        make_client: ClientFactory, settings: Settings) -> None:
+    """The hash of a stored body is computed once and kept with its signature: a new
+    body stored for the same event id must not inherit the hash of the old one."""
+    client = await make_client()
+    first = alert_body(event_id="a" * 32)
+    changed = alert_body(event_id="a" * 32, message="the same event, other bytes")
+    seqs = []
+    for body in (first, first, first, changed, changed):
+        response = await post_signed(client, body)
+        assert response.status == 202
+        seqs.append((await response.json())["seq"])
+        await wait_until(lambda: seqs[-1] in decided(settings))
+    await client.close()
+    received = records_of(settings.event_log, "alert.received")
+    assert [r["raw"] is None for r in received] == [False, True, True, False, True]
+    first_hash = hashlib.sha256(sentry_bytes(first)).hexdigest()
+    assert [r.get("raw_sha256") for r in received] == [
+        None, first_hash, first_hash, None, hashlib.sha256(sentry_bytes(changed)).hexdigest()]
+    assert main(["replay", str(settings.event_log), "--verify"]) == 0
