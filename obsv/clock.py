@@ -99,6 +99,7 @@ class TrustedClock:
         self._last_mono = 0.0
         self._floor: datetime | None = None
         self._step: _Step | None = None
+        self._offset_shown: float | None = None  # what obsv_clock_offset_seconds says
 
     def not_before(self, at: datetime) -> None:
         """No reading is earlier than ``at`` (the last record time of the log)."""
@@ -118,7 +119,11 @@ class TrustedClock:
             reading = self._floor
         self._last, self._last_mono = reading, mono
         if self._metrics is not None:
-            self._metrics.clock_offset.set((wall - reading).total_seconds())
+            # Read on every batch and redelivery: the gauge (a lock) only when it moves.
+            offset = 0.0 if reading is wall else (wall - reading).total_seconds()
+            if offset != self._offset_shown:
+                self._offset_shown = offset
+                self._metrics.clock_offset.set(offset)
         return reading
 
     def _first(self, wall: datetime, mono: float) -> datetime:
