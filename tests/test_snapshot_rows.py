@@ -55,6 +55,23 @@ def test_a_state_in_several_blocks_loads_back_equal(monkeypatch: pytest.MonkeyPa
         state.links_by_issue, state.links_by_key, state.links_by_number)
 
 
+def test_event_ids_are_written_as_the_text_received(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of two: the first holds only Sentry ids (loaded in one pass), the others not.
+    monkeypatch.setattr(snapshot, "BLOCK", 2)
+    log = Log()
+    log.config(min_level="fatal")
+    received = ["f" * 32, "0" * 32, "F" * 32, "e" * 31, "not-hex-" * 4, "7"]
+    for event_id in received:
+        log.alert(seconds(1), issue="1", event_id=event_id)
+    rows: list[Any] = state_to_dict(log.state)["rows"]
+    assert [row[1] for row in rows if row[0] == "E"] == [received[:2], received[2:4],
+                                                          received[4:]]
+    restored = round_trip(log.state)
+    assert list(restored.event_ids.items()) == list(log.state.event_ids.items())
+    assert list(restored.event_ids)[:2] == [int("f" * 32, 16), 0]
+    assert state_to_dict(restored) == state_to_dict(log.state)
+
+
 def test_loading_shares_what_the_fold_shares() -> None:
     log, opened = folded()
     state = log.state

@@ -51,7 +51,9 @@ cite them:
     kept for ``EVENT_ID_WINDOW``, 24 hours (Sentry and GitHub redeliver within that;
     an older redelivery is taken afresh) and the rolling hour holds only the opens
     still inside it. They are pruned by record time, so pruning is as deterministic
-    as the decisions.
+    as the decisions. A Sentry event id (32 lowercase hex digits) is kept as the
+    number it spells (``event_key``): 44 bytes instead of 81, 3 MB a day at one
+    alert a second; any other id stays text, and a number never equals a text.
  8. A ``github.issue`` is matched to its link by (repo, number), or, while the link's
     open is pending, by the marker's Sentry issue id (GitHub's webhook can beat the
     sink's ``issue.opened``), unless it is about an issue obsv linked before and left
@@ -171,6 +173,7 @@ UNLINKING_ACTIONS = frozenset({"deleted", "transferred"})
 SILENCE_KEPT = timedelta(hours=24)  # rule 13: how long an ended silence is still listed
 
 _DEFAULT_POLICY = Policy()
+HEX_DIGITS = "0123456789abcdef"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 LinkStatus = Literal["pending", "opened"]
@@ -178,6 +181,21 @@ IntentAction = Literal["open", "comment", "reopen", "close", "resolve_sentry"]
 # The record a decision was taken on, and the decision.
 Decided = AlertReceived | SentryIssueChanged | GitHubIssueObserved | StormDecided
 Decision = AlertDecided | SyncDecided | StormDecided
+EventKey = str | int  # see event_key
+
+
+def event_key(event_id: str) -> EventKey:
+    """How ``State.event_ids`` keys an event id (rule 7): a Sentry one, 32 lowercase hex
+    digits, as the number it spells, exactly invertible by ``event_id_of``; any other
+    id as itself."""
+    if len(event_id) == 32 and not event_id.strip(HEX_DIGITS):
+        return int(event_id, 16)
+    return event_id
+
+
+def event_id_of(key: EventKey) -> str:
+    """The event id ``key`` stands for (inverse of ``event_key``)."""
+    return key if isinstance(key, str) else f"{key:032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +320,7 @@ class State:
     last_seq: int = 0
     policy: Policy | None = None  # of the last config.applied; None before the first
     policy_override: Policy | None = None
-    event_ids: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
+    event_ids: OrderedDict[EventKey, datetime] = field(default_factory=OrderedDict)
     github_deliveries: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
     links: dict[int, Link] = field(default_factory=dict)
     links_by_issue: dict[str, int] = field(default_factory=dict)
@@ -374,7 +392,7 @@ def _decide(state: State, alert: Alert, at: datetime, alert_seq: int, policy: Po
             route: Route | None) -> AlertDecided:
     """``decide``, given the alert's route (looked up once per alert: the fold needs it
     again for the open's budget)."""
-    duplicate = alert.event_id in state.event_ids
+    duplicate = event_key(alert.event_id) in state.event_ids
     if not duplicate and state.silences:  # row 2 comes right after duplicate
         silence = first_muting(state.silences.values(), alert, at)
         if silence is not None:
@@ -532,7 +550,7 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
     route = route_for(policy, alert) if policy.routes else None
     decision = _decide(state, alert, at, seq, policy, route)
     if decision.reason != "duplicate":  # the event id was not in state.event_ids
-        state.event_ids[alert.event_id] = at
+        state.event_ids[event_key(alert.event_id)] = at
         if len(state.event_ids) == 1:  # the oldest kept: prune looks at it
             _may_expire(state, at, EVENT_ID_WINDOW)
         _no_longer_resolved(state, alert.sentry_issue_id)
@@ -592,10 +610,9 @@ def _prune(state: State, at: datetime) -> None:
         return  # nothing can have expired yet: most alerts end here
     for seen in (state.event_ids, state.github_deliveries):
         while seen:
-            oldest_id, oldest_at = next(iter(seen.items()))
-            if at - oldest_at <= EVENT_ID_WINDOW:
+            if at - next(iter(seen.values())) <= EVENT_ID_WINDOW:
                 break
-            del seen[oldest_id]
+            seen.popitem(last=False)
     while state.recent_opens and at - state.recent_opens[0] >= STORM_WINDOW:
         state.recent_opens.popleft()
     for silence_id in [i for i, s in state.silences.items() if at - s.stopped_at > SILENCE_KEPT]:
@@ -620,7 +637,7 @@ def _next_expiry(state: State) -> datetime | None:
     looks at the oldest of each window, and at every silence and storm); None when a
     time kept is not in UTC, where adding and subtracting are not exact inverses."""
     kept = [(opens[0], STORM_WINDOW) for opens in state.route_opens.values() if opens]
-    kept += [(seen[next(iter(seen))], EVENT_ID_WINDOW)
+    kept += [(next(iter(seen.values())), EVENT_ID_WINDOW)
              for seen in (state.event_ids, state.github_deliveries) if seen]
     if state.recent_opens:
         kept.append((state.recent_opens[0], STORM_WINDOW))
