@@ -92,6 +92,17 @@ def test_loading_shares_what_the_fold_shares() -> None:
     first, second = restored.links[opened["i0"]], restored.links[opened["i1"]]
     assert first.status is second.status and first.repo is second.repo
     assert first.state is second.state
+    # Every link opened and was last notified by an alert of the last day: its times
+    # are written as indexes of those event ids and loaded as their very objects.
+    [links] = [row for row in rows if row[0] == "L"]
+    opened_column = links[1 + snapshot._LINK_FIELDS.index("opened_at")]
+    notified_column = links[1 + snapshot._LINK_FIELDS.index("last_notified_at")]
+    assert all(type(index) is int for index in opened_column)
+    # "late" was not notified since its open: null, as before.
+    assert sorted(map(type, notified_column), key=str) == [type(None)] + [int] * 8
+    event_times = {id(at) for at in restored.event_ids.values()}
+    for link in restored.links.values():
+        assert id(link.opened_at) in event_times and id(link.last_notified_at) in event_times
 
 
 def test_another_version_is_refused_by_name() -> None:
@@ -99,4 +110,13 @@ def test_another_version_is_refused_by_name() -> None:
     rows[0][1] = 9
     with pytest.raises(snapshot.UnsupportedSnapshot, match="snapshot version 9, this obsv "
                        f"reads version {snapshot.SNAPSHOT_VERSION}"):
+        state_from_dict({"rows": rows})
+
+
+@pytest.mark.parametrize("index", [-1, 10**6])
+def test_a_link_time_naming_no_remembered_event_is_refused(index: int) -> None:
+    rows = state_to_dict(folded()[0].state)["rows"]
+    [links] = [row for row in rows if row[0] == "L"]
+    links[1 + snapshot._LINK_FIELDS.index("opened_at")][0] = index
+    with pytest.raises((ValueError, IndexError)):
         state_from_dict({"rows": rows})
