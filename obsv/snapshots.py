@@ -55,10 +55,11 @@ log = structlog.get_logger("obsv.snapshots")
 FORMAT = 3
 _MIN_INTERVAL = 10.0
 _WRITE_CHUNK = 1 << 20
-# A row this long is a column block (obsv/core/snapshot.py): once loaded, its garbage
-# goes back to the system before the next (obsv/runtime.py rule 4). Not after every
-# row: a day of GitHub deliveries is a row each, and a trim walks the whole heap.
-_TRIM_AFTER = 64 << 10
+# A row this long is a column block (obsv/core/snapshot.py: 50 KB of first-seen times,
+# 800 KB of links): once loaded, its garbage and the tables its entries outgrew go back
+# to the system before the next (obsv/runtime.py rule 4). Not after every row: a day of
+# GitHub deliveries is a row each, and a trim walks the whole heap.
+_TRIM_AFTER = 16 << 10
 
 
 class Unusable(ValueError):
