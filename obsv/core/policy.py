@@ -209,8 +209,9 @@ class Link:
     opened_at: datetime
     last_notified_at: datetime
     status: LinkStatus = "pending"
+    # The issue's URL is not kept: nothing decided or posted reads it (the records
+    # have it, for obsv why and replay), and at 100 000 issues it was 7 MB.
     number: int | None = None
-    url: str | None = None
     suppressed: int = 0
     suppressed_first: datetime | None = None
     suppressed_last: datetime | None = None
@@ -769,7 +770,7 @@ def _opened(state: State, event: IssueOpened) -> None:
     if link is None:
         return
     _numbered(state, link, event.repo, event.number)
-    state.links[link_seq] = replace(state.links[link_seq], status="opened", url=event.url)
+    state.links[link_seq] = replace(state.links[link_seq], status="opened")
 
 
 def _numbered(state: State, link: Link, repo: str | None, number: int | None) -> None:

@@ -55,14 +55,15 @@ from obsv.core.policy import (
 from obsv.core.silences import Silence, parse_matchers
 
 # 5: first_seen rows; 6: silence rows; 8: storm rows; 9: links, first-seen times and
-# event ids in column blocks; 11: link times as event id indexes
-SNAPSHOT_VERSION = 11
+# event ids in column blocks; 11: link times as event id indexes; 12: links without
+# their issue URL
+SNAPSHOT_VERSION = 12
 BLOCK = 4096  # entries per column row: bounded rows, few of them
 _EPOCH = parse_time("1970-01-01T00:00:00Z")
 Row = list[Any]
 # A link row's columns, in ``Link``'s field order (checked below), then what it holds.
 _LINK_FIELDS = ("alert_seq", "sentry_issue_id", "fingerprint_key", "opened_at",
-                "last_notified_at", "status", "number", "url", "suppressed",
+                "last_notified_at", "status", "number", "suppressed",
                 "suppressed_first", "suppressed_last", "repo", "sentry_org", "state",
                 "state_reason", "closed_at", "labels", "stale_before", "sentry_resolved",
                 "resolved_since", "resolve_echo_due")
@@ -336,11 +337,14 @@ class _Loader:
                 values[index] = self._share(values[index])
             elif name == "labels":
                 values[index] = self._labels(values[index])
-        opened, notified = values[3], values[4]
-        values[4] = [o if n is None else n for o, n in zip(opened, notified, strict=True)]
+        column = dict(zip(_LINK_FIELDS, values, strict=True))
+        opened, notified = column["opened_at"], column["last_notified_at"]
+        values[_LINK_FIELDS.index("last_notified_at")] = [
+            o if n is None else n for o, n in zip(opened, notified, strict=True)]
         state = self.state
-        seqs, issue_ids, keys, numbers, repos = (values[0], values[1], values[2], values[6],
-                                                 values[11])
+        seqs, issue_ids, keys, numbers, repos = (
+            column["alert_seq"], column["sentry_issue_id"], column["fingerprint_key"],
+            column["number"], column["repo"])
         state.links.update(zip(seqs, _new_links(values), strict=True))
         state.links_by_issue.update(
             (issue_id, seq) for issue_id, seq, flags in zip(issue_ids, seqs, held, strict=True)
