@@ -4,6 +4,7 @@ state the fold built, sharing what the fold shares."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import pytest
@@ -51,6 +52,7 @@ def test_a_state_in_several_blocks_loads_back_equal(monkeypatch: pytest.MonkeyPa
     assert restored.links == state.links and list(restored.links) == list(state.links)
     assert restored.first_seen == state.first_seen
     assert list(restored.event_ids.items()) == list(state.event_ids.items())
+    assert restored.event_order == state.event_order == deque(state.event_ids)
     assert (restored.links_by_issue, restored.links_by_key, restored.links_by_number) == (
         state.links_by_issue, state.links_by_key, state.links_by_number)
 
@@ -119,4 +121,12 @@ def test_a_link_time_naming_no_remembered_event_is_refused(index: int) -> None:
     [links] = [row for row in rows if row[0] == "L"]
     links[1 + snapshot._LINK_FIELDS.index("opened_at")][0] = index
     with pytest.raises((ValueError, IndexError)):
+        state_from_dict({"rows": rows})
+
+
+def test_an_event_id_written_twice_is_refused() -> None:
+    rows = state_to_dict(folded()[0].state)["rows"]
+    [events] = [row for row in rows if row[0] == "E"]
+    events[1][1] = events[1][0]
+    with pytest.raises(ValueError, match="twice"):
         state_from_dict({"rows": rows})

@@ -321,7 +321,11 @@ class State:
     last_seq: int = 0
     policy: Policy | None = None  # of the last config.applied; None before the first
     policy_override: Policy | None = None
-    event_ids: OrderedDict[EventKey, datetime] = field(default_factory=OrderedDict)
+    # Rule 7's remembered event ids and when each came, in the order they came; the
+    # deque is that order, for pruning from the oldest (a dict iterates past the
+    # entries deleted at its front, and an OrderedDict costs 40 bytes an id more).
+    event_ids: dict[EventKey, datetime] = field(default_factory=dict)
+    event_order: deque[EventKey] = field(default_factory=deque)
     github_deliveries: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
     links: dict[int, Link] = field(default_factory=dict)
     links_by_issue: dict[str, int] = field(default_factory=dict)
@@ -362,7 +366,8 @@ class State:
         copying the containers is enough): what a snapshot is written from."""
         return State(
             last_seq=self.last_seq, policy=self.policy, policy_override=self.policy_override,
-            event_ids=self.event_ids.copy(), github_deliveries=self.github_deliveries.copy(),
+            event_ids=self.event_ids.copy(), event_order=self.event_order.copy(),
+            github_deliveries=self.github_deliveries.copy(),
             links=self.links.copy(), links_by_issue=self.links_by_issue.copy(),
             links_by_key=self.links_by_key.copy(), links_by_number=self.links_by_number.copy(),
             unlinked_numbers=self.unlinked_numbers.copy(), recent_opens=self.recent_opens.copy(),
@@ -551,7 +556,9 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
     route = route_for(policy, alert) if policy.routes else None
     decision = _decide(state, alert, at, seq, policy, route)
     if decision.reason != "duplicate":  # the event id was not in state.event_ids
-        state.event_ids[event_key(alert.event_id)] = at
+        key = event_key(alert.event_id)
+        state.event_ids[key] = at
+        state.event_order.append(key)
         if len(state.event_ids) == 1:  # the oldest kept: prune looks at it
             _may_expire(state, at, EVENT_ID_WINDOW)
         _no_longer_resolved(state, alert.sentry_issue_id)
@@ -609,11 +616,12 @@ def _prune(state: State, at: datetime) -> None:
     due = state.prune_due
     if due is not None and at.tzinfo is UTC and at < due:
         return  # nothing can have expired yet: most alerts end here
-    for seen in (state.event_ids, state.github_deliveries):
-        while seen:
-            if at - next(iter(seen.values())) <= EVENT_ID_WINDOW:
-                break
-            seen.popitem(last=False)
+    event_ids, order = state.event_ids, state.event_order
+    while order and at - event_ids[order[0]] > EVENT_ID_WINDOW:
+        del event_ids[order.popleft()]
+    deliveries = state.github_deliveries
+    while deliveries and at - next(iter(deliveries.values())) > EVENT_ID_WINDOW:
+        deliveries.popitem(last=False)
     while state.recent_opens and at - state.recent_opens[0] >= STORM_WINDOW:
         state.recent_opens.popleft()
     for silence_id in [i for i, s in state.silences.items() if at - s.stopped_at > SILENCE_KEPT]:
@@ -638,8 +646,10 @@ def _next_expiry(state: State) -> datetime | None:
     looks at the oldest of each window, and at every silence and storm); None when a
     time kept is not in UTC, where adding and subtracting are not exact inverses."""
     kept = [(opens[0], STORM_WINDOW) for opens in state.route_opens.values() if opens]
-    kept += [(next(iter(seen.values())), EVENT_ID_WINDOW)
-             for seen in (state.event_ids, state.github_deliveries) if seen]
+    if state.event_order:
+        kept.append((state.event_ids[state.event_order[0]], EVENT_ID_WINDOW))
+    if state.github_deliveries:
+        kept.append((next(iter(state.github_deliveries.values())), EVENT_ID_WINDOW))
     if state.recent_opens:
         kept.append((state.recent_opens[0], STORM_WINDOW))
     kept += [(silence.stopped_at, SILENCE_KEPT) for silence in state.silences.values()]

@@ -22,7 +22,7 @@ at 100 000 issues and an alert a second).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -252,7 +252,9 @@ def state_from_rows(rows: Iterable[Row]) -> State:
     loader = _Loader(state)
     for row in iterator:
         loader.load(row)
-    state.event_ids, state.recent_opens = loader.event_ids, loader.opens
+    if len(state.event_ids) != len(state.event_order):
+        raise ValueError("an event id is written twice")
+    state.recent_opens = loader.opens
     return state
 
 
@@ -261,7 +263,6 @@ class _Loader:
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self.event_ids: OrderedDict[EventKey, datetime] = OrderedDict()
         self.event_times: list[datetime] = []  # by index, for link times (_link_times)
         self.opens: deque[datetime] = deque()
         self._shared: dict[Any, Any] = {}
@@ -283,8 +284,9 @@ class _Loader:
         state = self.state
         match row[0]:
             case "E":
-                times = _times(row[2])
-                self.event_ids.update(zip(_event_keys(row[1]), times, strict=True))
+                keys, times = list(_event_keys(row[1])), _times(row[2])
+                state.event_ids.update(zip(keys, times, strict=True))
+                state.event_order.extend(keys)
                 self.event_times += times
             case "L":
                 self._links(row[1:])
