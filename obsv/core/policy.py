@@ -391,14 +391,15 @@ class State:
 def decide(state: State, alert: Alert, at: datetime, alert_seq: int,
            policy: Policy) -> AlertDecided:
     """The decision for one alert (rule 3); reads ``state``, never changes it."""
-    return _decide(state, alert, at, alert_seq, policy, route_for(policy, alert))
+    return _decide(state, alert, at, alert_seq, policy, route_for(policy, alert),
+                   event_key(alert.event_id))
 
 
 def _decide(state: State, alert: Alert, at: datetime, alert_seq: int, policy: Policy,
-            route: Route | None) -> AlertDecided:
-    """``decide``, given the alert's route (looked up once per alert: the fold needs it
-    again for the open's budget)."""
-    duplicate = event_key(alert.event_id) in state.event_ids
+            route: Route | None, key: EventKey) -> AlertDecided:
+    """``decide``, given the alert's route and event key (each found once per alert: the
+    fold needs them again, for the open's budget and to remember the event id)."""
+    duplicate = key in state.event_ids
     if not duplicate and state.silences:  # row 2 comes right after duplicate
         silence = first_muting(state.silences.values(), alert, at)
         if silence is not None:
@@ -554,9 +555,9 @@ def _receive(state: State, received: AlertReceived, at: datetime, seq: int) -> A
         _prune(state, at)
     policy = state.effective_policy
     route = route_for(policy, alert) if policy.routes else None
-    decision = _decide(state, alert, at, seq, policy, route)
+    key = event_key(alert.event_id)
+    decision = _decide(state, alert, at, seq, policy, route, key)
     if decision.reason != "duplicate":  # the event id was not in state.event_ids
-        key = event_key(alert.event_id)
         state.event_ids[key] = at
         state.event_order.append(key)
         if len(state.event_ids) == 1:  # the oldest kept: prune looks at it
