@@ -64,6 +64,7 @@ from obsv.core.policy import (
     Intent,
     State,
     apply,
+    event_key,
     orphaned_intents,
     ready_intents,
 )
@@ -287,7 +288,7 @@ class Consumer:
         ``duplicate`` (docs/reference.md §4, obsv/ingress.py)."""
         if not self.ready:
             return False
-        first = self.state.event_ids.get(event_id)
+        first = self.state.event_ids.get(event_key(event_id))
         return first is not None and self._clock() - first < EVENT_ID_WINDOW - margin
 
     # -- restore ----------------------------------------------------------------

@@ -22,6 +22,11 @@ The collector's defaults suit short scripts, not a service holding a large fold:
    back to the system only from the top of its heap: ``malloc_trim`` returns the free
    pages inside it too (13 MB of resident memory at 100 000 issues). glibc only; on
    another C library there is nothing to call and nothing is done.
+4. Loading a snapshot does the same after each column block (obsv/snapshots.py): each
+   block's parsed row is garbage once loaded, and without a trim the next blocks'
+   objects and the growing tables land beside that garbage rather than in it, so the
+   peak (``VmHWM``) stood 11 MB above the resident memory once ready at 100 000
+   issues; trimmed per block, 4 MB, in the same time.
 """
 
 from __future__ import annotations
@@ -43,11 +48,11 @@ def freeze_startup_heap() -> None:
     """Rules 2 and 3: every object that exists now leaves the collector's sight, and the
     start-up's free memory goes back to the system."""
     gc.freeze()
-    _return_free_memory()
+    return_free_memory()
 
 
-def _return_free_memory() -> None:
-    """Rule 3."""
+def return_free_memory() -> None:
+    """Rules 3 and 4: the C allocator's free pages go back to the system (glibc only)."""
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's
     except (OSError, AttributeError):

@@ -46,6 +46,7 @@ from obsv.core.snapshot import UnsupportedSnapshot, snapshot_rows, state_from_ro
 from obsv.eventlog import decode_line, line_sha256
 from obsv.logstore import EventStore, Position, SnapshotStore
 from obsv.metrics import Metrics
+from obsv.runtime import return_free_memory
 
 log = structlog.get_logger("obsv.snapshots")
 
@@ -54,6 +55,11 @@ log = structlog.get_logger("obsv.snapshots")
 FORMAT = 3
 _MIN_INTERVAL = 10.0
 _WRITE_CHUNK = 1 << 20
+# A row this long is a column block (obsv/core/snapshot.py: 50 KB of first-seen times,
+# 800 KB of links): once loaded, its garbage and the tables its entries outgrew go back
+# to the system before the next (obsv/runtime.py rule 4). Not after every row: a day of
+# GitHub deliveries is a row each, and a trim walks the whole heap.
+_TRIM_AFTER = 16 << 10
 
 
 class Unusable(ValueError):
@@ -192,6 +198,8 @@ def _proven_rows(f: BinaryIO, header_line: bytes) -> Iterator[Any]:
             digest.update(pending)
             count += 1
             yield orjson.loads(pending)
+            if len(pending) >= _TRIM_AFTER:
+                return_free_memory()
         pending = line
     trailer = orjson.loads(pending) if pending and pending.endswith(b"\n") else None
     if not isinstance(trailer, dict):

@@ -188,6 +188,22 @@ def test_event_ids_are_forgotten_after_the_window() -> None:
     assert len(log.state.event_ids) == 1
 
 
+def test_sentry_event_ids_kept_as_numbers_are_duplicates_of_their_own_text_only() -> None:
+    # Rule 7 keeps a 32-lowercase-hex id as the number it spells: no id of another form
+    # (upper case, shorter, the decimal of that number) may become its duplicate.
+    log = Log()
+    log.config(min_level="fatal")
+    sentry = "0" * 30 + "1a"
+    others = ["0" * 30 + "1A", "1a", "26", "0" * 31 + "1a", "0x" + "0" * 28 + "1a"]
+    assert log.alert(issue="1", event_id=sentry).reason == "below_min_level"
+    for other in others:
+        assert log.alert(issue="1", event_id=other).reason == "below_min_level", other
+    for event_id in [sentry, *others]:
+        assert log.alert(issue="1", event_id=event_id).reason == "duplicate", event_id
+    assert log.alert(EVENT_ID_WINDOW, issue="1", event_id="x").reason == "below_min_level"
+    assert log.alert(seconds(1), issue="1", event_id=sentry).reason == "below_min_level"
+
+
 def test_state_stays_bounded_by_distinct_issues() -> None:
     log = Log()
     log.config(min_level="fatal")

@@ -4,6 +4,7 @@ state the fold built, sharing what the fold shares."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import pytest
@@ -51,8 +52,26 @@ def test_a_state_in_several_blocks_loads_back_equal(monkeypatch: pytest.MonkeyPa
     assert restored.links == state.links and list(restored.links) == list(state.links)
     assert restored.first_seen == state.first_seen
     assert list(restored.event_ids.items()) == list(state.event_ids.items())
+    assert restored.event_order == state.event_order == deque(state.event_ids)
     assert (restored.links_by_issue, restored.links_by_key, restored.links_by_number) == (
         state.links_by_issue, state.links_by_key, state.links_by_number)
+
+
+def test_event_ids_are_written_as_the_text_received(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of two: the first holds only Sentry ids (loaded in one pass), the others not.
+    monkeypatch.setattr(snapshot, "BLOCK", 2)
+    log = Log()
+    log.config(min_level="fatal")
+    received = ["f" * 32, "0" * 32, "F" * 32, "e" * 31, "not-hex-" * 4, "7"]
+    for event_id in received:
+        log.alert(seconds(1), issue="1", event_id=event_id)
+    rows: list[Any] = state_to_dict(log.state)["rows"]
+    assert [row[1] for row in rows if row[0] == "E"] == [received[:2], received[2:4],
+                                                          received[4:]]
+    restored = round_trip(log.state)
+    assert list(restored.event_ids.items()) == list(log.state.event_ids.items())
+    assert list(restored.event_ids)[:2] == [int("f" * 32, 16), 0]
+    assert state_to_dict(restored) == state_to_dict(log.state)
 
 
 def test_loading_shares_what_the_fold_shares() -> None:
@@ -75,6 +94,17 @@ def test_loading_shares_what_the_fold_shares() -> None:
     first, second = restored.links[opened["i0"]], restored.links[opened["i1"]]
     assert first.status is second.status and first.repo is second.repo
     assert first.state is second.state
+    # Every link opened and was last notified by an alert of the last day: its times
+    # are written as indexes of those event ids and loaded as their very objects.
+    [links] = [row for row in rows if row[0] == "L"]
+    opened_column = links[1 + snapshot._LINK_FIELDS.index("opened_at")]
+    notified_column = links[1 + snapshot._LINK_FIELDS.index("last_notified_at")]
+    assert all(type(index) is int for index in opened_column)
+    # "late" was not notified since its open: null, as before.
+    assert sorted(map(type, notified_column), key=str) == [type(None)] + [int] * 8
+    event_times = {id(at) for at in restored.event_ids.values()}
+    for link in restored.links.values():
+        assert id(link.opened_at) in event_times and id(link.last_notified_at) in event_times
 
 
 def test_another_version_is_refused_by_name() -> None:
@@ -82,4 +112,21 @@ def test_another_version_is_refused_by_name() -> None:
     rows[0][1] = 9
     with pytest.raises(snapshot.UnsupportedSnapshot, match="snapshot version 9, this obsv "
                        f"reads version {snapshot.SNAPSHOT_VERSION}"):
+        state_from_dict({"rows": rows})
+
+
+@pytest.mark.parametrize("index", [-1, 10**6])
+def test_a_link_time_naming_no_remembered_event_is_refused(index: int) -> None:
+    rows = state_to_dict(folded()[0].state)["rows"]
+    [links] = [row for row in rows if row[0] == "L"]
+    links[1 + snapshot._LINK_FIELDS.index("opened_at")][0] = index
+    with pytest.raises((ValueError, IndexError)):
+        state_from_dict({"rows": rows})
+
+
+def test_an_event_id_written_twice_is_refused() -> None:
+    rows = state_to_dict(folded()[0].state)["rows"]
+    [events] = [row for row in rows if row[0] == "E"]
+    events[1][1] = events[1][0]
+    with pytest.raises(ValueError, match="twice"):
         state_from_dict({"rows": rows})
