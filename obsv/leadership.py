@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from obsv.settings import masked_url, url_passwords
+
 log = structlog.get_logger("obsv.leadership")
 
 # The advisory lock's key: any 64-bit number other programs on the database are
@@ -126,9 +128,9 @@ class Leadership:
                 raise
             except Exception as exc:  # rule 5: whatever went wrong, start over
                 if self.leading:
-                    self._step_down(_describe(exc))
+                    self._step_down(_describe(exc, self._url))
                 else:
-                    log.warning("leader.connection_failed", error=_describe(exc))
+                    log.warning("leader.connection_failed", error=_describe(exc, self._url))
             finally:
                 self._tried.set()
                 if self.leading:  # cancelled (close) while leading
@@ -207,6 +209,10 @@ def _ignore(_: object) -> None:
     """No one to tell (before ``start``)."""
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, url: str) -> str:
+    """One line for a log, with ``url``'s password masked wherever the driver quoted it."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.replace(url, masked_url(url))
+    for password in sorted(url_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

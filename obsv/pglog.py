@@ -34,16 +34,21 @@ Rules:
    task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
    batch's transaction, so delivered on commit), by this process's own commits, and
    at least every second in case a notification was lost. It never skips a seq.
+   When it cannot read, the log is not ``writable`` (/readyz 503) until it can again:
+   a follower that no delivery reaches leaves the load balancer as soon as a leader.
 7. Schema: created and migrated by obsv at start under a transaction-scoped advisory
    lock, idempotently (``obsv_schema`` holds the version), so replicas starting
-   together do it once. The body column is compressed with lz4 when the server
+   together do it once. A newer version is refused, never migrated down; tables of
+   obsv's names without a version are someone else's: refused, left untouched. The body column is compressed with lz4 when the server
    supports it (pglz otherwise, with a warning).
 8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
    worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
    ``read(bodies=False)`` yields the records that had a body without it
    (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
-9. The URL holds a password: it is never logged or printed; ``location`` masks it.
+9. The URL holds a password (in its user info or ``?password=``): it is never logged
+   or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
+   messages.
 """
 
 from __future__ import annotations
@@ -53,7 +58,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,7 +88,7 @@ from obsv.eventlog import (
     encode_line,
 )
 from obsv.logstore import LeadershipLost, Listener
-from obsv.settings import masked_url
+from obsv.settings import masked_url, url_passwords
 
 log = structlog.get_logger("obsv.pglog")
 
@@ -227,14 +231,10 @@ def error_line(exc: BaseException, url: str) -> str:
     """An error as one short line, with ``url``'s password masked wherever the driver
     quoted it (a DSN it could not parse, say)."""
     text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        password = urllib.parse.urlsplit(url).password
-    except ValueError:
-        password = None
     text = text.replace(url, masked_url(url))
-    if password:  # as written in the URL, and decoded (%40 is @)
-        for shown in (password, urllib.parse.unquote(password)):
-            text = text.replace(shown, "***")
+    # As written in the URL and decoded (%40 is @), in the user info or ``?password=``.
+    for password in sorted(url_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
     return text[:200]
 
 
@@ -248,12 +248,27 @@ async def migrate(pool: asyncpg.Pool) -> None:
             raise DatabaseUnavailable(
                 f"the database's obsv schema is version {current}, newer than this obsv "
                 f"({SCHEMA_VERSION}); run the newer obsv, or point OBSV_DATABASE_URL elsewhere")
+        if current == 0:
+            await _refuse_foreign_tables(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version]:
                 await conn.execute(statement)
             if version == 1:
                 await _compress(conn)
             await conn.execute("INSERT INTO obsv_schema (version) VALUES ($1)", version)
+
+
+async def _refuse_foreign_tables(conn: _Conn) -> None:
+    """Before the first migration: a table of obsv's name that obsv did not make (no
+    schema version recorded) belongs to someone else; never write beside it."""
+    names = [name for name, _ in _COMPRESSED] + ["obsv_head"]
+    found = await conn.fetchval(
+        "SELECT string_agg(name, ', ' ORDER BY name) FROM unnest($1::text[]) AS name "
+        "WHERE to_regclass(name) IS NOT NULL", names)
+    if found:
+        raise DatabaseUnavailable(
+            f"the database already holds {found}, not made by obsv (no obsv_schema "
+            "version); point OBSV_DATABASE_URL at a database of obsv's own")
 
 
 async def _compress(conn: _Conn) -> None:
@@ -590,6 +605,9 @@ class PgEventLog:
                 self.writable = True
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     LogCorrupt) as exc:
+                # The database does not answer: out of the load balancer (/readyz 503)
+                # now, not at the next delivery's failed write (a follower may get none).
+                self.writable = False
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     log.warning("log.tail_failed", database=self.location,

@@ -1,0 +1,233 @@
+"""Hostile configuration and a misbehaving database (docs/reference.md §12, §1 exit
+codes): URLs in every form libpq accepts, passwords that need escaping and never show,
+a database that is not obsv's, the offline commands' bad arguments, and a database
+that dies under a command or under running replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import urllib.parse
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from obsv.pglog import DatabaseUnavailable
+from obsv.pgtools import DatabaseLines
+
+from .conftest import SECRET, ClientFactory, alert_body, post_signed
+from .pgserver import PgServer
+from .process import ServeProcess, free_port
+from .replicas import deliver, get_text, leader_of, role, stop_quietly, wait_records
+from .test_pg_service import exported, obsv, records
+
+# Every character a URL must escape in a password, and one that is not ASCII.
+PASSWORD = "h@rd:p/ss%w?rd#é"
+ENCODED = urllib.parse.quote(PASSWORD, safe="")
+_roles = itertools.count(1)
+
+
+def _shown_forms() -> list[str]:
+    """The password as a leak could show it: raw, escaped, and its distinctive core."""
+    return [PASSWORD, ENCODED, "p/ss%w", "p%2Fss"]
+
+
+def assert_no_password(text: str) -> None:
+    """``text`` holds the password in no form."""
+    for form in _shown_forms():
+        assert form not in text, f"the password ({form!r}) shows in: {text!r}"
+
+
+@pytest.fixture
+def password_url(pg_server: PgServer, pg_url: str) -> str:
+    """The URL of this test's database for a role that must give ``PASSWORD``."""
+    role = f"obsv_pw_{os.getpid()}_{next(_roles)}"
+    database = urllib.parse.urlsplit(pg_url).path.lstrip("/")
+    escaped = PASSWORD.replace("'", "''")
+    pg_server.psql(f"CREATE ROLE {role} LOGIN PASSWORD '{escaped}'")
+    pg_server.psql(f"ALTER DATABASE \"{database}\" OWNER TO {role}")
+    pg_server.psql(f"ALTER SCHEMA public OWNER TO {role}", database)
+    pg_server.require_password(role)
+    return f"postgresql://{role}:{ENCODED}@127.0.0.1:{pg_server.port}/{database}"
+
+
+def serve_env(tmp_path: Path, url: str) -> dict[str, str]:
+    """What ``obsv serve`` needs besides the database (ServeProcess sets the port)."""
+    return {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_DATABASE_URL": url,
+            "OBSV_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "OBSV_GITHUB_POLL_SECONDS": "0"}
+
+
+def one_line(result_stderr: bytes) -> str:
+    """The command's stderr, asserted to be a single line."""
+    err = result_stderr.decode()
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+# -- the URL: every form, and the password never shown ----------------------------------
+
+
+async def test_a_password_with_characters_a_url_escapes_works_and_never_shows(
+        tmp_path: Path, password_url: str) -> None:
+    replica = ServeProcess(tmp_path, serve_env(tmp_path, password_url))
+    try:
+        await replica.start()
+        await deliver(replica.url, "a" * 32)
+        shown = (await get_text(replica.url + "/readyz") + await get_text(replica.url + "/metrics"))
+        assert replica.proc is not None
+        with open(f"/proc/{replica.proc.pid}/cmdline", "rb") as cmdline:
+            shown += cmdline.read().decode(errors="replace")
+        assert replica.stop() == 0
+    finally:
+        stop_quietly(replica)
+    shown += replica.stderr_path.read_text()
+    assert '"leader.elected"' in shown  # the log was read: it is where a leak would be
+    assert_no_password(shown)
+
+
+def test_a_password_given_as_a_query_parameter_is_masked_too(tmp_path: Path) -> None:
+    # libpq and asyncpg take ?password= as well as user:password@.
+    url = f"postgresql://obsv@127.0.0.1:{free_port()}/obsv?sslmode=disable&password={ENCODED}"
+    for argv, env in ((["serve"], serve_env(tmp_path, url)),
+                      (["export", "--database-url", url], {}),
+                      (["replay", "--database-url", url], {})):
+        result = obsv(*argv, env=env)
+        assert result.returncode == 2
+        line = one_line(result.stderr)
+        assert "password=***" in line and "cannot" in line
+        assert_no_password(line)
+
+
+@pytest.mark.parametrize("raw", ["p/ss", "p@ss", "p#ss", "p?ss"])
+def test_a_password_with_a_raw_url_character_says_to_escape_it_and_never_shows(
+        tmp_path: Path, raw: str) -> None:
+    url = f"postgresql://obsv:{raw}word@127.0.0.1:{free_port()}/obsv"
+    result = obsv("serve", env=serve_env(tmp_path, url))
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "percent-encode it" in line and "obsv:***@" in line
+    assert f"{raw}word" not in line and raw[1:] + "word" not in line
+
+
+async def test_a_socket_url_and_a_url_with_several_hosts_reach_the_log(
+        make_client: ClientFactory, pg_server: PgServer, pg_url: str) -> None:
+    client = await make_client(database_url=pg_url)
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    await client.close()
+    expected = await exported(pg_url)
+    database = urllib.parse.urlsplit(pg_url).path
+    socket_dir = urllib.parse.quote(str(pg_server.socket_dir), safe="")
+    dead = free_port()
+    forms = [
+        # libpq's socket forms: the directory in ?host=, or escaped as the host.
+        f"postgresql://{database}?host={pg_server.socket_dir}&port={pg_server.port}"
+        "&user=postgres",
+        f"postgresql://postgres@{socket_dir}:{pg_server.port}{database}",
+        # Several hosts, the first one down: how a client follows an HA failover.
+        f"postgres://postgres@127.0.0.1:{dead},127.0.0.1:{pg_server.port}{database}"
+        "?target_session_attrs=read-write&application_name=audit",
+    ]
+    for url in forms:
+        assert await exported(url) == expected, url
+
+
+# -- the database: not obsv's, newer, bad arguments -----------------------------------
+
+
+async def test_a_database_holding_a_table_of_obsvs_name_is_refused_and_left_alone(
+        tmp_path: Path, pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        await conn.execute("CREATE TABLE obsv_events (id serial PRIMARY KEY, name text)")
+        await conn.execute("INSERT INTO obsv_events (name) VALUES ('theirs')")
+    finally:
+        await conn.close()
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(None, lambda: obsv("serve", env=serve_env(tmp_path,
+                                                                                    pg_url)))
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "obsv_events, not made by obsv" in line and "a database of obsv's own" in line
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        assert await conn.fetchval("SELECT name FROM obsv_events") == "theirs"
+        assert await conn.fetchval("SELECT to_regclass('obsv_schema')") is None
+    finally:
+        await conn.close()
+
+
+async def test_export_since_seq_past_the_head_or_the_seq_range_is_a_usage_error(
+        make_client: ClientFactory, pg_url: str) -> None:
+    client = await make_client(database_url=pg_url)
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    await client.close()
+    head = len(records(await exported(pg_url)))
+    assert await exported(pg_url, "--since-seq", str(head)) == b""  # nothing new: fine
+    loop = asyncio.get_running_loop()
+    for since in (str(head + 1), str(2**63), "-1"):
+        result = await loop.run_in_executor(None, lambda s=since: obsv(  # type: ignore[misc]
+            "export", "--database-url", pg_url, "--since-seq", s))
+        assert result.returncode == 2, since
+        line = one_line(result.stderr)
+        assert line.startswith(f"obsv: --since-seq {since}") and "give 0 or a seq" in line
+        assert result.stdout == b""
+    past = await loop.run_in_executor(None, lambda: obsv(
+        "export", "--database-url", pg_url, "--since-seq", str(head + 1)))
+    assert f"its last seq is {head}" in past.stderr.decode()
+
+
+def test_a_database_that_dies_under_a_reading_command_is_one_line(
+        pg_server: PgServer, pg_url: str, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert obsv("import", str(empty), "--database-url", pg_url).returncode == 0  # the schema
+    lines = DatabaseLines(pg_url)
+    try:
+        pg_server.stop("immediate")
+        with pytest.raises(DatabaseUnavailable) as error:
+            list(lines)
+    finally:
+        lines.close()
+        pg_server.start()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("cannot read the event log")
+    assert "check that PostgreSQL runs" in message
+
+
+# -- the database restarting under running replicas ------------------------------------
+
+
+async def test_replicas_ride_out_a_database_restart_without_being_restarted(
+        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    replicas = [ServeProcess(tmp_path, {**serve_env(tmp_path, pg_url),
+                                        "OBSV_OUTBOX_DIR": str(tmp_path / f"outbox-{n}")})
+                for n in range(2)]
+    try:
+        for replica in replicas:
+            await replica.start()
+        await leader_of(replicas)
+        await deliver(replicas[1].url, "a" * 32)
+        pg_server.stop("immediate")
+        try:
+            for replica in replicas:  # out of the load balancer while it is down
+                for _ in range(200):
+                    if await role(replica) is None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await role(replica) is None
+        finally:
+            pg_server.start()
+        await leader_of(replicas, timeout=30)
+        seqs = [await deliver(replica.url, f"{n + 1:x}" * 32) for n, replica in
+                enumerate(replicas)]
+        log = await wait_records(pg_url, lambda rs: {
+            r.get("alert_seq") for r in rs if r["type"] == "alert.decided"} >= set(seqs))
+        assert [r["seq"] for r in log] == list(range(1, len(log) + 1))
+        for replica in replicas:
+            assert replica.proc is not None and replica.proc.poll() is None
+    finally:
+        for replica in replicas:
+            stop_quietly(replica)
