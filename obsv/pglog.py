@@ -39,8 +39,9 @@ Rules:
 7. Schema: created and migrated by obsv at start under a transaction-scoped advisory
    lock, idempotently (``obsv_schema`` holds the version), so replicas starting
    together do it once. A newer version is refused, never migrated down; tables of
-   obsv's names without a version are someone else's: refused, left untouched. The body column is compressed with lz4 when the server
-   supports it (pglz otherwise, with a warning).
+   obsv's names without a version are someone else's: refused, left untouched. The
+   body column is compressed with lz4 (pglz when the server lacks it, with a
+   warning). A server older than PostgreSQL 14 is refused at start.
 8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
    worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
    ``read(bodies=False)`` yields the records that had a body without it
@@ -227,6 +228,21 @@ async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.
     return pool
 
 
+OLDEST_SERVER = 14  # idle_session_timeout (obsv/leadership.py rule 1), lz4 compression
+
+
+def require_supported(version: asyncpg.ServerVersion, location: str) -> None:
+    """Refuse a server older than ``OLDEST_SERVER`` in one line: on PostgreSQL 13 the
+    election's connection is refused (``idle_session_timeout`` is unknown) over and
+    over, and no replica ever leads or decides."""
+    if version.major < OLDEST_SERVER:
+        raise DatabaseUnavailable(
+            f"the database {location} runs PostgreSQL {version.major}.{version.minor}; "
+            f"obsv needs PostgreSQL {OLDEST_SERVER} or newer (for idle_session_timeout, "
+            "which hands the lead over when a replica freezes); upgrade it, or use the "
+            "JSONL log (unset OBSV_DATABASE_URL)")
+
+
 def error_line(exc: BaseException, url: str) -> str:
     """An error as one short line, with ``url``'s password masked wherever the driver
     quoted it (a DSN it could not parse, say)."""
@@ -313,6 +329,8 @@ class PgEventLog:
         in one line when any of it fails)."""
         pool = await connect(url)
         try:
+            async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
+                require_supported(conn.get_server_version(), masked_url(url))
             await migrate(pool)
             head = await _read_head(pool)
         except DatabaseUnavailable:

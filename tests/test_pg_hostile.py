@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from obsv.pglog import DatabaseUnavailable
+from obsv.pglog import DatabaseUnavailable, require_supported
 from obsv.pgtools import DatabaseLines
 
 from .conftest import SECRET, ClientFactory, alert_body, post_signed
@@ -231,3 +231,15 @@ async def test_replicas_ride_out_a_database_restart_without_being_restarted(
     finally:
         for replica in replicas:
             stop_quietly(replica)
+
+
+def test_a_server_older_than_postgresql_14_is_refused_in_one_line() -> None:
+    # No PostgreSQL 13 here to start: the gate PgEventLog.open applies to the version
+    # the server announced (every other test here passes it with the server it runs).
+    old = asyncpg.ServerVersion(13, 16, 0, "final", 0)
+    with pytest.raises(DatabaseUnavailable) as error:
+        require_supported(old, "postgresql://obsv:***@db/obsv")
+    message = str(error.value)
+    assert "\n" not in message and "runs PostgreSQL 13.16" in message
+    assert "needs PostgreSQL 14 or newer" in message
+    require_supported(asyncpg.ServerVersion(14, 0, 0, "final", 0), "postgresql://db/obsv")
