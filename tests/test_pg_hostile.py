@@ -8,19 +8,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import urllib.parse
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
-from obsv.pglog import DatabaseUnavailable, require_supported
+from obsv.core.events import SilenceExpired
+from obsv.pglog import DatabaseUnavailable, PgEventLog, require_supported
 from obsv.pgtools import DatabaseLines
 
 from .conftest import SECRET, ClientFactory, alert_body, post_signed
 from .pgserver import PgServer
 from .process import ServeProcess, free_port
 from .replicas import deliver, get_text, leader_of, role, stop_quietly, wait_records
+from .test_eventlog_contract import start_writer, verify_chain
 from .test_pg_service import exported, obsv, records
 
 # Every character a URL must escape in a password, and one that is not ASCII.
@@ -243,3 +247,58 @@ def test_a_server_older_than_postgresql_14_is_refused_in_one_line() -> None:
     assert "\n" not in message and "runs PostgreSQL 13.16" in message
     assert "needs PostgreSQL 14 or newer" in message
     require_supported(asyncpg.ServerVersion(14, 0, 0, "final", 0), "postgresql://db/obsv")
+
+
+async def test_a_writer_killed_mid_batch_leaves_a_gapless_chained_log(pg_url: str) -> None:
+    log = await PgEventLog.open(pg_url)
+    log.start()
+    try:
+        await log.append(SilenceExpired("first", "test"))
+        victim = start_writer(pg_url, "victim", 20000)
+        try:
+            conn = await asyncpg.connect(pg_url, timeout=10)
+            try:
+                for _ in range(600):  # until its batches are going in
+                    if await conn.fetchval("SELECT count(*) FROM obsv_events") > 200:
+                        break
+                    await asyncio.sleep(0.05)
+                mine = asyncio.gather(*(log.append(SilenceExpired(f"mine-{n}", "test"))
+                                        for n in range(200)))
+                assert victim.poll() is None  # still appending
+                victim.send_signal(signal.SIGKILL)  # while its batches (and ours) go on
+                appended = await mine
+            finally:
+                await conn.close()
+        finally:
+            victim.kill()
+            victim.wait(timeout=10)
+        assert len(appended) == 200  # every append of the survivor went in
+        await log.append(SilenceExpired("last", "test"))
+    finally:
+        await log.close()
+    data = await exported(pg_url)
+    lines = data.splitlines()
+    assert [orjson.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
+    verify_chain([line + b"\n" for line in lines])
+    ids = [orjson.loads(line)["id"] for line in lines]
+    assert ids[-1] == "last" and {f"mine-{n}" for n in range(200)} <= set(ids)
+
+
+async def test_a_head_row_held_by_another_session_is_a_503_not_a_hang(
+        make_client: ClientFactory, pg_url: str) -> None:
+    client = await make_client(database_url=pg_url)
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    blocker = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT * FROM obsv_head FOR UPDATE")  # an admin's session
+        answer = await post_signed(client, alert_body("b" * 32))
+        assert answer.status == 503 and answer.headers["Retry-After"].isdigit()
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    assert (await post_signed(client, alert_body("c" * 32))).status == 202
+    log = records(await exported(pg_url))
+    received = [r["alert"]["event_id"] for r in log if r["type"] == "alert.received"]
+    assert received == ["a" * 32, "c" * 32]
