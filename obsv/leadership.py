@@ -118,10 +118,12 @@ class Leadership:
             self._lost.set()
 
     async def _run(self) -> None:
+        failures = 0  # connections failed in a row: the database down, say
         while True:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await self._connect()
+                failures = 0
                 await self._wait_for_lock(connection)
                 await self._lead(connection)
             except asyncio.CancelledError:
@@ -130,7 +132,12 @@ class Leadership:
                 if self.leading:
                     self._step_down(_describe(exc, self._url))
                 else:
-                    log.warning("leader.connection_failed", error=_describe(exc, self._url))
+                    failures += 1
+                    # Tried every 0.5 s: a database down for an hour is 7,200 tries,
+                    # logged at the first, the tenth, then once a minute.
+                    if failures in (1, 10) or failures % 120 == 0:
+                        log.warning("leader.connection_failed", attempts=failures,
+                                    error=_describe(exc, self._url))
             finally:
                 self._tried.set()
                 if self.leading:  # cancelled (close) while leading

@@ -15,12 +15,13 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from obsv.core.events import SilenceExpired
 from obsv.pglog import DatabaseUnavailable, PgEventLog, require_supported
 from obsv.pgtools import DatabaseLines
 
-from .conftest import SECRET, ClientFactory, alert_body, post_signed
+from .conftest import SECRET, ClientFactory, alert_body, post_signed, wait_until
 from .pgserver import PgServer
 from .process import ServeProcess, free_port
 from .replicas import deliver, get_text, leader_of, role, stop_quietly, wait_records
@@ -302,3 +303,20 @@ async def test_a_head_row_held_by_another_session_is_a_503_not_a_hang(
     log = records(await exported(pg_url))
     received = [r["alert"]["event_id"] for r in log if r["type"] == "alert.received"]
     assert received == ["a" * 32, "c" * 32]
+
+
+async def test_a_database_down_for_long_is_not_a_flood_of_election_warnings(
+        make_client: ClientFactory, pg_server: PgServer, pg_url: str) -> None:
+    with capture_logs() as logs:
+        await make_client(database_url=pg_url)
+        pg_server.stop("immediate")
+        try:
+            await wait_until(lambda: any(e.get("attempts") == 10 for e in logs
+                                         if e["event"] == "leader.connection_failed"),
+                             timeout=60)
+        finally:
+            pg_server.start()
+    failed = [e for e in logs if e["event"] == "leader.connection_failed"]
+    assert [e["attempts"] for e in failed] == [1, 10]  # not one line every 0.5 s
+    assert all("Connect call failed" in e["error"] or "connection" in e["error"].lower()
+               for e in failed)
