@@ -164,6 +164,50 @@ async def test_a_database_holding_a_table_of_obsvs_name_is_refused_and_left_alon
         await conn.close()
 
 
+async def test_a_schema_from_a_newer_obsv_is_refused_and_never_migrated_down(
+        tmp_path: Path, pg_url: str) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    loop = asyncio.get_running_loop()
+    made = await loop.run_in_executor(None, lambda: obsv("import", str(empty),
+                                                         "--database-url", pg_url))
+    assert made.returncode == 0, made.stderr
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        await conn.execute("INSERT INTO obsv_schema (version) VALUES (99)")
+    finally:
+        await conn.close()
+    for argv, env in ((["serve"], serve_env(tmp_path, pg_url)),
+                      (["import", str(empty), "--database-url", pg_url], {})):
+        result = await loop.run_in_executor(None, lambda a=argv, e=env: obsv(
+            *a, env=e))
+        assert result.returncode == 2
+        line = one_line(result.stderr)
+        assert "obsv schema is version 99, newer than this obsv" in line
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM obsv_schema")]
+    finally:
+        await conn.close()
+    assert sorted(versions) == [1, 99]
+
+
+async def test_a_user_without_create_rights_is_told_so_in_one_line(
+        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    role = f"obsv_ro_{os.getpid()}_{next(_roles)}"
+    pg_server.psql(f"CREATE ROLE {role} LOGIN")  # PostgreSQL 15+: no CREATE on public
+    pg_server.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                   urllib.parse.urlsplit(pg_url).path.lstrip("/"))
+    url = pg_url.replace("postgres@", f"{role}:secretpw@")
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(None, lambda: obsv("serve",
+                                                           env=serve_env(tmp_path, url)))
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "permission denied for schema public" in line
+    assert "needs to create tables" in line and "secretpw" not in line
+
+
 async def test_export_since_seq_past_the_head_or_the_seq_range_is_a_usage_error(
         make_client: ClientFactory, pg_url: str) -> None:
     client = await make_client(database_url=pg_url)
@@ -173,7 +217,7 @@ async def test_export_since_seq_past_the_head_or_the_seq_range_is_a_usage_error(
     assert await exported(pg_url, "--since-seq", str(head)) == b""  # nothing new: fine
     loop = asyncio.get_running_loop()
     for since in (str(head + 1), str(2**63), "-1"):
-        result = await loop.run_in_executor(None, lambda s=since: obsv(  # type: ignore[misc]
+        result = await loop.run_in_executor(None, lambda s=since: obsv(
             "export", "--database-url", pg_url, "--since-seq", s))
         assert result.returncode == 2, since
         line = one_line(result.stderr)
