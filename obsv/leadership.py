@@ -43,8 +43,12 @@ from obsv.settings import masked_url, url_passwords
 log = structlog.get_logger("obsv.leadership")
 
 # The advisory lock's key: any 64-bit number other programs on the database are
-# unlikely to use; this one is "obsv" "lead" in ASCII.
+# unlikely to use; this one is "obsv" "lead" in ASCII. Advisory locks are per
+# database, and two obsv logs may share one database in two schemas (a search_path in
+# the URL's options, or each role's own schema): the key is mixed with the oid of the
+# log's head table, so each log has a lock of its own and each its own leader.
 LOCK_KEY = 0x6F627376_6C656164
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint # 'obsv_head'::regclass::oid::bigint)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +166,7 @@ class Leadership:
         t = self._timings
         while True:
             locked = await connection.fetchval(
-                "SELECT pg_try_advisory_lock($1)", LOCK_KEY, timeout=t.query_timeout)
+                _TRY_LOCK, LOCK_KEY, timeout=t.query_timeout)
             if locked:
                 self._renewed = time.monotonic()
                 return

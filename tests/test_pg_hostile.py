@@ -24,7 +24,7 @@ from obsv.pgtools import DatabaseLines
 from .conftest import SECRET, ClientFactory, alert_body, post_signed, wait_until
 from .pgserver import PgServer
 from .process import ServeProcess, free_port
-from .replicas import deliver, get_text, leader_of, role, stop_quietly, wait_records
+from .replicas import deliver, get_text, leader_of, role, stop_quietly, wait_records, wait_role
 from .test_eventlog_contract import start_writer, verify_chain
 from .test_pg_service import exported, obsv, records
 
@@ -364,3 +364,32 @@ async def test_a_database_down_for_long_is_not_a_flood_of_election_warnings(
     assert [e["attempts"] for e in failed] == [1, 10]  # not one line every 0.5 s
     assert all("Connect call failed" in e["error"] or "connection" in e["error"].lower()
                for e in failed)
+
+
+async def test_two_obsv_logs_in_two_schemas_of_one_database_each_have_a_leader(
+        tmp_path: Path, pg_url: str) -> None:
+    # One database, two deployments (staging and production, say), each in its own
+    # schema through the URL's search_path: each must elect its own leader.
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        await conn.execute("CREATE SCHEMA staging; CREATE SCHEMA production")
+    finally:
+        await conn.close()
+    urls = [f"{pg_url}?options=-c%20search_path%3D{schema}"
+            for schema in ("staging", "production")]
+    replicas = [ServeProcess(tmp_path, {**serve_env(tmp_path, url),
+                                        "OBSV_OUTBOX_DIR": str(tmp_path / f"outbox-{n}")})
+                for n, url in enumerate(urls)]
+    try:
+        for replica in replicas:
+            await replica.start()
+        for replica in replicas:
+            await wait_role(replica, "leader")
+        seqs = [await deliver(replica.url, f"{n + 1:x}" * 32)
+                for n, replica in enumerate(replicas)]
+        for url, seq in zip(urls, seqs, strict=True):
+            await wait_records(url, lambda rs, s=seq: any(
+                r["type"] == "alert.decided" and r["alert_seq"] == s for r in rs))
+    finally:
+        for replica in replicas:
+            stop_quietly(replica)
