@@ -171,6 +171,12 @@ class DatabaseUnavailable(StartupError):
     """The database cannot be reached or used at start; one line naming the fix."""
 
 
+class DatabaseReadFailed(DatabaseUnavailable, OSError):
+    """``line_at`` could not read: an ``OSError``, as a file's failed read is, so the
+    snapshot writer skips that snapshot with a warning instead of failing a clean
+    stop; at start it is still one line naming the fix."""
+
+
 @dataclass(slots=True)
 class _Append:
     """One queued append: an event, or ``replica`` asking to take the lead (rule 4)."""
@@ -780,7 +786,10 @@ class PgEventLog:
 
     def line_at(self, position: int) -> bytes | None:
         """Blocking: the line (``\\n`` included) of the record with seq ``position``."""
-        rows = self._blocking(lambda: self._lines([position]))
+        try:
+            rows = self._blocking(lambda: self._lines([position]))
+        except DatabaseUnavailable as exc:
+            raise DatabaseReadFailed(str(exc)) from None
         return rows[0][1] + b"\n" if rows else None
 
     def snapshot_store(self) -> PgSnapshotStore:

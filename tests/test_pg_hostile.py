@@ -393,3 +393,23 @@ async def test_two_obsv_logs_in_two_schemas_of_one_database_each_have_a_leader(
     finally:
         for replica in replicas:
             stop_quietly(replica)
+
+
+async def test_a_clean_stop_while_the_database_is_down_exits_0(
+        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    replica = ServeProcess(tmp_path, serve_env(tmp_path, pg_url))
+    try:
+        await replica.start()
+        seq = await deliver(replica.url, "a" * 32)
+        await wait_records(pg_url, lambda rs: any(r["type"] == "issue.opened" and
+                                                  r["alert_seq"] == seq for r in rs))
+        pg_server.stop("immediate")
+        try:
+            # The clean stop's snapshot cannot be written: skipped, not a failed stop
+            # (a supervisor would count it as a crash, and it said "start again").
+            assert replica.stop() == 0, replica.stderr_path.read_text()[-2000:]
+        finally:
+            pg_server.start()
+    finally:
+        stop_quietly(replica)
+    assert '"snapshot.write_failed"' in replica.stderr_path.read_text()
