@@ -264,8 +264,13 @@ async def migrate(pool: asyncpg.Pool) -> None:
     """Rule 7: bring the schema to ``SCHEMA_VERSION``, once, whoever starts first."""
     async with pool.acquire(timeout=POOL_TIMEOUT) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        await conn.execute("CREATE TABLE IF NOT EXISTS obsv_schema (version int NOT NULL)")
-        current = await conn.fetchval("SELECT max(version) FROM obsv_schema") or 0
+        # Only created when missing: CREATE ... IF NOT EXISTS still needs the right to
+        # create, which a role granted only reads and writes on obsv's tables lacks.
+        current = 0
+        if await conn.fetchval("SELECT to_regclass('obsv_schema') IS NULL"):
+            await conn.execute("CREATE TABLE obsv_schema (version int NOT NULL)")
+        else:
+            current = await conn.fetchval("SELECT max(version) FROM obsv_schema") or 0
         if current > SCHEMA_VERSION:
             raise DatabaseUnavailable(
                 f"the database's obsv schema is version {current}, newer than this obsv "

@@ -413,3 +413,32 @@ async def test_a_clean_stop_while_the_database_is_down_exits_0(
     finally:
         stop_quietly(replica)
     assert '"snapshot.write_failed"' in replica.stderr_path.read_text()
+
+
+async def test_a_role_that_may_only_read_and_write_obsvs_tables_can_serve(
+        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    # Least privilege: an owner made the tables once (here: an import of an empty log);
+    # the service's role may read and write them, and create nothing.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    loop = asyncio.get_running_loop()
+    made = await loop.run_in_executor(None, lambda: obsv("import", str(empty),
+                                                         "--database-url", pg_url))
+    assert made.returncode == 0, made.stderr
+    role = f"obsv_dml_{os.getpid()}_{next(_roles)}"
+    database = urllib.parse.urlsplit(pg_url).path.lstrip("/")
+    pg_server.psql(f"CREATE ROLE {role} LOGIN")
+    pg_server.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC; "
+                   f"GRANT SELECT, INSERT, UPDATE ON obsv_schema, obsv_head, obsv_events, "
+                   f"obsv_snapshot TO {role}", database)
+    url = pg_url.replace("postgres@", f"{role}@")
+    replica = ServeProcess(tmp_path, serve_env(tmp_path, url))
+    try:
+        await replica.start()
+        seq = await deliver(replica.url, "a" * 32)
+        await wait_records(pg_url, lambda rs: any(r["type"] == "issue.opened" and
+                                                  r["alert_seq"] == seq for r in rs))
+        assert replica.stop() == 0  # its clean stop's snapshot is an upsert: allowed
+    finally:
+        stop_quietly(replica)
+    assert '"snapshot.write_failed"' not in replica.stderr_path.read_text()
