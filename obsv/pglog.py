@@ -877,17 +877,25 @@ def _sha256(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+_NO_HEAD = ("the row of obsv_head (the log's last seq, hash and epoch) is missing from "
+            "the database: deleted by hand?")
+
+
 async def _lock_head(conn: _Conn) -> _Head:
     """In an open transaction: the head row, locked until it ends."""
     row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head FOR UPDATE")
-    assert row is not None  # migrate() inserted it
+    if row is None:  # deleted by hand since start: the batch fails, nothing is written
+        raise asyncpg.DataError(_NO_HEAD)
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
 
 
 async def _read_head(pool: asyncpg.Pool) -> _Head:
     async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
         row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head")
-    assert row is not None  # migrate() inserted it
+    if row is None:  # migrate() inserted it: someone deleted it since
+        raise DatabaseUnavailable(
+            f"{_NO_HEAD}; restore the database from a backup, or copy the log out with "
+            "obsv export and into an empty database with obsv import")
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
 
 

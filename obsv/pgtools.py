@@ -89,8 +89,9 @@ class DatabaseLines:
         return conn
 
     def head_seq(self) -> int:
-        """The seq of the log's last record (0 for an empty log)."""
-        seq = self._query(self._conn.fetchval("SELECT seq FROM obsv_head"))
+        """The seq of the log's last record (0 for an empty log), from the records
+        themselves: what export reads, even from a database whose head row is damaged."""
+        seq = self._query(self._conn.fetchval("SELECT max(seq) FROM obsv_events"))
         return int(seq or 0)
 
     def _query(self, query: Awaitable[Any]) -> Any:

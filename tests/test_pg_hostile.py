@@ -442,3 +442,25 @@ async def test_a_role_that_may_only_read_and_write_obsvs_tables_can_serve(
     finally:
         stop_quietly(replica)
     assert '"snapshot.write_failed"' not in replica.stderr_path.read_text()
+
+
+async def test_a_log_whose_head_row_was_deleted_is_one_line_and_still_exports(
+        tmp_path: Path, make_client: ClientFactory, pg_url: str) -> None:
+    client = await make_client(database_url=pg_url)
+    assert (await post_signed(client, alert_body("a" * 32))).status == 202
+    await client.close()
+    before = await exported(pg_url)
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        await conn.execute("DELETE FROM obsv_head")  # a careless clean-up
+    finally:
+        await conn.close()
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(None, lambda: obsv("serve",
+                                                           env=serve_env(tmp_path, pg_url)))
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "the row of obsv_head" in line and "obsv export" in line
+    assert await exported(pg_url) == before  # what is left can still be copied out
+    assert await exported(pg_url, "--since-seq", "1") == b"".join(
+        before.splitlines(keepends=True)[1:])
