@@ -38,11 +38,17 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from obsv.settings import masked_url, url_passwords
+
 log = structlog.get_logger("obsv.leadership")
 
 # The advisory lock's key: any 64-bit number other programs on the database are
-# unlikely to use; this one is "obsv" "lead" in ASCII.
+# unlikely to use; this one is "obsv" "lead" in ASCII. Advisory locks are per
+# database, and two obsv logs may share one database in two schemas (a search_path in
+# the URL's options, or each role's own schema): the key is mixed with the oid of the
+# log's head table, so each log has a lock of its own and each its own leader.
 LOCK_KEY = 0x6F627376_6C656164
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint # 'obsv_head'::regclass::oid::bigint)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +122,26 @@ class Leadership:
             self._lost.set()
 
     async def _run(self) -> None:
+        failures = 0  # connections failed in a row: the database down, say
         while True:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await self._connect()
+                failures = 0
                 await self._wait_for_lock(connection)
                 await self._lead(connection)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # rule 5: whatever went wrong, start over
                 if self.leading:
-                    self._step_down(_describe(exc))
+                    self._step_down(_describe(exc, self._url))
                 else:
-                    log.warning("leader.connection_failed", error=_describe(exc))
+                    failures += 1
+                    # Tried every 0.5 s: a database down for an hour is 7,200 tries,
+                    # logged at the first, the tenth, then once a minute.
+                    if failures in (1, 10) or failures % 120 == 0:
+                        log.warning("leader.connection_failed", attempts=failures,
+                                    error=_describe(exc, self._url))
             finally:
                 self._tried.set()
                 if self.leading:  # cancelled (close) while leading
@@ -153,7 +166,7 @@ class Leadership:
         t = self._timings
         while True:
             locked = await connection.fetchval(
-                "SELECT pg_try_advisory_lock($1)", LOCK_KEY, timeout=t.query_timeout)
+                _TRY_LOCK, LOCK_KEY, timeout=t.query_timeout)
             if locked:
                 self._renewed = time.monotonic()
                 return
@@ -207,6 +220,10 @@ def _ignore(_: object) -> None:
     """No one to tell (before ``start``)."""
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, url: str) -> str:
+    """One line for a log, with ``url``'s password masked wherever the driver quoted it."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.replace(url, masked_url(url))
+    for password in sorted(url_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

@@ -34,16 +34,22 @@ Rules:
    task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
    batch's transaction, so delivered on commit), by this process's own commits, and
    at least every second in case a notification was lost. It never skips a seq.
+   When it cannot read, the log is not ``writable`` (/readyz 503) until it can again:
+   a follower that no delivery reaches leaves the load balancer as soon as a leader.
 7. Schema: created and migrated by obsv at start under a transaction-scoped advisory
    lock, idempotently (``obsv_schema`` holds the version), so replicas starting
-   together do it once. The body column is compressed with lz4 when the server
-   supports it (pglz otherwise, with a warning).
+   together do it once. A newer version is refused, never migrated down; tables of
+   obsv's names without a version are someone else's: refused, left untouched. The
+   body column is compressed with lz4 (pglz when the server lacks it, with a
+   warning). A server older than PostgreSQL 14 is refused at start.
 8. Reads for the fold (``read``), snapshots and ``line_at`` are blocking, for a
    worker thread (obsv/logstore.py rule 6): they hand their queries to the loop.
    ``read(bodies=False)`` yields the records that had a body without it
    (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
-9. The URL holds a password: it is never logged or printed; ``location`` masks it.
+9. The URL holds a password (in its user info or ``?password=``): it is never logged
+   or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
+   messages.
 """
 
 from __future__ import annotations
@@ -53,7 +59,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,7 +89,7 @@ from obsv.eventlog import (
     encode_line,
 )
 from obsv.logstore import LeadershipLost, Listener
-from obsv.settings import masked_url
+from obsv.settings import masked_url, url_passwords
 
 log = structlog.get_logger("obsv.pglog")
 
@@ -166,6 +171,12 @@ class DatabaseUnavailable(StartupError):
     """The database cannot be reached or used at start; one line naming the fix."""
 
 
+class DatabaseReadFailed(DatabaseUnavailable, OSError):
+    """``line_at`` could not read: an ``OSError``, as a file's failed read is, so the
+    snapshot writer skips that snapshot with a warning instead of failing a clean
+    stop; at start it is still one line naming the fix."""
+
+
 @dataclass(slots=True)
 class _Append:
     """One queued append: an event, or ``replica`` asking to take the lead (rule 4)."""
@@ -223,18 +234,29 @@ async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.
     return pool
 
 
+OLDEST_SERVER = 14  # idle_session_timeout (obsv/leadership.py rule 1), lz4 compression
+
+
+def require_supported(version: asyncpg.ServerVersion, location: str) -> None:
+    """Refuse a server older than ``OLDEST_SERVER`` in one line: on PostgreSQL 13 the
+    election's connection is refused (``idle_session_timeout`` is unknown) over and
+    over, and no replica ever leads or decides."""
+    if version.major < OLDEST_SERVER:
+        raise DatabaseUnavailable(
+            f"the database {location} runs PostgreSQL {version.major}.{version.minor}; "
+            f"obsv needs PostgreSQL {OLDEST_SERVER} or newer (for idle_session_timeout, "
+            "which hands the lead over when a replica freezes); upgrade it, or use the "
+            "JSONL log (unset OBSV_DATABASE_URL)")
+
+
 def error_line(exc: BaseException, url: str) -> str:
     """An error as one short line, with ``url``'s password masked wherever the driver
     quoted it (a DSN it could not parse, say)."""
     text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        password = urllib.parse.urlsplit(url).password
-    except ValueError:
-        password = None
     text = text.replace(url, masked_url(url))
-    if password:  # as written in the URL, and decoded (%40 is @)
-        for shown in (password, urllib.parse.unquote(password)):
-            text = text.replace(shown, "***")
+    # As written in the URL and decoded (%40 is @), in the user info or ``?password=``.
+    for password in sorted(url_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
     return text[:200]
 
 
@@ -242,18 +264,38 @@ async def migrate(pool: asyncpg.Pool) -> None:
     """Rule 7: bring the schema to ``SCHEMA_VERSION``, once, whoever starts first."""
     async with pool.acquire(timeout=POOL_TIMEOUT) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        await conn.execute("CREATE TABLE IF NOT EXISTS obsv_schema (version int NOT NULL)")
-        current = await conn.fetchval("SELECT max(version) FROM obsv_schema") or 0
+        # Only created when missing: CREATE ... IF NOT EXISTS still needs the right to
+        # create, which a role granted only reads and writes on obsv's tables lacks.
+        current = 0
+        if await conn.fetchval("SELECT to_regclass('obsv_schema') IS NULL"):
+            await conn.execute("CREATE TABLE obsv_schema (version int NOT NULL)")
+        else:
+            current = await conn.fetchval("SELECT max(version) FROM obsv_schema") or 0
         if current > SCHEMA_VERSION:
             raise DatabaseUnavailable(
                 f"the database's obsv schema is version {current}, newer than this obsv "
                 f"({SCHEMA_VERSION}); run the newer obsv, or point OBSV_DATABASE_URL elsewhere")
+        if current == 0:
+            await _refuse_foreign_tables(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version]:
                 await conn.execute(statement)
             if version == 1:
                 await _compress(conn)
             await conn.execute("INSERT INTO obsv_schema (version) VALUES ($1)", version)
+
+
+async def _refuse_foreign_tables(conn: _Conn) -> None:
+    """Before the first migration: a table of obsv's name that obsv did not make (no
+    schema version recorded) belongs to someone else; never write beside it."""
+    names = [name for name, _ in _COMPRESSED] + ["obsv_head"]
+    found = await conn.fetchval(
+        "SELECT string_agg(name, ', ' ORDER BY name) FROM unnest($1::text[]) AS name "
+        "WHERE to_regclass(name) IS NOT NULL", names)
+    if found:
+        raise DatabaseUnavailable(
+            f"the database already holds {found}, not made by obsv (no obsv_schema "
+            "version); point OBSV_DATABASE_URL at a database of obsv's own")
 
 
 async def _compress(conn: _Conn) -> None:
@@ -298,6 +340,8 @@ class PgEventLog:
         in one line when any of it fails)."""
         pool = await connect(url)
         try:
+            async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
+                require_supported(conn.get_server_version(), masked_url(url))
             await migrate(pool)
             head = await _read_head(pool)
         except DatabaseUnavailable:
@@ -590,6 +634,9 @@ class PgEventLog:
                 self.writable = True
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     LogCorrupt) as exc:
+                # The database does not answer: out of the load balancer (/readyz 503)
+                # now, not at the next delivery's failed write (a follower may get none).
+                self.writable = False
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     log.warning("log.tail_failed", database=self.location,
@@ -744,7 +791,10 @@ class PgEventLog:
 
     def line_at(self, position: int) -> bytes | None:
         """Blocking: the line (``\\n`` included) of the record with seq ``position``."""
-        rows = self._blocking(lambda: self._lines([position]))
+        try:
+            rows = self._blocking(lambda: self._lines([position]))
+        except DatabaseUnavailable as exc:
+            raise DatabaseReadFailed(str(exc)) from None
         return rows[0][1] + b"\n" if rows else None
 
     def snapshot_store(self) -> PgSnapshotStore:
@@ -827,17 +877,25 @@ def _sha256(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+_NO_HEAD = ("the row of obsv_head (the log's last seq, hash and epoch) is missing from "
+            "the database: deleted by hand?")
+
+
 async def _lock_head(conn: _Conn) -> _Head:
     """In an open transaction: the head row, locked until it ends."""
     row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head FOR UPDATE")
-    assert row is not None  # migrate() inserted it
+    if row is None:  # deleted by hand since start: the batch fails, nothing is written
+        raise asyncpg.DataError(_NO_HEAD)
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
 
 
 async def _read_head(pool: asyncpg.Pool) -> _Head:
     async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
         row = await conn.fetchrow("SELECT seq, sha256, at, epoch, bytes FROM obsv_head")
-    assert row is not None  # migrate() inserted it
+    if row is None:  # migrate() inserted it: someone deleted it since
+        raise DatabaseUnavailable(
+            f"{_NO_HEAD}; restore the database from a backup, or copy the log out with "
+            "obsv export and into an empty database with obsv import")
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
 
 

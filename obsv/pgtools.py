@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from obsv.pglog import (
 from obsv.settings import database_url, load_settings, masked_url
 
 _IMPORT_BATCH = 1000
+_MAX_SEQ = 2**63 - 1  # the seq column is a bigint
 _INSERT_ROWS = """
     INSERT INTO obsv_events (seq, type, at, sentry_issue_id, line_sha256, line, light)
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[],
@@ -63,6 +64,7 @@ class DatabaseLines:
 
     def __init__(self, url: str, since_seq: int = 0) -> None:
         self.location = masked_url(url)
+        self._url = url
         self._since = since_seq
         self._loop = asyncio.new_event_loop()
         try:
@@ -86,10 +88,27 @@ class DatabaseLines:
                              "URL of the database obsv serve writes to")
         return conn
 
+    def head_seq(self) -> int:
+        """The seq of the log's last record (0 for an empty log), from the records
+        themselves: what export reads, even from a database whose head row is damaged."""
+        seq = self._query(self._conn.fetchval("SELECT max(seq) FROM obsv_events"))
+        return int(seq or 0)
+
+    def _query(self, query: Awaitable[Any]) -> Any:
+        """Run ``query`` on the private loop; the database failing half-way through
+        (gone, restarted, a timeout) is one line, as failing at the start is."""
+        try:
+            return self._loop.run_until_complete(query)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot read the event log from the database {self.location} "
+                f"({error_line(exc, self._url)}); check that PostgreSQL runs, then run "
+                "the command again") from None
+
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         offset, after = 0, self._since
         while True:
-            rows = self._loop.run_until_complete(self._conn.fetch(
+            rows = self._query(self._conn.fetch(
                 "SELECT seq, line FROM obsv_events WHERE seq > $1 ORDER BY seq LIMIT $2",
                 after, READ_PAGE))
             if not rows:
@@ -203,11 +222,16 @@ def database_url_of(args: argparse.Namespace) -> str:
 
 def export_command(args: argparse.Namespace) -> int:
     """``obsv export``: the log as JSONL on standard output, line for line (rule 1)."""
-    if args.since_seq < 0:
+    if not 0 <= args.since_seq <= _MAX_SEQ:
         raise UsageError(f"--since-seq {args.since_seq}: give 0 or a seq of the log")
     lines = DatabaseLines(database_url_of(args), args.since_seq)
     out = sys.stdout.buffer
     try:
+        head = lines.head_seq()
+        if args.since_seq > head:  # a typo, or not the database meant: never silence
+            raise UsageError(f"--since-seq {args.since_seq} is past the end of the log in "
+                             f"{lines.location} (its last seq is {head}); give 0 or a seq "
+                             "of the log")
         chunk: list[bytes] = []
         for _, line in lines:
             chunk.append(line)

@@ -232,34 +232,76 @@ def _url(name: str, raw: object) -> str:
     return url
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:,]+)?(?::\d{1,5})?$")
+_URL_SHAPE = "postgresql://user:password@host:5432/database"
+
+
+def _userinfo(url: str) -> tuple[str, str, str]:
+    """``url`` cut into what precedes its user info, the user info (``user:password``,
+    empty when none) and what follows its ``@``. The user info ends at the last ``@``
+    before the host; a password written with a raw ``/``, ``?`` or ``#`` (which should
+    have been percent-encoded) ends the host early for a URL parser, so then the last
+    ``@`` of the URL counts: masking too much is safe, too little is not."""
+    scheme, sep, rest = url.partition("://")
+    prefix = scheme + sep if sep else ""
+    rest = rest if sep else url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at < 0 and ":" in rest[:end]:
+        at = rest.rfind("@")
+    if at < 0:
+        return prefix, "", rest
+    return prefix, rest[:at], rest[at + 1:]
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password ``url`` carries, as written and percent-decoded: in its user
+    info, and in a ``password`` query parameter (which libpq and asyncpg accept too)."""
+    found = [match.group(2) for match in _QUERY_PASSWORD.finditer(url)]
+    userinfo = _userinfo(url)[1]
+    if ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    shown: list[str] = []
+    for password in found:
+        for form in (password, urllib.parse.unquote(password),
+                     urllib.parse.unquote_plus(password)):
+            if form and form not in shown:
+                shown.append(form)
+    return shown
+
+
 def masked_url(url: str) -> str:
     """``url`` with its password replaced by ``***``: how a database URL is shown."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<a database URL that does not parse>"
-    if password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    prefix, userinfo, rest = _userinfo(url)
+    if ":" in userinfo:
+        url = f"{prefix}{userinfo.partition(':')[0]}:***@{rest}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def database_url(name: str, raw: object) -> str | None:
-    """A ``postgresql://`` URL, or None for the JSONL log; errors show it masked."""
+    """A ``postgresql://`` URL (libpq's forms: several hosts, a socket directory as
+    the host or in ``?host=``), or None for the JSONL log; errors show it masked."""
     url = _optional_secret(name, raw)
     if url is None:
         return None
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        raise ConfigError(f"{name}: {masked_url(url)} is not a URL; write it as "
-                          "postgresql://user:password@host:5432/database") from None
-    if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
-        raise ConfigError(f"{name}: {masked_url(url)} is not a postgresql:// URL; write it "
-                          "as postgresql://user:password@host:5432/database")
+    shown = masked_url(url)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{name}: {shown} is not a postgresql:// URL; write it as "
+                          f"{_URL_SHAPE}")
+    _, userinfo, _ = _userinfo(url)
+    parts = urllib.parse.urlsplit(url)
+    if userinfo and ("@" in userinfo or "@" not in parts.netloc):
+        raise ConfigError(f"{name}: the password in {shown} holds a character a URL "
+                          "cannot carry as is (@ / ? #); percent-encode it (@ is %40, "
+                          "/ is %2F, ? is %3F, # is %23, % is %25)")
+    hosts = parts.netloc.rpartition("@")[2]
+    query = urllib.parse.parse_qs(parts.query)
+    if not hosts and not parts.path.strip("/") and "host" not in query:
+        raise ConfigError(f"{name}: {shown} names no server; write it as {_URL_SHAPE}")
+    if hosts and not all(_HOST.match(host) for host in hosts.split(",")):
+        raise ConfigError(f"{name}: {shown} is not a URL (a host or port that does not "
+                          f"parse); write it as {_URL_SHAPE}")
     return url
 
 

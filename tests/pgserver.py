@@ -125,6 +125,24 @@ class PgServer:
             raise RuntimeError(f"CREATE DATABASE {name} failed: {result.stderr}")
         return self.url(name)
 
+    def psql(self, sql: str, database: str = "postgres") -> None:
+        """Run ``sql`` as the superuser (roles, grants: what a test sets up by hand)."""
+        result = subprocess.run(
+            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", database, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+            capture_output=True, text=True, timeout=_START_TIMEOUT, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed: {result.stderr}")
+
+    def require_password(self, role: str) -> None:
+        """Make ``role`` log in with its password (SCRAM) over TCP and the socket; every
+        other role keeps the trust of rule 5's private server."""
+        hba = self.data / "pg_hba.conf"
+        lines = (f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+                 f"local all {role} scram-sha-256\n")
+        hba.write_text(lines + hba.read_text())
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload")
+
     @property
     def running(self) -> bool:
         """Whether the postmaster is up (its pid file is there)."""
