@@ -88,13 +88,17 @@ class Run:
         raise AssertionError(f"{self.unresolved()} decisions never reached an outcome")
 
     def unresolved(self) -> int:
-        """Decisions to open or comment without a final outcome yet."""
+        """Alerts not decided yet, and decisions to open or comment without a final
+        outcome yet (an alert whose decision is still to come counts: without it, a
+        slow consumer let the run stop while it was posting that decision's comment)."""
+        undecided = ({r["seq"] for r in self.records("alert.received")}
+                     - {r["alert_seq"] for r in self.records("alert.decided")})
         final = {r["alert_seq"] for r in self.records("issue.opened")}
         final |= {r["alert_seq"] for r in self.records("comment.posted")}
         final |= {r["alert_seq"] for r in self.records("issue.failed") if not r["retryable"]}
         wanted = {r["alert_seq"] for r in self.records("alert.decided")
                   if r["action"] in ("open", "comment")}
-        return len(wanted - final)
+        return len(undecided) + len(wanted - final)
 
 
 @settings(max_examples=30, deadline=None,
