@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
-from msgspec import Struct
+from msgspec import UNSET, Struct, UnsetType
 from msgspec.structs import replace
 
 from obsv.core.alert import Alert
 from obsv.core.codec import (
     GENESIS,
+    AlertSummary,
     CodecError,
     decode_line,
     decode_line_without_bodies,
@@ -104,7 +104,7 @@ class Row(Struct, gc=False):
 
     seq: int
     at: datetime
-    alert: Alert
+    alert: Alert | AlertSummary  # a summary: the row of ``obsv replay --json`` (ledger.py)
     derived: AlertDecided
     recorded: AlertDecided | None = None
     context: Context | None = None  # its linked issue before the decision
@@ -209,10 +209,14 @@ class Audit:
     def repo(self, row: Row) -> str | None:
         """The repo the decision names (docs/reference.md §8); for a decision recorded
         before routing, the repo of the issue it concerns, else the policy's then."""
-        if row.decision.repo is not None:
-            return row.decision.repo
-        issue = row.opened if row.decision.action == "open" else (
-            self.issues.get(row.link_seq) if row.link_seq is not None else None)
+        decision = row.recorded or row.derived  # row.decision: a line per alert calls this
+        if decision.repo is not None:
+            return decision.repo
+        if decision.action == "open":
+            issue = row.opened
+        else:
+            linked = decision.linked_issue
+            issue = self.issues.get(linked.alert_seq) if linked is not None else None
         return (issue.repo if issue else None) or row.policy_repo
 
     def github(self, row: Row) -> str | None:
@@ -395,7 +399,7 @@ def audit(path: Path | Iterable[tuple[int, bytes]], policy_override: Policy | No
 
 
 # The size of each read of the log (the default 8 KiB means a read per line or two).
-_READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20
 
 
 def _read(path: Path | Iterable[tuple[int, bytes]], result: Audit, issue: str | None,
@@ -405,7 +409,7 @@ def _read(path: Path | Iterable[tuple[int, bytes]], result: Audit, issue: str | 
     A file is read here rather than through obsv.eventlog, which would bring the
     service's asyncio machinery into every ``obsv replay`` (issue 12)."""
     if isinstance(path, Path):
-        with open(path, "rb", buffering=_READ_CHUNK) as lines:
+        with open(path, "rb", buffering=READ_CHUNK) as lines:
             _fold_lines(lines, result, issue, integrity)
     else:
         _fold_lines((line for _, line in path), result, issue, integrity)
@@ -493,7 +497,7 @@ def _fold(result: Audit, envelope: Envelope, issue: str | None) -> None:
             str(IssueRef(event.repo, event.number, event.url))
             if isinstance(event, IssueOpened) else event.url)
     if isinstance(event, Outcome):
-        _outcome(result, event)
+        fill_in_outcome(result, event)
     if issue is not None:
         _follow(result, envelope, issue, link_seq)
 
@@ -601,7 +605,7 @@ def webhook_sender(event: GitHubIssueObserved) -> str | None:
     return f"@{login}" if isinstance(login, str) and login else None
 
 
-def _outcome(result: Audit, event: Outcome) -> None:
+def fill_in_outcome(result: Audit, event: Outcome) -> None:
     """Fill in the alert row this outcome belongs to, if it is one."""
     key = event.cause_seq if isinstance(event, SentryResolved) else event.alert_seq
     row = result.rows.get(key)
@@ -739,23 +743,47 @@ def next_alert_now(result: Audit, last: Alert, now: datetime) -> Probe:
     return Probe(decision, _context(result, probe))
 
 
-def row_json(result: Audit, row: Row) -> dict[str, Any]:
-    """The ``--json`` line of a row (docs/reference.md §1 names its keys)."""
+class JsonRow(Struct, gc=False):
+    """The ``--json`` line of a row (docs/reference.md §1 names its keys), in key order.
+    A struct, encoded by msgspec: half the cost of a dict through orjson, once per alert.
+    With ``--policy current``, action and reason are today's, and the recorded ones
+    follow them."""
+
+    seq: int
+    at: str
+    sentry_issue_id: str
+    event_id: str
+    level: str
+    environment: str | None
+    fingerprint_key: str
+    title: str | None
+    action: str | None
+    reason: str | None
+    repo: str | None
+    github: str | None
+    linked_alert_seq: int | None
+    replaces: str | None
+    since: str | None
+    recorded_action: str | UnsetType | None = UNSET
+    recorded_reason: str | UnsetType | None = UNSET
+
+
+def row_json(result: Audit, row: Row, *, current: bool = False) -> JsonRow:
+    """The ``--json`` line of a row; ``current``: with the decision derived under today's
+    settings (``--policy current``) and the recorded one after it."""
     recorded, alert = row.recorded, row.alert
     decision = recorded or row.derived
     linked = decision.linked_issue
-    # Audit.repo and Audit.replaces, with their common answers first (a line per alert).
-    repo = decision.repo if decision.repo is not None else result.repo(row)
+    # Audit.replaces, with its common answer first (a line per alert).
     replaces = (None if linked is None or decision.action != "open"
                 else result.issue_name(linked.alert_seq))
-    return {
-        "seq": row.seq, "at": format_time(row.at),
-        "sentry_issue_id": alert.sentry_issue_id, "event_id": alert.event_id,
-        "level": alert.level, "environment": alert.environment,
-        "fingerprint_key": alert.fingerprint_key, "title": alert.title,
-        "action": recorded.action if recorded else None,
-        "reason": recorded.reason if recorded else None, "repo": repo,
-        "github": result.github(row), "linked_alert_seq": linked.alert_seq if linked else None,
-        "replaces": replaces,
-        "since": format_time(decision.since) if decision.since else None,
-    }
+    action, reason = (recorded.action, recorded.reason) if recorded else (None, None)
+    json_row = JsonRow(
+        row.seq, format_time(row.at), alert.sentry_issue_id, alert.event_id, alert.level,
+        alert.environment, alert.fingerprint_key, alert.title, action, reason,
+        result.repo(row), result.github(row), linked.alert_seq if linked else None,
+        replaces, format_time(decision.since) if decision.since else None)
+    if current:
+        json_row.action, json_row.reason = row.derived.action, row.derived.reason
+        json_row.recorded_action, json_row.recorded_reason = action, reason
+    return json_row

@@ -10,9 +10,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
+import msgspec
 
 from obsv.audit import (
+    READ_CHUNK,
     Audit,
     Context,
     Entry,
@@ -25,6 +26,7 @@ from obsv.audit import (
     row_json,
     webhook_sender,
 )
+from obsv.core.alert import Alert
 from obsv.core.codec import format_time
 from obsv.core.events import (
     AlertDecided,
@@ -42,6 +44,7 @@ from obsv.core.events import (
 )
 from obsv.core.policy import WONT_FIX_REASONS
 from obsv.errors import UsageError
+from obsv.ledger import recorded_rows
 from obsv.settings import Settings, database_url, load_settings
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -78,13 +81,16 @@ def _run(args: argparse.Namespace) -> int:
     override = settings.policy() if not why and args.policy == "current" else None
     integrity = None if why else _integrity(args, settings)
     url = _database_url(args, settings)
+    issue = args.sentry_issue_id if why else args.issue
+    # The JSON rows are the recorded answers: read fast when that is the fold's answer.
+    recorded = not why and args.json and override is None and integrity is None
     if url is not None:  # docs/reference.md §12: the same answers from the database
         from obsv.pgtools import DatabaseLines
         lines = DatabaseLines(url)
         path: Path | str = lines.location
         try:
-            result = audit(lines, override, args.sentry_issue_id if why else args.issue,
-                           integrity)
+            result = ((recorded and recorded_rows(line for _, line in lines))
+                      or audit(lines, override, issue, integrity))
         finally:
             lines.close()
     else:
@@ -93,8 +99,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"no event log at {path}; pass the log's path "
                              "(obsv replay LOG, obsv why ID --log LOG)")
         try:
-            result = audit(path, override, args.sentry_issue_id if why else args.issue,
-                           integrity)
+            result = ((recorded and _recorded_rows_of(path))
+                      or audit(path, override, issue, integrity))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if result.unreadable is not None:
@@ -111,10 +117,16 @@ def _run(args: argparse.Namespace) -> int:
         assert integrity is not None
         return _print_verify(path, result, override, integrity)
     else:
-        rows = [r for r in result.rows.values() if since is None or r.at >= since]
+        rows = [r for r in result.rows.values() if (since is None or r.at >= since)
+                and (args.issue is None or r.alert.sentry_issue_id == args.issue)]
         _print_rows(result, rows, as_json=args.json, current=override is not None)
         code = 0
     return max(code, _report_findings(path, result, current=override is not None))
+
+
+def _recorded_rows_of(path: Path) -> Audit | None:
+    with open(path, "rb", buffering=READ_CHUNK) as lines:
+        return recorded_rows(lines)
 
 
 def _database_url(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -198,13 +210,9 @@ def _decision(row: Row, current: bool) -> tuple[str, str]:
 
 def _print_rows(result: Audit, rows: list[Row], *, as_json: bool, current: bool) -> None:
     if as_json:
-        out = sys.stdout.buffer
+        out, encode = sys.stdout.buffer, msgspec.json.Encoder().encode
         for row in rows:
-            data = row_json(result, row)
-            if current:
-                data["action"], data["reason"] = row.derived.action, row.derived.reason
-                data["recorded_action"], data["recorded_reason"] = row.action, row.reason
-            out.write(json_printable(orjson.dumps(data)) + b"\n")
+            out.write(json_printable(encode(row_json(result, row, current=current))) + b"\n")
         out.flush()
         return
     table = [["SEQ", "TIME (UTC)", "SENTRY ISSUE", "LEVEL", "DECISION", "REASON", "GITHUB"]]
@@ -336,7 +344,9 @@ def _why(path: Path | str, sentry_issue_id: str, result: Audit) -> int:
         for silence_id in matched:
             _say(f"    {silence_detail(result, silence_id)}")
     now = datetime.now(UTC)
-    probe = next_alert_now(result, rows[-1].alert, now)
+    last = rows[-1].alert
+    assert isinstance(last, Alert)  # a fold's row (why folds the log): the whole alert
+    probe = next_alert_now(result, last, now)
     decision = probe.decision
     detail = _now_detail(result, probe)
     print()
@@ -476,7 +486,7 @@ def printable(text: str) -> str:
 
 
 def json_printable(line: bytes) -> bytes:
-    """A JSON line with the characters orjson leaves raw (DEL, C1 controls, separators,
+    """A JSON line with the characters JSON encoders leave raw (DEL, C1 controls, separators,
     bidi overrides) written as ``\\uXXXX``: the same value to a parser, inert on a
     terminal. They can only occur inside strings, where the escape is valid JSON."""
     if line.isascii() and b"\x7f" not in line:

@@ -497,3 +497,70 @@ _LINES[_RECEIVED_WITHOUT_BODY] = (_received_without_body,
 _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 
 
+
+
+# -- the recorded answers, read fast (``obsv replay --json``, obsv/ledger.py) ----------------
+# A line read for its summary: its type, seq and time, and for the two records an alert's
+# row is made of, the alert (``alert.received``, an ``AlertSummary``) or the decision
+# (``alert.decided``).
+# (``Any``: the type says which; a reader of every line should not pay for a cast.)
+Summary = tuple[str, int, datetime, Any]
+
+
+class AlertSummary(Struct, frozen=True, gc=False):
+    """The fields of an alert that an audit row shows (``obsv replay --json``): what
+    ``decode_summary`` reads of an ``alert.received``; the rest (the project, culprit,
+    URL, release and tags) is stepped over, with the body and the delivery."""
+
+    sentry_issue_id: str
+    event_id: str
+    level: str
+    fingerprint_key: str
+    environment: str | None
+    title: str | None
+
+
+def _summary_struct(cls: type[Record], fields: list[tuple[str, Any]]) -> type[Struct]:
+    """A line of ``cls`` read for its summary: ``fields``, seq, at and v; msgspec steps
+    over every other key unread (bodies, deliveries, reports)."""
+    return msgspec.defstruct(f"{cls.__name__}Summary",
+                             [*fields, ("seq", int), ("at", _events.Time), ("v", int)],
+                             kw_only=True, tag_field="type", tag=cls.TYPE, gc=False)
+
+
+_DECIDED_LINE = next(line for line, (_, _, kind) in _LINES.items()
+                     if kind == AlertDecided.TYPE)
+_DECIDED_FIELDS = len(AlertDecided.__struct_fields__)
+_RECEIVED_SUMMARY = _summary_struct(AlertReceived, [("alert", AlertSummary)])
+_SUMMARY_TYPES: dict[type[Struct], str] = {
+    _RECEIVED_SUMMARY: AlertReceived.TYPE, _DECIDED_LINE: AlertDecided.TYPE,
+    **{_summary_struct(cls, []): cls.TYPE for cls in EVENT_TYPES
+       if cls not in (AlertReceived, AlertDecided)}}
+_summary_decoder = msgspec.json.Decoder(reduce(operator.or_, _SUMMARY_TYPES))
+
+
+def decode_summary(line: bytes) -> Summary:
+    """A line's summary: its type, seq and time (UTC), and the ``AlertSummary`` of an
+    ``alert.received`` or the decision of an ``alert.decided`` (None for any other type).
+
+    Only those fields are read and checked: a line this accepts may still hold a bad
+    field elsewhere (a body, a delivery, a report), which ``decode_line`` refuses. For
+    a reader that shows what was recorded and leaves the checking to ``replay
+    --verify``. ``CodecError`` for a line it cannot summarise: not JSON, an unknown type,
+    a bad summarised field, or an older version (read those with ``decode_line``)."""
+    try:
+        decoded: Any = _summary_decoder.decode(line)
+    except _NOT_READ as exc:
+        raise CodecError(f"not summarised: {exc}") from None
+    if decoded.v != VERSION:
+        raise CodecError(f"record version {decoded.v}: read it with decode_line")
+    at = decoded.at
+    if at.tzinfo is not UTC:  # a line written elsewhere with another offset
+        at = at.astimezone(UTC)
+    kind = type(decoded)
+    if kind is _RECEIVED_SUMMARY:
+        return AlertReceived.TYPE, decoded.seq, at, decoded.alert
+    if kind is _DECIDED_LINE:
+        decision = AlertDecided(*astuple(decoded)[:_DECIDED_FIELDS])
+        return AlertDecided.TYPE, decoded.seq, at, decision
+    return _SUMMARY_TYPES[kind], decoded.seq, at, None

@@ -1,0 +1,123 @@
+"""The recorded answers of a log, read fast: the rows of ``obsv replay --json``.
+
+``audit.py`` folds the log with the service's own ``apply``, re-deriving every decision
+and comparing it with the recorded one; the table, ``--verify`` and ``why`` need that.
+A ``--json`` row needs less: the alert as received, the decision as recorded, and what
+GitHub (or the outbox) said (docs/reference.md §1). So this reads each line's summary
+(``decode_summary``: msgspec steps over bodies, deliveries and reports unread), makes the
+same ``Row`` objects ``audit`` makes, from the recorded decisions, and the command
+prints them with the same code. On the bench's small-record log that is about three
+times faster than the fold (bench/README.md, "Replay and codec").
+
+It only answers when its answer is the fold's: ``None`` (fold in full) for a line it
+cannot summarise, a seq gap, a torn last line, an alert with no recorded decision
+(the fold derives one), a decision for no alert awaiting one, an outcome before its
+decision, or a storm digest (whose listing of alerts needs the fold). What it does not
+do is re-derive: a recorded decision that the policies would not take is shown as
+recorded, and found by ``obsv replay --verify`` (and the table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+from datetime import datetime
+
+from obsv.audit import Audit, IssueRef, Row, fill_in_outcome
+from obsv.core.codec import AlertSummary, CodecError, decode_line, decode_summary
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    CommentPosted,
+    ConfigApplied,
+    IssueFailed,
+    IssueOpened,
+    IssueReopened,
+    StormDecided,
+)
+
+# The records that fill in a row after its decision (``audit.fill_in_outcome``), read in full:
+# there are few of them next to the alerts and decisions.
+_OUTCOMES = frozenset(cls.TYPE for cls in (IssueOpened, CommentPosted, IssueReopened,
+                                           IssueFailed))
+
+
+class _FoldInstead(Exception):
+    """Something only the full fold answers as the command must (see the module doc)."""
+
+
+def recorded_rows(lines: Iterable[bytes]) -> Audit | None:
+    """The rows of every alert of ``lines`` (each with its ``\\n``), from the recorded
+    decisions and outcomes; None where only the full fold answers right."""
+    result = Audit()
+    try:
+        _read(lines, result)
+    except _FoldInstead:
+        return None
+    return result
+
+
+_RECEIVED, _DECIDED = AlertReceived.TYPE, AlertDecided.TYPE
+
+
+def _read(lines: Iterable[bytes], result: Audit) -> None:
+    # A line per record, so the common records take the fewest steps (local names,
+    # the first branches, nothing called that needs not be).
+    waiting: dict[int, tuple[datetime, AlertSummary, str | None]] = {}  # alerts not decided yet
+    rows = result.rows
+    policy_repo: str | None = None
+    last_decided = seq = 0
+    in_order = True
+    for line in lines:
+        if line[-1:] != b"\n":
+            raise _FoldInstead  # torn: the fold names it
+        try:
+            kind, line_seq, at, summary = decode_summary(line)
+        except CodecError:
+            raise _FoldInstead from None
+        seq += 1
+        if line_seq != seq:
+            raise _FoldInstead  # a gap: the fold names it
+        if kind == _RECEIVED:
+            waiting[seq] = (at, summary, policy_repo)
+        elif kind == _DECIDED:
+            alert_seq = summary.alert_seq
+            received = waiting.pop(alert_seq, None)
+            if received is None:
+                raise _FoldInstead  # a decision for no alert awaiting one: named there
+            rows[alert_seq] = Row(alert_seq, received[0], received[1], summary, summary,
+                                  None, received[2])
+            in_order = in_order and alert_seq > last_decided
+            last_decided = alert_seq
+        elif kind in _OUTCOMES:
+            _outcome(result, line, waiting)
+        elif kind == ConfigApplied.TYPE:
+            policy_repo = _policy_repo(line)
+        elif kind == StormDecided.TYPE:
+            raise _FoldInstead
+    result.records = seq
+    if waiting:
+        raise _FoldInstead  # undecided alerts: the fold derives their decisions
+    if not in_order:  # the consumer decides in seq order; a merged log might not
+        result.rows = dict(sorted(rows.items()))
+
+
+def _policy_repo(line: bytes) -> str | None:
+    try:
+        event = decode_line(line).event
+    except CodecError:
+        raise _FoldInstead from None
+    assert isinstance(event, ConfigApplied)
+    return event.policy.repo
+
+
+def _outcome(result: Audit, line: bytes, waiting: Container[int]) -> None:
+    try:
+        event = decode_line(line).event
+    except CodecError:
+        raise _FoldInstead from None
+    assert isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed)
+    if event.alert_seq in waiting:
+        raise _FoldInstead  # an outcome before its decision: only the fold can say
+    if isinstance(event, IssueOpened):
+        result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
+    fill_in_outcome(result, event)

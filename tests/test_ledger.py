@@ -1,0 +1,195 @@
+"""``obsv replay --json`` reads the recorded answers (obsv/ledger.py): the same rows the
+full fold gives, wherever it answers, and the full fold wherever it cannot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+
+from obsv.audit import Audit, audit, row_json
+from obsv.core.codec import AlertSummary, CodecError, decode_line, decode_summary
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    Envelope,
+    IssueOpened,
+    StormDecided,
+)
+from obsv.eventlog import encode_line
+from obsv.ledger import recorded_rows
+
+from . import test_lifecycle_properties as lifecycle
+from . import test_policy_properties as policy
+from .records import Log, seconds
+from .test_audit_cli import obsv, three_alerts, write
+
+GOLDEN = Path(__file__).parent / "golden" / "records.jsonl"
+
+
+def lines_of(records: list[Envelope]) -> list[bytes]:
+    return [encode_line(envelope) for envelope in records]
+
+
+def json_rows(result: Audit) -> list[bytes]:
+    return [msgspec.json.encode(row_json(result, row)) for row in result.rows.values()]
+
+
+def the_fold(lines: list[bytes]) -> Audit:
+    return audit(enumerate(lines))
+
+
+def why_it_must_fold(records: list[Envelope]) -> str | None:
+    """Why the recorded answers cannot be the fold's for these well-formed logs."""
+    decided = {e.event.alert_seq for e in records if isinstance(e.event, AlertDecided)}
+    if any(isinstance(e.event, AlertReceived) and e.seq not in decided for e in records):
+        return "an alert with no recorded decision"
+    if any(isinstance(e.event, StormDecided) for e in records):
+        return "a storm digest"
+    return None
+
+
+def assert_same_answer(records: list[Envelope]) -> None:
+    lines = lines_of(records)
+    fast, full = recorded_rows(lines), the_fold(lines)
+    if fast is None:
+        assert why_it_must_fold(records) is not None
+        return
+    assert why_it_must_fold(records) is None
+    assert json_rows(fast) == json_rows(full)
+    assert fast.records == full.records == len(records)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=policy.logs)
+def test_the_recorded_rows_are_the_folds_rows(steps: list[tuple[object, ...]]) -> None:
+    """Configs, redeliveries, decisions recorded late and out of their alerts' order,
+    opens, retryable and permanent failures."""
+    assert_same_answer(policy.build(steps))
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=lifecycle.steps)
+def test_the_recorded_rows_are_the_folds_rows_through_the_lifecycle(
+        script: list[tuple[object, ...]]) -> None:
+    """Closes, reopens, regressions, won't fix, Sentry resolves, reports and sync
+    decisions between the alerts."""
+    assert_same_answer(lifecycle.build(script).records)
+
+
+def test_an_undecided_alert_is_left_to_the_fold(tmp_path: Path) -> None:
+    """The fold derives what the service will decide; the row says it is not recorded."""
+    log = three_alerts()
+    log.alert(after=seconds(5), record=False, issue="200")
+    path = write(tmp_path / "events.jsonl", log)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert recorded_rows(lines) is None
+    result = obsv("replay", str(path), "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0
+    assert rows[-1]["sentry_issue_id"] == "200"
+    assert (rows[-1]["action"], rows[-1]["reason"]) == (None, None)
+    assert len(rows) == 4
+
+
+@pytest.mark.parametrize("cut", [b'{"seq":8,"at":', b"garbage\n", b'{"seq":99,"type":"x"}\n'],
+                         ids=["torn", "not-json", "unknown-type"])
+def test_a_line_it_cannot_summarise_is_left_to_the_fold(tmp_path: Path, cut: bytes) -> None:
+    """What the fold names: a torn tail (a note, exit 0), a bad line (exit 2, nothing
+    on stdout)."""
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    with open(path, "ab") as f:
+        f.write(cut)
+    assert recorded_rows(path.read_bytes().splitlines(keepends=True)) is None
+    result = obsv("replay", str(path), "--json")
+    if cut.endswith(b"\n"):
+        assert (result.returncode, result.stdout) == (2, "")
+        assert "line 8 is not a valid record" in result.stderr
+    else:
+        assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
+        assert "torn last line" in result.stderr
+
+
+def test_a_gap_and_a_stray_decision_are_left_to_the_fold(tmp_path: Path) -> None:
+    log = three_alerts()
+    records = log.records
+    stray = Envelope(len(records) + 1, records[-1].at, AlertDecided(
+        999, "100", "p:hash:100", "suppress", "cooldown"))
+    assert recorded_rows(lines_of([*records, stray])) is None
+    gap = Envelope(len(records) + 2, records[-1].at, records[0].event)
+    assert recorded_rows(lines_of([*records, gap])) is None
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(lines_of([*records, stray])))
+    result = obsv("replay", str(path), "--json")
+    assert result.returncode == 1
+    assert "decision for alert 999 with no alert.received" in result.stderr or \
+        "differ" in result.stderr
+
+
+def test_a_hand_edited_decision_shows_as_recorded_and_verify_finds_it(tmp_path: Path) -> None:
+    """The JSON rows are what was recorded; re-deriving is --verify's (and the table's)."""
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    text = path.read_text()
+    assert '"reason":"cooldown"' in text
+    path.write_text(text.replace('"reason":"cooldown"', '"reason":"recurrence"', 1))
+    as_json = obsv("replay", str(path), "--json")
+    assert as_json.returncode == 0
+    assert "recurrence" in [json.loads(line)["reason"] for line in as_json.stdout.splitlines()]
+    table = obsv("replay", str(path))
+    assert table.returncode == 1 and "differ from the recorded ones" in table.stderr
+    verify = obsv("replay", str(path), "--verify")
+    assert verify.returncode == 1 and "recorded suppress (recurrence)" in verify.stdout
+
+
+def test_issue_and_since_choose_the_same_rows_as_before(tmp_path: Path) -> None:
+    log = three_alerts("100")
+    log.alert(after=seconds(60), issue="200")
+    log.alert(after=seconds(60), issue="100")
+    path = write(tmp_path / "events.jsonl", log)
+    rows = [json.loads(line) for line in obsv("replay", str(path), "--json").stdout.splitlines()]
+    assert [r["sentry_issue_id"] for r in rows] == ["100", "100", "100", "200", "100"]
+    of_100 = obsv("replay", str(path), "--json", "--issue", "100").stdout.splitlines()
+    assert [json.loads(line) for line in of_100] == [r for r in rows
+                                                     if r["sentry_issue_id"] == "100"]
+    since = rows[3]["at"]
+    later = obsv("replay", str(path), "--json", "--since", since).stdout.splitlines()
+    assert [json.loads(line) for line in later] == rows[3:]
+
+
+def test_a_summary_is_what_the_full_decoder_reads() -> None:
+    """Every golden line (each record type, older versions, other offsets): the same
+    type, seq, time, alert and decision as decode_line, or a CodecError where the
+    summary leaves a line to decode_line (older versions)."""
+    summarised = 0
+    for line in GOLDEN.read_bytes().splitlines():
+        envelope = decode_line(line)
+        try:
+            kind, seq, at, summary = decode_summary(line)
+        except CodecError:
+            assert b'"v":1,' not in line
+            continue
+        summarised += 1
+        event = envelope.event
+        assert (kind, seq, at) == (event.TYPE, envelope.seq, envelope.at)
+        if isinstance(event, AlertReceived):
+            shown = AlertSummary.__struct_fields__
+            assert summary == AlertSummary(*(getattr(event.alert, f) for f in shown))
+        elif isinstance(event, AlertDecided):
+            assert summary == event
+        else:
+            assert summary is None
+    assert summarised >= 40
+
+
+def test_an_outcome_before_its_decision_is_left_to_the_fold() -> None:
+    log = Log()
+    log.config()
+    log.alert(record=False)
+    alert_seq = log.records[-1].seq
+    log.add(IssueOpened(alert_seq, "100", "o/r", 1, "u", False))
+    decision = log.state.unrecorded[alert_seq]
+    log.add(decision)
+    assert recorded_rows(lines_of(log.records)) is None
