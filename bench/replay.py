@@ -178,9 +178,11 @@ def _phases(path: Path, records: int, label: str) -> list[tuple[str, str]]:
         kept.append(answer)
 
     def output() -> None:
-        encode = msgspec.json.Encoder().encode
-        for row in kept[0].rows.values():
-            json_printable(encode(row_json(kept[0], row)))
+        encode_lines = msgspec.json.Encoder().encode_lines
+        rows = list(kept[0].rows.values())
+        for start in range(0, len(rows), 1000):  # as obsv/auditcli.py prints them
+            json_printable(encode_lines([row_json(kept[0], row)
+                                         for row in rows[start:start + 1000]]))
 
     def free() -> None:
         kept.pop()

@@ -19,11 +19,10 @@ recorded, and found by ``obsv replay --verify`` (and the table).
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
-from datetime import datetime
+from collections.abc import Iterable
 
 from obsv.audit import Audit, IssueRef, Row, fill_in_outcome
-from obsv.core.codec import AlertSummary, CodecError, decode_line, decode_summary
+from obsv.core.codec import CodecError, decode_line, decode_summary
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -57,16 +56,18 @@ def recorded_rows(lines: Iterable[bytes]) -> Audit | None:
 
 
 _RECEIVED, _DECIDED = AlertReceived.TYPE, AlertDecided.TYPE
+# What a row holds until its decision is read (never seen outside: a row still holding
+# it at the end sends the log to the fold, which derives the decision).
+_UNDECIDED = AlertDecided(0, "", "", "suppress", "duplicate")
 
 
 def _read(lines: Iterable[bytes], result: Audit) -> None:
     # A line per record, so the common records take the fewest steps (local names,
-    # the first branches, nothing called that needs not be).
-    waiting: dict[int, tuple[datetime, AlertSummary, str | None]] = {}  # alerts not decided yet
+    # the first branches, nothing called that needs not be). Each alert's row is made
+    # as it arrives, in seq order, and gets its decision when that is read.
     rows = result.rows
     policy_repo: str | None = None
-    last_decided = seq = 0
-    in_order = True
+    seq = decided = 0
     for line in lines:
         if line[-1:] != b"\n":
             raise _FoldInstead  # torn: the fold names it
@@ -78,27 +79,22 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
         if line_seq != seq:
             raise _FoldInstead  # a gap: the fold names it
         if kind == _RECEIVED:
-            waiting[seq] = (at, summary, policy_repo)
+            rows[seq] = Row(seq, at, summary, _UNDECIDED, None, None, policy_repo)
         elif kind == _DECIDED:
-            alert_seq = summary.alert_seq
-            received = waiting.pop(alert_seq, None)
-            if received is None:
+            row = rows.get(summary.alert_seq)
+            if row is None or row.recorded is not None:
                 raise _FoldInstead  # a decision for no alert awaiting one: named there
-            rows[alert_seq] = Row(alert_seq, received[0], received[1], summary, summary,
-                                  None, received[2])
-            in_order = in_order and alert_seq > last_decided
-            last_decided = alert_seq
+            row.derived = row.recorded = summary
+            decided += 1
         elif kind in _OUTCOMES:
-            _outcome(result, line, waiting)
+            _outcome(result, line)
         elif kind == ConfigApplied.TYPE:
             policy_repo = _policy_repo(line)
         elif kind == StormDecided.TYPE:
             raise _FoldInstead
     result.records = seq
-    if waiting:
+    if decided != len(rows):
         raise _FoldInstead  # undecided alerts: the fold derives their decisions
-    if not in_order:  # the consumer decides in seq order; a merged log might not
-        result.rows = dict(sorted(rows.items()))
 
 
 def _policy_repo(line: bytes) -> str | None:
@@ -110,13 +106,14 @@ def _policy_repo(line: bytes) -> str | None:
     return event.policy.repo
 
 
-def _outcome(result: Audit, line: bytes, waiting: Container[int]) -> None:
+def _outcome(result: Audit, line: bytes) -> None:
     try:
         event = decode_line(line).event
     except CodecError:
         raise _FoldInstead from None
     assert isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed)
-    if event.alert_seq in waiting:
+    row = result.rows.get(event.alert_seq)
+    if row is not None and row.recorded is None:
         raise _FoldInstead  # an outcome before its decision: only the fold can say
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)

@@ -528,12 +528,22 @@ def _summary_struct(cls: type[Record], fields: list[tuple[str, Any]]) -> type[St
                              kw_only=True, tag_field="type", tag=cls.TYPE, gc=False)
 
 
-_DECIDED_LINE = next(line for line, (_, _, kind) in _LINES.items()
-                     if kind == AlertDecided.TYPE)
-_DECIDED_FIELDS = len(AlertDecided.__struct_fields__)
+class _DecidedSummary(AlertDecided, frozen=True, kw_only=True, tag_field="type",
+                      tag=AlertDecided.TYPE):
+    """An ``alert.decided`` line read as the decision itself (an ``AlertDecided``: the
+    line's own keys are the record's, and seq, at and v come along), with no tuple and
+    no second struct to build: one per alert, in the summary of every line. Its action
+    and reason are the strict ones: a hand-edited one is a ``CodecError`` here, and the
+    full fold reads it (``_LENIENT``) and says it differs."""
+
+    seq: int
+    at: _events.Time
+    v: int
+
+
 _RECEIVED_SUMMARY = _summary_struct(AlertReceived, [("alert", AlertSummary)])
 _SUMMARY_TYPES: dict[type[Struct], str] = {
-    _RECEIVED_SUMMARY: AlertReceived.TYPE, _DECIDED_LINE: AlertDecided.TYPE,
+    _RECEIVED_SUMMARY: AlertReceived.TYPE, _DecidedSummary: AlertDecided.TYPE,
     **{_summary_struct(cls, []): cls.TYPE for cls in EVENT_TYPES
        if cls not in (AlertReceived, AlertDecided)}}
 _summary_decoder = msgspec.json.Decoder(reduce(operator.or_, _SUMMARY_TYPES))
@@ -558,9 +568,6 @@ def decode_summary(line: bytes) -> Summary:
     if at.tzinfo is not UTC:  # a line written elsewhere with another offset
         at = at.astimezone(UTC)
     kind = type(decoded)
-    if kind is _RECEIVED_SUMMARY:
-        return AlertReceived.TYPE, decoded.seq, at, decoded.alert
-    if kind is _DECIDED_LINE:
-        decision = AlertDecided(*astuple(decoded)[:_DECIDED_FIELDS])
-        return AlertDecided.TYPE, decoded.seq, at, decision
-    return _SUMMARY_TYPES[kind], decoded.seq, at, None
+    summary = (decoded.alert if kind is _RECEIVED_SUMMARY
+               else decoded if kind is _DecidedSummary else None)
+    return _SUMMARY_TYPES[kind], decoded.seq, at, summary
