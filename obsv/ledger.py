@@ -79,6 +79,7 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
         if line_seq != seq:
             raise _FoldInstead  # a gap: the fold names it
         if kind == _RECEIVED:
+            assert at is not None  # an alert.received's summary has its time
             rows[seq] = Row(seq, at, summary, _UNDECIDED, None, None, policy_repo)
         elif kind == _DECIDED:
             row = rows.get(summary.alert_seq)

@@ -500,11 +500,11 @@ _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 
 
 # -- the recorded answers, read fast (``obsv replay --json``, obsv/ledger.py) ----------------
-# A line read for its summary: its type, seq and time, and for the two records an alert's
-# row is made of, the alert (``alert.received``, an ``AlertSummary``) or the decision
-# (``alert.decided``).
-# (``Any``: the type says which; a reader of every line should not pay for a cast.)
-Summary = tuple[str, int, datetime, Any]
+# A line read for its summary: its type and seq, and for the two records an alert's row
+# is made of, the alert and its time (``alert.received``: an ``AlertSummary``) or the
+# decision (``alert.decided``). (``Any``: the type says which; a reader of every line
+# should not pay for a cast.)
+Summary = tuple[str, int, datetime | None, Any]
 
 
 class AlertSummary(Struct, frozen=True, gc=False):
@@ -523,8 +523,7 @@ class AlertSummary(Struct, frozen=True, gc=False):
 def _summary_struct(cls: type[Record], fields: list[tuple[str, Any]]) -> type[Struct]:
     """A line of ``cls`` read for its summary: ``fields``, seq, at and v; msgspec steps
     over every other key unread (bodies, deliveries, reports)."""
-    return msgspec.defstruct(f"{cls.__name__}Summary",
-                             [*fields, ("seq", int), ("at", _events.Time), ("v", int)],
+    return msgspec.defstruct(f"{cls.__name__}Summary", [*fields, ("seq", int), ("v", int)],
                              kw_only=True, tag_field="type", tag=cls.TYPE, gc=False)
 
 
@@ -537,11 +536,11 @@ class _DecidedSummary(AlertDecided, frozen=True, kw_only=True, tag_field="type",
     full fold reads it (``_LENIENT``) and says it differs."""
 
     seq: int
-    at: _events.Time
     v: int
 
 
-_RECEIVED_SUMMARY = _summary_struct(AlertReceived, [("alert", AlertSummary)])
+_RECEIVED_SUMMARY = _summary_struct(AlertReceived, [("alert", AlertSummary),
+                                                    ("at", _events.Time)])
 _SUMMARY_TYPES: dict[type[Struct], str] = {
     _RECEIVED_SUMMARY: AlertReceived.TYPE, _DecidedSummary: AlertDecided.TYPE,
     **{_summary_struct(cls, []): cls.TYPE for cls in EVENT_TYPES
@@ -550,8 +549,9 @@ _summary_decoder = msgspec.json.Decoder(reduce(operator.or_, _SUMMARY_TYPES))
 
 
 def decode_summary(line: bytes) -> Summary:
-    """A line's summary: its type, seq and time (UTC), and the ``AlertSummary`` of an
-    ``alert.received`` or the decision of an ``alert.decided`` (None for any other type).
+    """A line's summary: its type and seq; the ``AlertSummary`` and time (UTC) of an
+    ``alert.received``; the decision of an ``alert.decided`` (an ``AlertDecided``);
+    None for what a type does not have.
 
     Only those fields are read and checked: a line this accepts may still hold a bad
     field elsewhere (a body, a delivery, a report), which ``decode_line`` refuses. For
@@ -564,10 +564,10 @@ def decode_summary(line: bytes) -> Summary:
         raise CodecError(f"not summarised: {exc}") from None
     if decoded.v != VERSION:
         raise CodecError(f"record version {decoded.v}: read it with decode_line")
-    at = decoded.at
-    if at.tzinfo is not UTC:  # a line written elsewhere with another offset
-        at = at.astimezone(UTC)
     kind = type(decoded)
-    summary = (decoded.alert if kind is _RECEIVED_SUMMARY
-               else decoded if kind is _DecidedSummary else None)
-    return _SUMMARY_TYPES[kind], decoded.seq, at, summary
+    if kind is _RECEIVED_SUMMARY:
+        at = decoded.at
+        if at.tzinfo is not UTC:  # a line written elsewhere with another offset
+            at = at.astimezone(UTC)
+        return AlertReceived.TYPE, decoded.seq, at, decoded.alert
+    return _SUMMARY_TYPES[kind], decoded.seq, None, decoded if kind is _DecidedSummary else None
