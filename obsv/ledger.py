@@ -28,6 +28,7 @@ from obsv.core.events import (
     AlertReceived,
     CommentPosted,
     ConfigApplied,
+    Event,
     IssueFailed,
     IssueOpened,
     IssueReopened,
@@ -98,21 +99,26 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
         raise _FoldInstead  # undecided alerts: the fold derives their decisions
 
 
-def _policy_repo(line: bytes) -> str | None:
+def _event(line: bytes) -> Event:
+    """The record of a line read in full; anything the full decoder refuses, or reads
+    otherwise than its summary did, is the fold's to name."""
     try:
-        event = decode_line(line).event
+        return decode_line(line).event
     except CodecError:
         raise _FoldInstead from None
-    assert isinstance(event, ConfigApplied)
+
+
+def _policy_repo(line: bytes) -> str | None:
+    event = _event(line)
+    if not isinstance(event, ConfigApplied):
+        raise _FoldInstead
     return event.policy.repo
 
 
 def _outcome(result: Audit, line: bytes) -> None:
-    try:
-        event = decode_line(line).event
-    except CodecError:
-        raise _FoldInstead from None
-    assert isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed)
+    event = _event(line)
+    if not isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed):
+        raise _FoldInstead
     row = result.rows.get(event.alert_seq)
     if row is not None and row.recorded is None:
         raise _FoldInstead  # an outcome before its decision: only the fold can say
