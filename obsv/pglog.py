@@ -47,6 +47,15 @@ Rules:
    ``read(bodies=False)`` yields the records that had a body without it
    (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
+10. Every read comes in pages of at most ``READ_PAGE`` lines and ``PAGE_BYTES`` bytes
+   of lines, whichever comes first, and always at least one line (a line larger than
+   the budget comes alone), so a log of bodies near ``OBSV_MAX_BODY_BYTES`` never
+   makes one result of gigabytes (client memory, the statement timeout). The bytes
+   are the lines as stored, uncompressed (``octet_length``, which reads the size from
+   the value's header without decompressing it): what crosses the wire and sits in
+   memory; lz4 shrinks only the disk. ``light`` is not always small: records other
+   than ``alert.received`` and ``github.issue`` keep their body in it (a
+   ``hook.received``, a ``sentry.issue``), so the fold's reads are bounded too.
 9. The URL holds a password (in its user info or ``?password=``): it is never logged
    or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
    messages.
@@ -59,7 +68,7 @@ import contextlib
 import functools
 import hashlib
 import io
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -100,7 +109,11 @@ CHANNEL = "obsv_events"
 CONNECT_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 10.0  # seconds: any one statement, client and server side
 POOL_TIMEOUT = 5.0
-READ_PAGE = 2000
+READ_PAGE = 2000  # lines of one read (rule 10)
+# Bytes of lines one read returns or one import statement carries (rule 10), besides a
+# single line larger than this. A page of ordinary alerts (~8 KB a line) is ~500 lines;
+# a line can reach several MB (a 1 MiB body, JSON-escaped), and comes alone.
+PAGE_BYTES = 4 << 20
 _TAIL_POLL = 1.0
 _BLOCKING_TIMEOUT = 120.0
 # Bytes of a batch above which chaining runs on a thread: below it, hashing costs the
@@ -727,10 +740,8 @@ class PgEventLog:
                      bodies: bool) -> list[tuple[int, bytes]]:
         column = "line" if bodies else "coalesce(light, line)"
         async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch(
-                f"SELECT seq, {column} AS line FROM obsv_events WHERE seq > $1 "
-                "AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq LIMIT $3",
-                after, upto, limit)
+            rows = await conn.fetch(page_query(column, "($4::bigint IS NULL OR seq <= $4)"),
+                                    after, limit, PAGE_BYTES, upto)
         return [(row["seq"], bytes(row["line"])) for row in rows]
 
     # -- blocking reads, for worker threads (rule 8) ------------------------------------
@@ -784,10 +795,16 @@ class PgEventLog:
         return {seq: self._decode(seq, line) for seq, line in rows}
 
     async def _lines(self, seqs: list[int]) -> list[tuple[int, bytes]]:
+        """The lines of ``seqs``, read in pages (rule 10): as many pending intents as
+        there are, each page one bounded result."""
+        lines: list[tuple[int, bytes]] = []
+        after = 0
         async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq = ANY($1) "
-                                    "ORDER BY seq", seqs)
-        return [(row["seq"], bytes(row["line"])) for row in rows]
+            while rows := await conn.fetch(page_query("line", "seq = ANY($4::bigint[])"),
+                                           after, READ_PAGE, PAGE_BYTES, seqs):
+                lines.extend((row["seq"], bytes(row["line"])) for row in rows)
+                after = rows[-1]["seq"]
+        return lines
 
     def line_at(self, position: int) -> bytes | None:
         """Blocking: the line (``\\n`` included) of the record with seq ``position``."""
@@ -873,6 +890,23 @@ def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: s
     columns[6].append(None if light is None else encode_line(replace(envelope, event=light))[:-1])
 
 
+def page_query(column: str, where: str) -> str:
+    """Rule 10: the query of one page of ``column`` (as ``line``) after seq ``$1``,
+    where ``where`` holds (its own parameters from ``$4``), in seq order: at most ``$2``
+    rows and ``$3`` bytes of lines, and always the first row. The window sums sizes
+    over the page's rows only; a row past the budget is neither sent nor decompressed
+    (the server carries its stored value until the output, which never comes)."""
+    return f"""
+        SELECT seq, line FROM (
+            SELECT seq, line, row_number() OVER w AS n, sum(octet_length(line)) OVER w AS upto
+            FROM (SELECT seq, {column} AS line FROM obsv_events
+                  WHERE seq > $1 AND {where} ORDER BY seq LIMIT $2) AS page
+            WINDOW w AS (ORDER BY seq ROWS UNBOUNDED PRECEDING)
+        ) AS sized
+        WHERE n = 1 OR upto <= $3::bigint
+        ORDER BY seq"""
+
+
 def _sha256(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
@@ -897,18 +931,3 @@ async def _read_head(pool: asyncpg.Pool) -> _Head:
             f"{_NO_HEAD}; restore the database from a backup, or copy the log out with "
             "obsv export and into an empty database with obsv import")
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
-
-
-async def export_lines(pool: asyncpg.Pool, since_seq: int = 0) -> AsyncIterator[bytes]:
-    """Every line after ``since_seq`` with its ``\\n``, in seq order (``obsv export``)."""
-    after = since_seq
-    while True:
-        async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq > $1 "
-                                    "ORDER BY seq LIMIT $2", after, READ_PAGE)
-        if not rows:
-            return
-        for row in rows:
-            yield bytes(row["line"]) + b"\n"
-        after = rows[-1]["seq"]
-
