@@ -17,7 +17,10 @@ Rules:
    replica wrote, and the chain never forks.
 3. Group commit in the application: one batch in flight per process; appends that
    arrive meanwhile queue and go out together as the next batch (as the JSONL writer
-   batches its fsyncs). A caller's future resolves after the commit that holds its
+   batches its fsyncs), up to about ``PAGE_BYTES`` of records (whole calls, at least
+   one; the rest go in the batches after): a burst of deliveries with large bodies
+   never makes one statement of gigabytes, past the statement timeout, that would fail
+   every one of them. A caller's future resolves after the commit that holds its
    record, so a 202 means committed.
 4. Fencing: records appended with an ``epoch`` go in only if the head row, locked in
    that same transaction, still carries that epoch; otherwise their call fails with
@@ -483,7 +486,7 @@ class PgEventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            batch, self._queue = self._queue, []
+            batch, self._queue = _next_batch(self._queue)
             pending = [entry for entry in batch if not entry.future.done()]
             try:
                 await self._commit(pending)
@@ -888,6 +891,31 @@ def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: s
     columns[4].append(sha256)
     columns[5].append(line)
     columns[6].append(None if light is None else encode_line(replace(envelope, event=light))[:-1])
+
+
+def _next_batch(queue: list[_Append]) -> tuple[list[_Append], list[_Append]]:
+    """Rule 3: the first calls of ``queue`` whose records come to ``PAGE_BYTES`` at most
+    (always the first call: a call goes in, or fails, whole), and the rest."""
+    size, taken = 0, 0
+    while taken < len(queue):
+        end = taken + 1
+        while end < len(queue) and queue[end].call == queue[taken].call:
+            end += 1  # one call's appends are queued together (_enqueue)
+        grown = size + sum(_size_estimate(entry.event) for entry in queue[taken:end])
+        if taken and grown > PAGE_BYTES:
+            break
+        size, taken = grown, end
+    return queue[:taken], queue[taken:]
+
+
+def _size_estimate(event: Event | None) -> int:
+    """About the bytes a record adds to the insert, before it is encoded: its raw body
+    escaped (JSON doubles quotes and backslashes; a character outside ASCII is up to 4
+    bytes) and a kilobyte for the rest. Only bodies reach megabytes."""
+    raw = getattr(event, "raw", None)
+    if not isinstance(raw, str):
+        return 1024
+    return 1024 + len(raw) * (2 if raw.isascii() else 4)
 
 
 def page_query(column: str, where: str) -> str:

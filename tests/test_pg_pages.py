@@ -17,7 +17,7 @@ import pytest
 
 from obsv import pglog, pgtools
 from obsv.core.events import AlertReceived, Delivery, Envelope, Event, HookReceived
-from obsv.eventlog import EventLog
+from obsv.eventlog import EventLog, decode_line
 from obsv.pglog import PgEventLog, connect, migrate
 from obsv.pgtools import DatabaseLines, import_log
 
@@ -113,6 +113,11 @@ def read_back(url: str) -> bytes:
         return b"".join(line for _, line in lines)
     finally:
         lines.close()
+
+
+def log_records(url: str) -> list[tuple[int, Envelope]]:
+    """The database's records, decoded from the lines export reads (blocking)."""
+    return [(n, decode_line(line)) for n, line in enumerate(read_back(url).splitlines(), 1)]
 
 
 def peak_bytes_while(consume: Iterator[Any]) -> int:
@@ -233,3 +238,28 @@ async def test_the_fold_reads_records_without_a_light_row_in_bounded_pages(
     assert peak < 6 * small_pages < len(original) / 4, (peak, len(original))
     # whole() reads the pending intents' bodies in pages too: every one comes back.
     assert [whole[seq].event for seq in sorted(whole)] == events
+
+
+async def test_a_burst_of_large_deliveries_is_written_in_statements_of_a_few_mb(
+        pg_url: str, small_pages: int) -> None:
+    log = await PgEventLog.open(pg_url)
+    seen = await record_insert_statements(pg_url)
+    log.start()
+    try:
+        # Queued together while nothing is in flight: one batch, before the bound.
+        burst = await asyncio.gather(*(log.append(hook(n, small_pages // 3))
+                                       for n in range(12)))
+        # One call larger than the budget still goes in whole, in one statement.
+        many = await log.append_many([hook(n, small_pages // 3) for n in range(12, 17)])
+        statements = await seen.fetch("SELECT rows, bytes FROM seen_inserts ORDER BY n")
+    finally:
+        await seen.close()
+        await log.close()
+    assert [e.seq for e in burst + many] == list(range(1, 18))
+    assert len(statements) > 2
+    *bursts, call = statements
+    assert sum(s["rows"] for s in bursts) == 12
+    assert all(s["bytes"] <= small_pages for s in bursts), [dict(s) for s in bursts]
+    assert call["rows"] == 5 and call["bytes"] > small_pages
+    assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
+        hook(n, small_pages // 3) for n in range(17)]
