@@ -50,18 +50,18 @@ Rules:
    ``read(bodies=False)`` yields the records that had a body without it
    (``raw: null`` and ``raw_sha256``), and ``whole`` fetches the whole records the
    consumer still needs them for (pending intents).
+9. The URL holds a password (in its user info or ``?password=``): it is never logged
+   or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
+   messages.
 10. Every read comes in pages of at most ``READ_PAGE`` lines and ``PAGE_BYTES`` bytes
    of lines, whichever comes first, and always at least one line (a line larger than
    the budget comes alone), so a log of bodies near ``OBSV_MAX_BODY_BYTES`` never
    makes one result of gigabytes (client memory, the statement timeout). The bytes
    are the lines as stored, uncompressed (``octet_length``, which reads the size from
    the value's header without decompressing it): what crosses the wire and sits in
-   memory; lz4 shrinks only the disk. ``light`` is not always small: records other
-   than ``alert.received`` and ``github.issue`` keep their body in it (a
-   ``hook.received``, a ``sentry.issue``), so the fold's reads are bounded too.
-9. The URL holds a password (in its user info or ``?password=``): it is never logged
-   or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
-   messages.
+   memory; lz4 shrinks only the disk. The fold's reads are bounded too: only an
+   ``alert.received`` and a ``github.issue`` have a ``light`` row, so it reads a
+   ``hook.received`` or a ``sentry.issue`` whole, body included.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ CONNECT_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 10.0  # seconds: any one statement, client and server side
 POOL_TIMEOUT = 5.0
 READ_PAGE = 2000  # lines of one read (rule 10)
-# Bytes of lines one read returns or one import statement carries (rule 10), besides a
-# single line larger than this. A page of ordinary alerts (~8 KB a line) is ~500 lines;
-# a line can reach several MB (a 1 MiB body, JSON-escaped), and comes alone.
+# Bytes of lines one read returns or one insert carries (rules 3 and 10), besides a
+# single line (or append_many call) larger than this. A page of ordinary alerts (~8 KB
+# a line) is ~500 lines; a line can reach several MB (a 1 MiB body, JSON-escaped), and
+# comes alone.
 PAGE_BYTES = 4 << 20
 _TAIL_POLL = 1.0
 _BLOCKING_TIMEOUT = 120.0
@@ -923,7 +924,7 @@ def page_query(column: str, where: str) -> str:
     where ``where`` holds (its own parameters from ``$4``), in seq order: at most ``$2``
     rows and ``$3`` bytes of lines, and always the first row. The window sums sizes
     over the page's rows only; a row past the budget is neither sent nor decompressed
-    (the server carries its stored value until the output, which never comes)."""
+    (the server passes stored values along untouched until a row is sent)."""
     return f"""
         SELECT seq, line FROM (
             SELECT seq, line, row_number() OVER w AS n, sum(octet_length(line)) OVER w AS upto
