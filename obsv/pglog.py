@@ -17,7 +17,10 @@ Rules:
    replica wrote, and the chain never forks.
 3. Group commit in the application: one batch in flight per process; appends that
    arrive meanwhile queue and go out together as the next batch (as the JSONL writer
-   batches its fsyncs). A caller's future resolves after the commit that holds its
+   batches its fsyncs), up to about ``PAGE_BYTES`` of records (whole calls, at least
+   one; the rest go in the batches after): a burst of deliveries with large bodies
+   never makes one statement of gigabytes, past the statement timeout, that would fail
+   every one of them. A caller's future resolves after the commit that holds its
    record, so a 202 means committed.
 4. Fencing: records appended with an ``epoch`` go in only if the head row, locked in
    that same transaction, still carries that epoch; otherwise their call fails with
@@ -50,6 +53,15 @@ Rules:
 9. The URL holds a password (in its user info or ``?password=``): it is never logged
    or printed; ``location`` masks it, and ``error_line`` removes it from the driver's
    messages.
+10. Every read comes in pages of at most ``READ_PAGE`` lines and ``PAGE_BYTES`` bytes
+   of lines, whichever comes first, and always at least one line (a line larger than
+   the budget comes alone), so a log of bodies near ``OBSV_MAX_BODY_BYTES`` never
+   makes one result of gigabytes (client memory, the statement timeout). The bytes
+   are the lines as stored, uncompressed (``octet_length``, which reads the size from
+   the value's header without decompressing it): what crosses the wire and sits in
+   memory; lz4 shrinks only the disk. The fold's reads are bounded too: only an
+   ``alert.received`` and a ``github.issue`` have a ``light`` row, so it reads a
+   ``hook.received`` or a ``sentry.issue`` whole, body included.
 """
 
 from __future__ import annotations
@@ -59,7 +71,7 @@ import contextlib
 import functools
 import hashlib
 import io
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -100,7 +112,12 @@ CHANNEL = "obsv_events"
 CONNECT_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 10.0  # seconds: any one statement, client and server side
 POOL_TIMEOUT = 5.0
-READ_PAGE = 2000
+READ_PAGE = 2000  # lines of one read (rule 10)
+# Bytes of lines one read returns or one insert carries (rules 3 and 10), besides a
+# single line (or append_many call) larger than this. A page of ordinary alerts (~8 KB
+# a line) is ~500 lines; a line can reach several MB (a 1 MiB body, JSON-escaped), and
+# comes alone.
+PAGE_BYTES = 4 << 20
 _TAIL_POLL = 1.0
 _BLOCKING_TIMEOUT = 120.0
 # Bytes of a batch above which chaining runs on a thread: below it, hashing costs the
@@ -470,7 +487,7 @@ class PgEventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            batch, self._queue = self._queue, []
+            batch, self._queue = _next_batch(self._queue)
             pending = [entry for entry in batch if not entry.future.done()]
             try:
                 await self._commit(pending)
@@ -727,10 +744,8 @@ class PgEventLog:
                      bodies: bool) -> list[tuple[int, bytes]]:
         column = "line" if bodies else "coalesce(light, line)"
         async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch(
-                f"SELECT seq, {column} AS line FROM obsv_events WHERE seq > $1 "
-                "AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq LIMIT $3",
-                after, upto, limit)
+            rows = await conn.fetch(page_query(column, "($4::bigint IS NULL OR seq <= $4)"),
+                                    after, limit, PAGE_BYTES, upto)
         return [(row["seq"], bytes(row["line"])) for row in rows]
 
     # -- blocking reads, for worker threads (rule 8) ------------------------------------
@@ -784,10 +799,16 @@ class PgEventLog:
         return {seq: self._decode(seq, line) for seq, line in rows}
 
     async def _lines(self, seqs: list[int]) -> list[tuple[int, bytes]]:
+        """The lines of ``seqs``, read in pages (rule 10): as many pending intents as
+        there are, each page one bounded result."""
+        lines: list[tuple[int, bytes]] = []
+        after = 0
         async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq = ANY($1) "
-                                    "ORDER BY seq", seqs)
-        return [(row["seq"], bytes(row["line"])) for row in rows]
+            while rows := await conn.fetch(page_query("line", "seq = ANY($4::bigint[])"),
+                                           after, READ_PAGE, PAGE_BYTES, seqs):
+                lines.extend((row["seq"], bytes(row["line"])) for row in rows)
+                after = rows[-1]["seq"]
+        return lines
 
     def line_at(self, position: int) -> bytes | None:
         """Blocking: the line (``\\n`` included) of the record with seq ``position``."""
@@ -873,6 +894,48 @@ def add_row(columns: list[list[Any]], envelope: Envelope, line: bytes, sha256: s
     columns[6].append(None if light is None else encode_line(replace(envelope, event=light))[:-1])
 
 
+def _next_batch(queue: list[_Append]) -> tuple[list[_Append], list[_Append]]:
+    """Rule 3: the first calls of ``queue`` whose records come to ``PAGE_BYTES`` at most
+    (always the first call: a call goes in, or fails, whole), and the rest."""
+    size, taken = 0, 0
+    while taken < len(queue):
+        end = taken + 1
+        while end < len(queue) and queue[end].call == queue[taken].call:
+            end += 1  # one call's appends are queued together (_enqueue)
+        grown = size + sum(_size_estimate(entry.event) for entry in queue[taken:end])
+        if taken and grown > PAGE_BYTES:
+            break
+        size, taken = grown, end
+    return queue[:taken], queue[taken:]
+
+
+def _size_estimate(event: Event | None) -> int:
+    """About the bytes a record adds to the insert, before it is encoded: its raw body
+    escaped (JSON doubles quotes and backslashes; a character outside ASCII is up to 4
+    bytes) and a kilobyte for the rest. Only bodies reach megabytes."""
+    raw = getattr(event, "raw", None)
+    if not isinstance(raw, str):
+        return 1024
+    return 1024 + len(raw) * (2 if raw.isascii() else 4)
+
+
+def page_query(column: str, where: str) -> str:
+    """Rule 10: the query of one page of ``column`` (as ``line``) after seq ``$1``,
+    where ``where`` holds (its own parameters from ``$4``), in seq order: at most ``$2``
+    rows and ``$3`` bytes of lines, and always the first row. The window sums sizes
+    over the page's rows only; a row past the budget is neither sent nor decompressed
+    (the server passes stored values along untouched until a row is sent)."""
+    return f"""
+        SELECT seq, line FROM (
+            SELECT seq, line, row_number() OVER w AS n, sum(octet_length(line)) OVER w AS upto
+            FROM (SELECT seq, {column} AS line FROM obsv_events
+                  WHERE seq > $1 AND {where} ORDER BY seq LIMIT $2) AS page
+            WINDOW w AS (ORDER BY seq ROWS UNBOUNDED PRECEDING)
+        ) AS sized
+        WHERE n = 1 OR upto <= $3::bigint
+        ORDER BY seq"""
+
+
 def _sha256(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
@@ -897,18 +960,3 @@ async def _read_head(pool: asyncpg.Pool) -> _Head:
             f"{_NO_HEAD}; restore the database from a backup, or copy the log out with "
             "obsv export and into an empty database with obsv import")
     return _Head(row["seq"], row["sha256"], row["at"], row["epoch"], row["bytes"])
-
-
-async def export_lines(pool: asyncpg.Pool, since_seq: int = 0) -> AsyncIterator[bytes]:
-    """Every line after ``since_seq`` with its ``\\n``, in seq order (``obsv export``)."""
-    after = since_seq
-    while True:
-        async with pool.acquire(timeout=POOL_TIMEOUT) as conn:
-            rows = await conn.fetch("SELECT seq, line FROM obsv_events WHERE seq > $1 "
-                                    "ORDER BY seq LIMIT $2", after, READ_PAGE)
-        if not rows:
-            return
-        for row in rows:
-            yield bytes(row["line"]) + b"\n"
-        after = rows[-1]["seq"]
-

@@ -10,8 +10,12 @@ Rules:
    holding the head row: a failure (a broken chain, a seq out of turn, a line that
    is not a record, the database gone) leaves the database as it was. The chain is
    checked as the lines go in (docs/reference.md §11: records of an older log without
-   ``prev`` are accepted until the first one that has it).
-3. Commands run without an event loop of their own, so these open a private one.
+   ``prev`` are accepted until the first one that has it). Each statement inserts at
+   most ``_IMPORT_BATCH`` lines and ``PAGE_BYTES`` bytes of them (a line larger than
+   that goes alone): a log of 1 MiB bodies never makes one statement of gigabytes.
+3. Reads come in pages bounded by lines and bytes (obsv/pglog.py rule 10); ``export``
+   writes its output in chunks of the same bound.
+4. Commands run without an event loop of their own, so these open a private one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from obsv.errors import StartupError, UsageError
 from obsv.eventlog import bounded_reason, decode_line, iter_lines, line_sha256
 from obsv.pglog import (
     CONNECT_TIMEOUT,
+    PAGE_BYTES,
     POOL_TIMEOUT,
     READ_PAGE,
     STATEMENT_TIMEOUT,
@@ -41,6 +46,7 @@ from obsv.pglog import (
     connect,
     error_line,
     migrate,
+    page_query,
 )
 from obsv.settings import database_url, load_settings, masked_url
 
@@ -59,7 +65,7 @@ class ImportRefused(Exception):
 
 class DatabaseLines:
     """The lines of a database's log as ``(end offset, line)`` with ``\\n``, like
-    ``iter_lines`` of a file, for the offline commands (rule 3). Connects at once, so
+    ``iter_lines`` of a file, for the offline commands (rules 3 and 4). Connects at once, so
     a wrong URL is one line before anything is printed."""
 
     def __init__(self, url: str, since_seq: int = 0) -> None:
@@ -108,9 +114,8 @@ class DatabaseLines:
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         offset, after = 0, self._since
         while True:
-            rows = self._query(self._conn.fetch(
-                "SELECT seq, line FROM obsv_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                after, READ_PAGE))
+            rows = self._query(self._conn.fetch(page_query("line", "true"), after, READ_PAGE,
+                                                PAGE_BYTES))
             if not rows:
                 return
             for row in rows:
@@ -157,7 +162,7 @@ async def _import(path: Path, url: str) -> int:
 
 
 async def _load(conn: Any, path: Path) -> int:
-    columns: list[list[Any]] = [[] for _ in range(7)]
+    batch = _Batch(conn)
     prev: str | None = None  # the hash the next line's prev must carry, once chained
     chained = False
     last: Envelope | None = None
@@ -181,20 +186,46 @@ async def _load(conn: Any, path: Path) -> int:
                                 "before it (the chain is broken, docs/reference.md §11); "
                                 "obsv replay --verify names the break; nothing was imported")
         prev = line_sha256(body)
-        add_row(columns, envelope, body, prev)
+        await batch.add(envelope, body, prev)
         size += len(line)
         if isinstance(envelope.event, LeaderElected):
             epoch = max(epoch, envelope.event.epoch)
         last = envelope
-        if len(columns[0]) >= _IMPORT_BATCH:
-            await conn.execute(_INSERT_ROWS, *columns)
-            columns = [[] for _ in range(7)]
-    if columns[0]:
-        await conn.execute(_INSERT_ROWS, *columns)
+    await batch.flush()
     if last is not None:
         await conn.execute("UPDATE obsv_head SET seq = $1, sha256 = $2, at = $3, epoch = $4, "
                            "bytes = $5", last.seq, prev, last.at, epoch, size)
     return last.seq if last is not None else 0
+
+
+class _Batch:
+    """Rows on their way into one INSERT (rule 2): sent before a row would take the
+    statement past ``_IMPORT_BATCH`` lines or ``PAGE_BYTES`` bytes (line and light)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._columns: list[list[Any]] = [[] for _ in range(7)]
+        self._bytes = 0
+
+    async def add(self, envelope: Envelope, line: bytes, sha256: str) -> None:
+        """Queue one record's row, sending the rows before it first when it would
+        not fit; a row larger than the budget goes alone."""
+        row: list[list[Any]] = [[] for _ in range(7)]
+        add_row(row, envelope, line, sha256)
+        light = row[6][0]
+        size = len(line) + (len(light) if light is not None else 0)
+        if len(self._columns[0]) >= _IMPORT_BATCH or self._bytes + size > PAGE_BYTES:
+            await self.flush()
+        for column, (value,) in zip(self._columns, row, strict=True):
+            column.append(value)
+        self._bytes += size
+
+    async def flush(self) -> None:
+        """Insert the queued rows, if any, in one statement."""
+        if self._columns[0]:
+            await self._conn.execute(_INSERT_ROWS, *self._columns)
+        self._columns = [[] for _ in range(7)]
+        self._bytes = 0
 
 
 def _decode(path: Path, line_no: int, line: bytes) -> Envelope:
@@ -233,11 +264,13 @@ def export_command(args: argparse.Namespace) -> int:
                              f"{lines.location} (its last seq is {head}); give 0 or a seq "
                              "of the log")
         chunk: list[bytes] = []
-        for _, line in lines:
-            chunk.append(line)
-            if len(chunk) >= READ_PAGE:
+        held = 0
+        for _, line in lines:  # rule 3: one output chunk holds what one page may
+            if chunk and (len(chunk) >= READ_PAGE or held + len(line) > PAGE_BYTES):
                 out.write(b"".join(chunk))
-                chunk = []
+                chunk, held = [], 0
+            chunk.append(line)
+            held += len(line)
         out.write(b"".join(chunk))
     finally:
         lines.close()
