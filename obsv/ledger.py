@@ -104,7 +104,7 @@ def _event(line: bytes) -> Event:
     otherwise than its summary did, is the fold's to name."""
     try:
         return decode_line(line).event
-    except CodecError:
+    except (CodecError, OverflowError):  # OverflowError: a time that UTC cannot hold
         raise _FoldInstead from None
 
 

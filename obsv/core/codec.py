@@ -568,6 +568,20 @@ def decode_summary(line: bytes) -> Summary:
     if kind is _RECEIVED_SUMMARY:
         at = decoded.at
         if at.tzinfo is not UTC:  # a line written elsewhere with another offset
-            at = at.astimezone(UTC)
+            at = _in_utc(at)
         return AlertReceived.TYPE, decoded.seq, at, decoded.alert
-    return _SUMMARY_TYPES[kind], decoded.seq, None, decoded if kind is _DecidedSummary else None
+    if kind is _DecidedSummary:
+        since = decoded.since
+        if since is not None and since.tzinfo is not UTC:
+            _in_utc(since)  # shown in UTC (format_time): refused now, not while printing
+        return AlertDecided.TYPE, decoded.seq, None, decoded
+    return _SUMMARY_TYPES[kind], decoded.seq, None, None
+
+
+def _in_utc(at: datetime) -> datetime:
+    """``at`` in UTC; ``CodecError`` for a time that UTC cannot hold (year 1 at +01:00,
+    year 9999 at -01:00: valid RFC 3339, but ``astimezone`` overflows)."""
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise CodecError(f"time {at.isoformat()} is out of range in UTC") from None
