@@ -128,10 +128,6 @@ def test_nothing_partial_is_printed_for_a_bad_time_past_the_first_batch(tmp_path
     assert result.returncode != 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fold crashes too (pre-existing): decode_line's _envelope calls at.astimezone(UTC) "
-    "unguarded and format_time overflows on a decision's since (audit._check_decision); "
-    "fix in codec.py outside the summary section: refuse such times as CodecError"))
 @pytest.mark.parametrize("where", ["at", "since"])
 def test_a_time_that_utc_cannot_hold_is_a_bad_line_not_a_traceback(tmp_path: Path,
                                                                   where: str) -> None:

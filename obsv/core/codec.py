@@ -328,12 +328,28 @@ def _envelope(decoded: Struct, line: bytes) -> Envelope:
     if version != VERSION:
         return decode(_upgrade(msgspec.json.decode(line)))
     if at.tzinfo is not UTC:  # a line written elsewhere with another offset
-        at = at.astimezone(UTC)
+        at = _in_utc(at)
     try:
         event = make(values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CodecError(f"malformed record ({kind}): {exc}") from exc
+    if times := _time_fields(type(event)):
+        _refuse_times_beyond_utc(event, times)
     return Envelope(seq, at, event, prev)
+
+
+def _refuse_times_beyond_utc(struct: Struct, times: tuple[tuple[str, bool], ...]) -> None:
+    """``CodecError`` for a time in ``struct`` that UTC cannot hold (a ``since`` of year
+    1 at +01:00): the fold compares and prints times in UTC, and would overflow there,
+    in the service's start or an audit, instead of naming the line."""
+    for name, nested in times:
+        value = getattr(struct, name)
+        if value is None:
+            continue
+        if nested:
+            _refuse_times_beyond_utc(value, _time_fields(type(value)))
+        elif value.tzinfo is not UTC:
+            _in_utc(value)
 
 
 def decode(record: Json) -> Envelope:
