@@ -96,8 +96,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         path = Path(getattr(args, "log", None) or settings.event_log)
         if not path.is_file():
-            raise UsageError(f"no event log at {path}; pass the log's path "
-                             "(obsv replay LOG, obsv why ID --log LOG)")
+            raise UsageError((f"{path} is not a regular file (a directory, a FIFO, a device)"
+                              if path.exists() else f"no event log at {path}")
+                             + "; pass the log's path (obsv replay LOG, obsv why ID --log LOG)")
         try:
             result = ((recorded and _recorded_rows_of(path))
                       or audit(path, override, issue, integrity))

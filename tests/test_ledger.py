@@ -276,3 +276,19 @@ def test_a_log_with_a_changed_line_is_the_folds_answer_or_left_to_it(
     full = the_fold(lines)
     if fast is not None and full.unreadable is None and full.torn is None:
         assert json_rows(fast) == json_rows(full)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_log_path_that_is_not_a_file_is_named_as_such(tmp_path: Path, kind: str) -> None:
+    import os
+
+    path = tmp_path / "events.jsonl"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    result = obsv("replay", str(path), "--json")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"obsv: {path} is not a regular file (a directory, a FIFO, a "
+                             "device); pass the log's path (obsv replay LOG, obsv why ID "
+                             "--log LOG)\n")
