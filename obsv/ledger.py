@@ -6,8 +6,8 @@ A ``--json`` row needs less: the alert as received, the decision as recorded, an
 GitHub (or the outbox) said (docs/reference.md §1). So this reads each line's summary
 (``decode_summary``: msgspec steps over bodies, deliveries and reports unread), makes the
 same ``Row`` objects ``audit`` makes, from the recorded decisions, and the command
-prints them with the same code. On the bench's small-record log that is about three
-times faster than the fold (bench/README.md, "Replay and codec").
+prints them with the same code: two to three times faster than the fold on the
+bench's logs (bench/README.md, "Replay and codec").
 
 It only answers when its answer is the fold's: ``None`` (fold in full) for a line it
 cannot summarise, a seq gap, a torn last line, an alert with no recorded decision
@@ -104,7 +104,7 @@ def _event(line: bytes) -> Event:
     otherwise than its summary did, is the fold's to name."""
     try:
         return decode_line(line).event
-    except (CodecError, OverflowError):  # OverflowError: a time that UTC cannot hold
+    except CodecError:
         raise _FoldInstead from None
 
 

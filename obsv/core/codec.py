@@ -537,8 +537,8 @@ class AlertSummary(Struct, frozen=True, gc=False):
 
 
 def _summary_struct(cls: type[Record], fields: list[tuple[str, Any]]) -> type[Struct]:
-    """A line of ``cls`` read for its summary: ``fields``, seq, at and v; msgspec steps
-    over every other key unread (bodies, deliveries, reports)."""
+    """A line of ``cls`` read for its summary: ``fields``, seq and v; msgspec steps over
+    every other key unread (bodies, deliveries, reports, the time)."""
     return msgspec.defstruct(f"{cls.__name__}Summary", [*fields, ("seq", int), ("v", int)],
                              kw_only=True, tag_field="type", tag=cls.TYPE, gc=False)
 
@@ -546,7 +546,7 @@ def _summary_struct(cls: type[Record], fields: list[tuple[str, Any]]) -> type[St
 class _DecidedSummary(AlertDecided, frozen=True, kw_only=True, tag_field="type",
                       tag=AlertDecided.TYPE):
     """An ``alert.decided`` line read as the decision itself (an ``AlertDecided``: the
-    line's own keys are the record's, and seq, at and v come along), with no tuple and
+    line's own keys are the record's, and seq and v come along), with no tuple and
     no second struct to build: one per alert, in the summary of every line. Its action
     and reason are the strict ones: a hand-edited one is a ``CodecError`` here, and the
     full fold reads it (``_LENIENT``) and says it differs."""
