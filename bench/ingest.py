@@ -11,6 +11,11 @@ machine falls on both alike: measured one after the other, the ratio of one
 version of obsv ranged from 0.37 to 0.92 within ten minutes.
 ``ingest-uvloop`` runs both servers on uvloop's event loop instead of asyncio's
 (obsv does not use it; this is how that choice is measured).
+
+``python -m bench.ingest TREE ...`` compares builds the same way: the baseline, obsv
+run from each TREE (a checkout, e.g. ``git archive f7c830a | tar -x -C /tmp/old``)
+and obsv from this tree, all serving at once and measured in alternating slices. On a
+shared machine that is how a change of a few µs per request can be told from the load.
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import LoadResult, closed_loop, free_port, signed_deliveries, spawn, wait_http
+from bench.common import (
+    ROOT,
+    Delivery,
+    LoadResult,
+    closed_loop,
+    free_port,
+    signed_deliveries,
+    spawn,
+    wait_http,
+)
 
 SECRET = "bench-secret"
 CONCURRENCY = 32
@@ -42,18 +56,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _servers(tmp: str, uvloop: bool) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
-    base_port, obsv_port = free_port(), free_port()
+def _servers(tmp: str, uvloop: bool, trees: dict[str, Path] | None = None
+             ) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """The baseline, then obsv from each of ``trees`` (default: this one, as "obsv")."""
+    base_port = free_port()
     baseline = spawn(["bench/baseline_server.py", str(base_port), str(Path(tmp, "base.jsonl")),
                       SECRET, *(["uvloop"] if uvloop else [])])
-    obsv = spawn(["-c", _OBSV_ON_UVLOOP] if uvloop else ["-m", "obsv", "serve"], env={
-        "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_PORT": str(obsv_port),
-        "OBSV_EVENT_LOG": str(Path(tmp, "events.jsonl")),
-        "OBSV_OUTBOX_DIR": str(Path(tmp, "outbox")), "OBSV_LOG_FORMAT": "json",
-        # Storm budget and cooldown keep the dry-run sink from writing a file
-        # per alert, as in production.
-    })
-    return {"baseline": (baseline, base_port), "obsv": (obsv, obsv_port)}
+    servers = {"baseline": (baseline, base_port)}
+    for name, tree in (trees or {"obsv": ROOT}).items():
+        port = free_port()
+        servers[name] = (spawn(["-c", _OBSV_ON_UVLOOP] if uvloop else ["-m", "obsv", "serve"],
+                               cwd=tree, env={
+            "OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_PORT": str(port),
+            "OBSV_EVENT_LOG": str(Path(tmp, f"{name}.jsonl")),
+            "OBSV_OUTBOX_DIR": str(Path(tmp, f"{name}-outbox")), "OBSV_LOG_FORMAT": "json",
+            # Storm budget and cooldown keep the dry-run sink from writing a file
+            # per alert, as in production.
+        }), port)
+    return servers
 
 
 async def run(uvloop: bool = False) -> dict[str, Any]:
@@ -63,12 +83,8 @@ async def run(uvloop: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
         servers = _servers(tmp, uvloop)
         try:
-            urls = {}
-            for name, (_proc, port) in servers.items():
-                ready = "/readyz" if name == "obsv" else "/healthz"  # the baseline has no fold
-                await wait_http(f"http://127.0.0.1:{port}{ready}")
-                urls[name] = f"http://127.0.0.1:{port}/webhooks/sentry"
-                await closed_loop(urls[name], deliveries, CONCURRENCY, WARMUP)
+            urls = {name: await _warmed(name, port, deliveries)
+                    for name, (_proc, port) in servers.items()}
             order = ["baseline", "obsv", "obsv", "baseline"] * (SLICES // 2)
             for name in order:
                 pid = servers[name][0].pid
@@ -110,6 +126,49 @@ def _p50_p99(result: LoadResult) -> str:
     return f"{result.percentile(50) * 1e3:.1f} / {result.percentile(99) * 1e3:.1f} ms"
 
 
+async def paired(trees: dict[str, Path], rounds: int = SLICES) -> dict[str, Any]:
+    """The baseline and obsv from each of ``trees``, measured alike: every round runs
+    one slice of each, in turn forward then backward, so that load from elsewhere
+    falls on all of them."""
+    deliveries = signed_deliveries(SECRET, 2000)
+    with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
+        servers = _servers(tmp, False, trees)
+        slices: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        cpu = dict.fromkeys(servers, 0.0)
+        try:
+            urls = {name: await _warmed(name, port, deliveries)
+                    for name, (_proc, port) in servers.items()}
+            names = list(servers)
+            for turn in range(rounds):
+                for name in names if turn % 2 == 0 else names[::-1]:
+                    pid = servers[name][0].pid
+                    before = _cpu_seconds(pid)
+                    slices[name].append(await closed_loop(urls[name], deliveries, CONCURRENCY,
+                                                          SLICE_SECONDS))
+                    cpu[name] += _cpu_seconds(pid) - before
+        finally:
+            for proc, _port in servers.values():
+                proc.terminate()
+            for proc, _port in servers.values():
+                proc.wait(timeout=30)
+    joined = {name: _joined(results) for name, results in slices.items()}
+    base = joined["baseline"]
+    return {"name": "ingest, paired builds", "rows": [
+        (name, f"{result.rate:,.0f} req/s, ratio {result.rate / base.rate:.2f}, "
+               f"{cpu[name] / result.requests * 1e6:.1f} µs CPU per request, "
+               f"p99 {result.percentile(99) * 1e3:.1f} ms, {result.statuses}")
+        for name, result in joined.items()]}
+
+
+async def _warmed(name: str, port: int, deliveries: list[Delivery]) -> str:
+    """Wait for a server to be ready and warm it up; its webhook URL."""
+    ready = "/healthz" if name == "baseline" else "/readyz"  # the baseline has no fold
+    await wait_http(f"http://127.0.0.1:{port}{ready}")
+    url = f"http://127.0.0.1:{port}/webhooks/sentry"
+    await closed_loop(url, deliveries, CONCURRENCY, WARMUP)
+    return url
+
+
 def main() -> dict[str, Any]:
     return asyncio.run(run())
 
@@ -121,3 +180,17 @@ def main_uvloop() -> dict[str, Any]:
         return {"name": "ingest on uvloop",
                 "rows": [("skipped", "uvloop is not installed (pip install uvloop)")]}
     return asyncio.run(run(uvloop=True))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if not sys.argv[1:]:
+        print("usage: python -m bench.ingest TREE ...  (obsv from each TREE, e.g. an older "
+              "git archive, against obsv from this tree)", file=sys.stderr)
+        raise SystemExit(2)
+    chosen = {Path(tree).resolve().name: Path(tree).resolve() for tree in sys.argv[1:]}
+    result = asyncio.run(paired({**chosen, "this tree": ROOT}))
+    print(f"## {result['name']}")
+    for label, value in result["rows"]:
+        print(f"  {label:<12}  {value}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from obsv.core.alert import (
@@ -197,12 +197,25 @@ _json = st.recursive(
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
+# Tags of the documented shapes, with what the kept tags cut and drop: no value, empty
+# values, keys and values over TAG_VALUE_KEPT, more than TAGS_KEPT of them.
+_tag_keys = st.sampled_from(["level", "environment", "os", "k" * 201])
+_tag_values = st.none() | st.sampled_from(["", "Fatal", "prod", "v" * 201])
+_tag_pairs = st.tuples(_tag_keys, _tag_values).map(list)
+_many_tags = st.lists(st.tuples(_tag_keys, st.sampled_from(["v", "v" * 201])).map(list),
+                      min_size=62, max_size=68)
+_tags = (st.lists(_tag_pairs, max_size=4) | _many_tags
+         | st.dictionaries(_tag_keys, _tag_values, max_size=4))
 _fields = st.fixed_dictionaries({}, optional={
     name: _json | good for name, good in {
-        "event_id": st.just("e" * 32), "level": st.sampled_from(["error", "Warn", ""]),
-        "issue_id": st.just("42") | st.integers(0, 2**63 - 1), "hashes": st.just(["h1", "h2"]),
-        "fingerprint": st.just(["{{ default }}", "x"]), "tags": st.just([["level", "fatal"]])
-        | st.just({"environment": "prod"}), "issue_url": st.just("https://s/issues/7/"),
+        "event_id": st.sampled_from(["e" * 32, ""]),
+        "level": st.sampled_from(["error", "Warn", ""]),
+        "issue_id": st.sampled_from(["42", "", "9" * 129]) | st.integers(-3, 2**63 - 1),
+        "hashes": st.sampled_from([["h1", "h2"], [], [""]]),
+        "fingerprint": st.sampled_from([["{{ default }}", "x"], ["{{ default }}"],
+                                        ["{{default}}"], ["a", "b"], []]),
+        "tags": st.just([["level", "fatal"]]) | st.just({"environment": "prod"}) | _tags,
+        "issue_url": st.just("https://s/issues/7/"),
         "web_url": st.just("https://s/organizations/o/issues/8/events/x/"),
         "url": st.just("https://s/api/0/projects/o/shop/events/x/"), "project": st.just(1),
         "environment": st.just("prod"), "title": st.just("T"), "culprit": st.just("c"),
@@ -228,6 +241,21 @@ def test_the_bytes_of_a_body_give_what_its_parsed_json_gives(body: Any) -> None:
     raw = orjson.dumps(body)
     assert _outcome(lambda: alert_from_json(raw)) == _outcome(
         lambda: alert_from_delivery(body))
+
+
+@settings(max_examples=300)
+@given(tags=_tags, level=st.sampled_from([None, "Warn"]),
+       environment=st.sampled_from([None, "", "staging"]),
+       fingerprint=st.sampled_from([None, ["{{ default }}"], ["{{default}}", "x"], ["a"]]))
+def test_a_usable_event_from_bytes_keeps_the_same_tags_level_and_key(
+        tags: Any, level: str | None, environment: str | None,
+        fingerprint: list[str] | None) -> None:
+    """Usable events, as nearly all are: the typed decode's own tags, level, environment
+    and fingerprint key agree with the dict path's (cut, dropped and looked up alike)."""
+    event = {"event_id": "e" * 32, "issue_id": "42", "hashes": ["h1"], "tags": tags,
+             "level": level, "environment": environment, "fingerprint": fingerprint}
+    body = {"data": {"event": {k: v for k, v in event.items() if v is not None}}}
+    assert alert_from_json(orjson.dumps(body)) == alert_from_delivery(body)
 
 
 def test_the_documented_sample_from_bytes() -> None:
