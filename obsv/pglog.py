@@ -79,7 +79,7 @@ from typing import Any, BinaryIO
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from obsv.clock import Clock, utc_now
 from obsv.core.codec import GENESIS, CodecError, type_name
@@ -911,12 +911,25 @@ def _next_batch(queue: list[_Append]) -> tuple[list[_Append], list[_Append]]:
 
 def _size_estimate(event: Event | None) -> int:
     """About the bytes a record adds to the insert, before it is encoded: its raw body
-    escaped (JSON doubles quotes and backslashes; a character outside ASCII is up to 4
-    bytes) and a kilobyte for the rest. Only bodies reach megabytes."""
+    escaped, an alert's own fields (twice with a body: the light row repeats them) and
+    a kilobyte for the rest. Only bodies and the fields a body sets reach megabytes."""
     raw = getattr(event, "raw", None)
-    if not isinstance(raw, str):
-        return 1024
-    return 1024 + len(raw) * (2 if raw.isascii() else 4)
+    size = 1024 if not isinstance(raw, str) else 1024 + _escaped_size(raw)
+    if isinstance(event, AlertReceived):
+        # A body's title, culprit, URL or fingerprint are not bounded, and a redelivery
+        # (raw null) keeps them: estimated at a kilobyte, thousands of those made one
+        # statement of gigabytes again.
+        alert = event.alert
+        text = "".join([value for value in astuple(alert) if isinstance(value, str)]
+                       + [key + value for key, value in alert.tags])
+        size += _escaped_size(text) * (2 if isinstance(raw, str) else 1)
+    return size
+
+
+def _escaped_size(text: str) -> int:
+    """At most about the bytes of ``text`` in a JSON line: JSON doubles quotes and
+    backslashes; a character outside ASCII is up to 4 bytes."""
+    return len(text) * (2 if text.isascii() else 4)
 
 
 def page_query(column: str, where: str) -> str:

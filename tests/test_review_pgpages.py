@@ -1,0 +1,76 @@
+"""A hostile review of the byte bounds of the PostgreSQL log (obsv/pglog.py rules 3
+and 10): what the group commit's size estimate misses, and what a failed batch does
+to the calls queued behind it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from obsv import pglog
+from obsv.core.events import AlertReceived, Delivery
+from obsv.pglog import PgEventLog
+
+from .records import make_alert
+from .test_pg_pages import BUDGET, log_records, off_loop, record_insert_statements
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Writer batches of at most ``BUDGET`` bytes (or one call)."""
+    monkeypatch.setattr(pglog, "PAGE_BYTES", BUDGET)
+    return BUDGET
+
+
+def redelivery(n: int, title: str) -> AlertReceived:
+    """An alert as ingress records a redelivery of a body already stored: no body
+    (``raw`` null, its sha256), but the alert's own fields, which the body set."""
+    return AlertReceived(Delivery(f"req-{n}", "event_alert", None, "ab" * 32),
+                         make_alert(str(n), f"ev-{n}", title=title), None, "cd" * 32)
+
+
+async def test_records_without_a_body_but_with_a_long_title_are_batched_by_their_size(
+        pg_url: str, small_pages: int) -> None:
+    # A body's title (or culprit, web_url, fingerprint) is not bounded: a 1 MiB body
+    # can make a title of nearly 1 MiB. A redelivery keeps the alert and drops only the
+    # body, so its line is as long; estimated at a kilobyte, thousands of them (up to
+    # the connection cap) went into one statement of gigabytes again.
+    title = "t" * (small_pages // 3)
+    log = await PgEventLog.open(pg_url)
+    seen = await record_insert_statements(pg_url)
+    log.start()
+    try:
+        burst = await asyncio.gather(*(log.append(redelivery(n, title)) for n in range(12)))
+        statements = await seen.fetch("SELECT rows, bytes FROM seen_inserts ORDER BY n")
+    finally:
+        await seen.close()
+        await log.close()
+    assert [e.seq for e in burst] == list(range(1, 13))
+    assert sum(s["rows"] for s in statements) == 12
+    assert all(s["bytes"] <= small_pages or s["rows"] == 1 for s in statements), [
+        dict(s) for s in statements]
+    assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
+        redelivery(n, title) for n in range(12)]
+
+
+async def test_an_alert_with_its_body_counts_the_alert_twice_line_and_light(
+        pg_url: str, small_pages: int) -> None:
+    # With its body, an alert's fields are in the line and again in the light row: a
+    # small body with a long title (the escape of the body is not where the bytes are).
+    title = "t" * (small_pages // 4)
+    events = [AlertReceived(Delivery(f"req-{n}", "event_alert", None, "ab" * 32),
+                            make_alert(str(n), f"ev-{n}", title=title), "{}")
+              for n in range(12)]
+    log = await PgEventLog.open(pg_url)
+    seen = await record_insert_statements(pg_url)
+    log.start()
+    try:
+        await asyncio.gather(*(log.append(event) for event in events))
+        statements = await seen.fetch("SELECT rows, bytes FROM seen_inserts ORDER BY n")
+    finally:
+        await seen.close()
+        await log.close()
+    assert sum(s["rows"] for s in statements) == 12
+    assert all(s["bytes"] <= small_pages or s["rows"] == 1 for s in statements), [
+        dict(s) for s in statements]
