@@ -29,7 +29,9 @@ Rules:
    transaction.
 5. A failed transaction (the database gone, a timeout) fails every append of its
    batch with ``LogWriteError`` and writes nothing: the receivers answer 503 with
-   ``Retry-After``. Every wait is bounded: connect, statement, lock and pool timeouts.
+   ``Retry-After``. It fails the calls queued behind that batch too, untried: split
+   by rule 3's bound, each batch of them would wait out the same timeout again, and
+   a delivery would wait that timeout times the megabytes queued ahead of it. Every wait is bounded: connect, statement, lock and pool timeouts.
    A commit whose answer was lost may still have happened: its records are then in
    the log (and the tail hands them to the consumer), and Sentry's retry of a 503 is
    recognised by content as a duplicate, as after any lost answer.
@@ -488,9 +490,10 @@ class PgEventLog:
                 self._wakeup.clear()
                 continue
             batch, self._queue = _next_batch(self._queue)
+            behind = len(self._queue)  # whole calls: _enqueue queues a call at once
             pending = [entry for entry in batch if not entry.future.done()]
             try:
-                await self._commit(pending)
+                failed = await self._commit(pending)
             except Exception as exc:  # nothing foreseen: fail this batch, never the writer
                 self._drop_connection()
                 log.exception("log.write_failed", database=self.location, records=len(batch))
@@ -498,10 +501,20 @@ class PgEventLog:
                     if not entry.future.done():
                         entry.future.set_exception(LogWriteError(
                             f"cannot write to the database {self.location}: {exc!r}"))
+                continue
+            if failed is not None and behind:
+                # Rule 5: the calls queued behind a batch the database refused would each
+                # wait out the same timeout again, one batch after another.
+                queued, self._queue = self._queue[:behind], self._queue[behind:]
+                for entry in queued:
+                    if not entry.future.done():
+                        entry.future.set_exception(failed)
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def _commit(self, batch: list[_Append]) -> LogWriteError | None:
+        """Write ``batch`` and resolve its futures; the error it failed with, if the
+        database failed it (rule 5)."""
         if not batch:
-            return
+            return None
         try:
             conn = await self._connection()
             # Rule 2, usually in one round trip: the head this process last wrote is
@@ -529,7 +542,7 @@ class PgEventLog:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(error)
-            return
+            return error
         self.writable = True
         for _, envelope, line in written:
             if isinstance(envelope.event, LeaderElected):
@@ -544,6 +557,7 @@ class PgEventLog:
                 done.future.set_result(envelope)
         if self._committed:
             self._tail_wake.set()
+        return None
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection (a pool's reset on every release would cost a

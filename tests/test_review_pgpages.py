@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from obsv import pglog
 from obsv.core.events import AlertReceived, Delivery
+from obsv.eventlog import LogWriteError
 from obsv.pglog import PgEventLog
 from obsv.settings import Settings
 
 from .conftest import ClientFactory, alert_body, sentry_bytes, signed_headers
 from .records import make_alert
-from .test_pg_pages import BUDGET, log_records, off_loop, record_insert_statements
+from .test_pg_pages import BUDGET, hook, log_records, off_loop, record_insert_statements
 
 
 @pytest.fixture
@@ -94,3 +96,40 @@ async def test_a_delivery_never_records_a_line_many_times_longer_than_its_body(
     assert response.status == 202
     assert len(raw) < 40_000
     assert settings.event_log.stat().st_size < 10 * len(raw)
+
+
+async def test_calls_queued_behind_a_batch_that_cannot_be_written_fail_with_it(
+        pg_url: str, small_pages: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The head row held by another session (an admin's, a frozen replica's): a batch
+    # waits out the lock timeout and fails (503). Before the byte bound every call queued
+    # then was in that batch; split into batches, each call behind it waited out the
+    # same timeout again, one batch after another: a delivery waited the lock (or
+    # connect, or statement) timeout times the megabytes ahead of it, without bound,
+    # while the database stayed out of reach.
+    monkeypatch.setitem(pglog.SERVER_SETTINGS, "lock_timeout", "300")
+    log = await PgEventLog.open(pg_url)
+    log.start()
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        first = await log.append(hook(0, 100))
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT * FROM obsv_head FOR UPDATE")
+        # Queued together; each larger than a batch, so each is a batch of its own.
+        calls = [asyncio.ensure_future(log.append(hook(n, small_pages)))
+                 for n in range(1, 5)]
+        await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+        answered = [call.done() for call in calls]
+        await asyncio.wait(calls)
+        await transaction.rollback()
+        after = await log.append(hook(5, 100))
+    finally:
+        await blocker.close()
+        await log.close()
+    assert answered == [True] * 4  # the first failure answered every call behind it
+    for call in calls:
+        with pytest.raises(LogWriteError):
+            call.result()
+    assert (first.seq, after.seq) == (1, 2)  # nothing of theirs was written
+    assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
+        hook(0, 100), hook(5, 100)]
