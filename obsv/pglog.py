@@ -31,10 +31,11 @@ Rules:
    batch with ``LogWriteError`` and writes nothing: the receivers answer 503 with
    ``Retry-After``. It fails the calls queued behind that batch too, untried: split
    by rule 3's bound, each batch of them would wait out the same timeout again, and
-   a delivery would wait that timeout times the megabytes queued ahead of it. Every wait is bounded: connect, statement, lock and pool timeouts.
-   A commit whose answer was lost may still have happened: its records are then in
-   the log (and the tail hands them to the consumer), and Sentry's retry of a 503 is
-   recognised by content as a duplicate, as after any lost answer.
+   a delivery would wait that timeout times the megabytes queued ahead of it. Every
+   wait is bounded: connect, statement, lock and pool timeouts. A commit whose answer
+   was lost may still have happened: its records are then in the log (and the tail
+   hands them to the consumer), and Sentry's retry of a 503 is recognised by content
+   as a duplicate, as after any lost answer.
 6. Listeners see every record committed by any replica, once, in seq order: a tail
    task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
    batch's transaction, so delivered on commit), by this process's own commits, and
@@ -489,7 +490,11 @@ class PgEventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            batch, self._queue = _next_batch(self._queue)
+            try:
+                batch, self._queue = _next_batch(self._queue)
+            except Exception:  # a bug in the estimate: the whole queue, never a dead writer
+                log.exception("log.batch_estimate_failed", records=len(self._queue))
+                batch, self._queue = self._queue, []
             behind = len(self._queue)  # whole calls: _enqueue queues a call at once
             pending = [entry for entry in batch if not entry.future.done()]
             try:

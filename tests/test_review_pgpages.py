@@ -133,3 +133,24 @@ async def test_calls_queued_behind_a_batch_that_cannot_be_written_fail_with_it(
     assert (first.seq, after.seq) == (1, 2)  # nothing of theirs was written
     assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
         hook(0, 100), hook(5, 100)]
+
+
+async def test_a_bug_in_the_batch_estimate_never_stops_the_writer(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # _next_batch runs outside the writer's guard: had the estimate raised (a record of
+    # a shape it did not foresee), the writer task died, and every append after it, this
+    # one included, waited for ever (no 202, no 503; /readyz still 200).
+    def broken(event: object) -> int:
+        raise TypeError("an estimate that did not foresee this record")
+
+    monkeypatch.setattr(pglog, "_size_estimate", broken)
+    log = await PgEventLog.open(pg_url)
+    log.start()
+    try:
+        answered = await asyncio.wait_for(log.append(hook(0, 100)), 30)
+        again = await asyncio.wait_for(log.append_many([hook(1, 100), hook(2, 100)]), 30)
+    finally:
+        await log.close()
+    assert [answered.seq] + [e.seq for e in again] == [1, 2, 3]
+    assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
+        hook(n, 100) for n in range(3)]
