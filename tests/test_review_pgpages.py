@@ -15,9 +15,10 @@ from obsv.eventlog import LogWriteError
 from obsv.pglog import PgEventLog
 from obsv.settings import Settings
 
-from .conftest import ClientFactory, alert_body, sentry_bytes, signed_headers
+from .conftest import ClientFactory, alert_body, post_signed, sentry_bytes, signed_headers
 from .records import make_alert
 from .test_pg_pages import BUDGET, hook, log_records, off_loop, record_insert_statements
+from .test_pg_service import exported, records
 
 
 @pytest.fixture
@@ -154,3 +155,19 @@ async def test_a_bug_in_the_batch_estimate_never_stops_the_writer(
     assert [answered.seq] + [e.seq for e in again] == [1, 2, 3]
     assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
         hook(n, 100) for n in range(3)]
+
+
+async def test_an_issue_id_holding_a_nul_is_recorded_in_postgresql_as_in_a_jsonl_log(
+        make_client: ClientFactory, pg_url: str) -> None:
+    # The JSONL log writes it (JSON escapes it); the sentry_issue_id column is text,
+    # which PostgreSQL refuses a NUL in: the batch failed, the delivery was answered
+    # 503 at every retry, and with it every delivery in its batch and (rule 5) queued
+    # behind it.
+    client = await make_client(database_url=pg_url)
+    answers = await asyncio.gather(
+        post_signed(client, alert_body("a" * 32, issue_id="12\u00003"), request_id="r1"),
+        post_signed(client, alert_body("b" * 32), request_id="r2"))
+    assert [answer.status for answer in answers] == [202, 202]
+    received = [r for r in records(await exported(pg_url)) if r["type"] == "alert.received"]
+    ids = {r["alert"]["event_id"]: r["alert"]["sentry_issue_id"] for r in received}
+    assert set(ids) == {"a" * 32, "b" * 32} and ids["a" * 32] == "12\u00003"
