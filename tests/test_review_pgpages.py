@@ -5,6 +5,7 @@ to the calls queued behind it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -13,11 +14,12 @@ from obsv import pglog
 from obsv.core.events import AlertReceived, Delivery
 from obsv.eventlog import LogWriteError
 from obsv.pglog import PgEventLog
+from obsv.pgtools import import_log
 from obsv.settings import Settings
 
 from .conftest import ClientFactory, alert_body, post_signed, sentry_bytes, signed_headers
 from .records import make_alert
-from .test_pg_pages import BUDGET, hook, log_records, off_loop, record_insert_statements
+from .test_pg_pages import BUDGET, hook, log_records, off_loop, record_insert_statements, write_log
 from .test_pg_service import exported, records
 
 
@@ -171,3 +173,13 @@ async def test_an_issue_id_holding_a_nul_is_recorded_in_postgresql_as_in_a_jsonl
     received = [r for r in records(await exported(pg_url)) if r["type"] == "alert.received"]
     ids = {r["alert"]["event_id"]: r["alert"]["sentry_issue_id"] for r in received}
     assert set(ids) == {"a" * 32, "b" * 32} and ids["a" * 32] == "12\u00003"
+
+
+async def test_obsv_import_loads_a_jsonl_log_holding_an_issue_id_with_a_nul(
+        pg_url: str, tmp_path: Path) -> None:
+    event = AlertReceived(Delivery("req-1", "event_alert", None, "ab" * 32),
+                          make_alert("12\u00003", "ev-1"), "{}")
+    original = await write_log(tmp_path / "events.jsonl", [event])
+    count = await off_loop(lambda: import_log(tmp_path / "events.jsonl", pg_url))
+    assert count == 1
+    assert await exported(pg_url) == original
