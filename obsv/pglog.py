@@ -29,13 +29,14 @@ Rules:
    transaction.
 5. A failed transaction (the database gone, a timeout) fails every append of its
    batch with ``LogWriteError`` and writes nothing: the receivers answer 503 with
-   ``Retry-After``. It fails the calls queued behind that batch too, untried: split
-   by rule 3's bound, each batch of them would wait out the same timeout again, and
-   a delivery would wait that timeout times the megabytes queued ahead of it. Every
-   wait is bounded: connect, statement, lock and pool timeouts. A commit whose answer
-   was lost may still have happened: its records are then in the log (and the tail
-   hands them to the consumer), and Sentry's retry of a 503 is recognised by content
-   as a duplicate, as after any lost answer.
+   ``Retry-After``. Unless the error was its own records' (a data error), it fails
+   the calls queued behind that batch too, untried: split by rule 3's bound, each
+   batch of them would wait out the same timeout again, and a delivery would wait
+   that timeout times the megabytes queued ahead of it. Every wait is bounded:
+   connect, statement, lock and pool timeouts. A commit whose answer was lost may
+   still have happened: its records are then in the log (and the tail hands them to
+   the consumer), and Sentry's retry of a 503 is recognised by content as a
+   duplicate, as after any lost answer.
 6. Listeners see every record committed by any replica, once, in seq order: a tail
    task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
    batch's transaction, so delivered on commit), by this process's own commits, and
@@ -521,8 +522,8 @@ class PgEventLog:
                         entry.future.set_exception(failed)
 
     async def _commit(self, batch: list[_Append]) -> LogWriteError | None:
-        """Write ``batch`` and resolve its futures; the error it failed with, if the
-        database failed it (rule 5)."""
+        """Write ``batch`` and resolve its futures; the error the calls queued behind
+        it would meet too (rule 5: the database's, not its records'), if any."""
         if not batch:
             return None
         try:
@@ -552,7 +553,9 @@ class PgEventLog:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(error)
-            return error
+            # A data error is this batch's records' own (one that cannot be encoded or
+            # stored): the calls behind it would not meet it.
+            return None if isinstance(exc, asyncpg.DataError) else error
         self.writable = True
         for _, envelope, line in written:
             if isinstance(envelope.event, LeaderElected):

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from obsv import pglog
-from obsv.core.events import AlertReceived, Delivery
+from obsv.core.events import AlertReceived, Delivery, HookReceived
 from obsv.eventlog import LogWriteError
 from obsv.pglog import PgEventLog
 from obsv.pgtools import import_log
@@ -183,3 +183,26 @@ async def test_obsv_import_loads_a_jsonl_log_holding_an_issue_id_with_a_nul(
     count = await off_loop(lambda: import_log(tmp_path / "events.jsonl", pg_url))
     assert count == 1
     assert await exported(pg_url) == original
+
+
+async def test_calls_queued_behind_a_batch_whose_own_records_were_refused_still_go_in(
+        pg_url: str, small_pages: int) -> None:
+    # A data error is the batch's own records' (one that cannot be encoded: a bug
+    # upstream, here a lone surrogate no UTF-8 line can hold), not the database's: the
+    # calls behind it have nothing to do with it and are written.
+    bad = hook(1, small_pages)
+    bad = HookReceived(bad.delivery, "\ud800", bad.raw)
+    log = await PgEventLog.open(pg_url)
+    log.start()
+    try:
+        await log.append(hook(0, 100))
+        calls = [asyncio.ensure_future(log.append(event))
+                 for event in (bad, hook(2, 100), hook(3, 100))]
+        await asyncio.wait(calls)
+    finally:
+        await log.close()
+    with pytest.raises(LogWriteError):
+        calls[0].result()
+    assert [call.result().seq for call in calls[1:]] == [2, 3]
+    assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
+        hook(0, 100), hook(2, 100), hook(3, 100)]
