@@ -29,10 +29,14 @@ Rules:
    transaction.
 5. A failed transaction (the database gone, a timeout) fails every append of its
    batch with ``LogWriteError`` and writes nothing: the receivers answer 503 with
-   ``Retry-After``. Every wait is bounded: connect, statement, lock and pool timeouts.
-   A commit whose answer was lost may still have happened: its records are then in
-   the log (and the tail hands them to the consumer), and Sentry's retry of a 503 is
-   recognised by content as a duplicate, as after any lost answer.
+   ``Retry-After``. Unless the error was its own records' (a data error), it fails
+   the calls queued behind that batch too, untried: split by rule 3's bound, each
+   batch of them would wait out the same timeout again, and a delivery would wait
+   that timeout times the megabytes queued ahead of it. Every wait is bounded:
+   connect, statement, lock and pool timeouts. A commit whose answer was lost may
+   still have happened: its records are then in the log (and the tail hands them to
+   the consumer), and Sentry's retry of a 503 is recognised by content as a
+   duplicate, as after any lost answer.
 6. Listeners see every record committed by any replica, once, in seq order: a tail
    task reads ``seq > last`` from the table, woken by ``NOTIFY`` (sent in each
    batch's transaction, so delivered on commit), by this process's own commits, and
@@ -79,7 +83,7 @@ from typing import Any, BinaryIO
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from obsv.clock import Clock, utc_now
 from obsv.core.codec import GENESIS, CodecError, type_name
@@ -229,10 +233,15 @@ def light_event(event: Event) -> Event | None:
 
 
 def _sentry_issue_id(event: Event) -> str | None:
+    """The record's Sentry issue id for the ``sentry_issue_id`` column (for operators'
+    queries; obsv reads the line), or None. A text column refuses a NUL, which a JSON
+    line holds escaped: such an id failed its batch at every retry of its delivery
+    (503), and every delivery batched with it."""
     if isinstance(event, AlertReceived):
-        return event.alert.sentry_issue_id
-    value = getattr(event, "sentry_issue_id", None)
-    return value if isinstance(value, str) else None
+        value: object = event.alert.sentry_issue_id
+    else:
+        value = getattr(event, "sentry_issue_id", None)
+    return value if isinstance(value, str) and "\x00" not in value else None
 
 
 async def connect(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
@@ -487,10 +496,15 @@ class PgEventLog:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            batch, self._queue = _next_batch(self._queue)
+            try:
+                batch, self._queue = _next_batch(self._queue)
+            except Exception:  # a bug in the estimate: the whole queue, never a dead writer
+                log.exception("log.batch_estimate_failed", records=len(self._queue))
+                batch, self._queue = self._queue, []
+            behind = len(self._queue)  # whole calls: _enqueue queues a call at once
             pending = [entry for entry in batch if not entry.future.done()]
             try:
-                await self._commit(pending)
+                failed = await self._commit(pending)
             except Exception as exc:  # nothing foreseen: fail this batch, never the writer
                 self._drop_connection()
                 log.exception("log.write_failed", database=self.location, records=len(batch))
@@ -498,10 +512,20 @@ class PgEventLog:
                     if not entry.future.done():
                         entry.future.set_exception(LogWriteError(
                             f"cannot write to the database {self.location}: {exc!r}"))
+                continue
+            if failed is not None and behind:
+                # Rule 5: the calls queued behind a batch the database refused would each
+                # wait out the same timeout again, one batch after another.
+                queued, self._queue = self._queue[:behind], self._queue[behind:]
+                for entry in queued:
+                    if not entry.future.done():
+                        entry.future.set_exception(failed)
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def _commit(self, batch: list[_Append]) -> LogWriteError | None:
+        """Write ``batch`` and resolve its futures; the error the calls queued behind
+        it would meet too (rule 5: the database's, not its records'), if any."""
         if not batch:
-            return
+            return None
         try:
             conn = await self._connection()
             # Rule 2, usually in one round trip: the head this process last wrote is
@@ -529,7 +553,9 @@ class PgEventLog:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(error)
-            return
+            # A data error is this batch's records' own (one that cannot be encoded or
+            # stored): the calls behind it would not meet it.
+            return None if isinstance(exc, asyncpg.DataError) else error
         self.writable = True
         for _, envelope, line in written:
             if isinstance(envelope.event, LeaderElected):
@@ -544,6 +570,7 @@ class PgEventLog:
                 done.future.set_result(envelope)
         if self._committed:
             self._tail_wake.set()
+        return None
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection (a pool's reset on every release would cost a
@@ -911,12 +938,25 @@ def _next_batch(queue: list[_Append]) -> tuple[list[_Append], list[_Append]]:
 
 def _size_estimate(event: Event | None) -> int:
     """About the bytes a record adds to the insert, before it is encoded: its raw body
-    escaped (JSON doubles quotes and backslashes; a character outside ASCII is up to 4
-    bytes) and a kilobyte for the rest. Only bodies reach megabytes."""
+    escaped, an alert's own fields (twice with a body: the light row repeats them) and
+    a kilobyte for the rest. Only bodies and the fields a body sets reach megabytes."""
     raw = getattr(event, "raw", None)
-    if not isinstance(raw, str):
-        return 1024
-    return 1024 + len(raw) * (2 if raw.isascii() else 4)
+    size = 1024 if not isinstance(raw, str) else 1024 + _escaped_size(raw)
+    if isinstance(event, AlertReceived):
+        # A body's title, culprit, URL or fingerprint are not bounded, and a redelivery
+        # (raw null) keeps them: estimated at a kilobyte, thousands of those made one
+        # statement of gigabytes again.
+        alert = event.alert
+        text = "".join([value for value in astuple(alert) if isinstance(value, str)]
+                       + [key + value for key, value in alert.tags])
+        size += _escaped_size(text) * (2 if isinstance(raw, str) else 1)
+    return size
+
+
+def _escaped_size(text: str) -> int:
+    """At most about the bytes of ``text`` in a JSON line: JSON doubles quotes and
+    backslashes; a character outside ASCII is up to 4 bytes."""
+    return len(text) * (2 if text.isascii() else 4)
 
 
 def page_query(column: str, where: str) -> str:
