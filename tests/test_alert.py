@@ -277,3 +277,23 @@ def test_hostile_bytes_are_a_value_error_never_a_crash(raw: bytes) -> None:
     """What the ingress answers 400 invalid_json for, as it does for orjson's refusals."""
     with pytest.raises(ValueError):
         alert_from_json(raw)
+
+
+def test_a_fingerprint_too_long_to_be_a_key_is_keyed_by_its_sha256() -> None:
+    """docs/reference.md §5: a key stays small whatever the body spells; a thousand
+    defaults over a long hash would otherwise make a key a thousand hashes long."""
+    from obsv.core.alert import FINGERPRINT_KEY_MAX, fingerprint_key
+
+    short = fingerprint_key(["checkout", "{{ default }}"], ["ab" * 16], "1", "9")
+    assert short == "1:fp:checkout|" + "ab" * 16  # as before: spelled out
+    hashes = ["h" * 10_000]
+    many = ["checkout"] + ["{{ default }}"] * 1000
+    key = fingerprint_key(many, hashes, "1", "9")
+    assert key.startswith("1:fp:sha256:") and len(key) == len("1:fp:sha256:") + 64
+    assert key == fingerprint_key(list(many), list(hashes), "1", "9")  # the same error
+    assert key != fingerprint_key(many[:-1], hashes, "1", "9")  # another fingerprint
+    assert key != fingerprint_key(many, ["g" * 10_000], "1", "9")  # another grouping
+    long_hash = fingerprint_key(["{{ default }}"], ["x" * (FINGERPRINT_KEY_MAX + 1)], "1", "9")
+    assert long_hash.startswith("1:hash:sha256:") and len(long_hash) < 100
+    edge = "y" * (FINGERPRINT_KEY_MAX - 1)
+    assert fingerprint_key([edge], [], "1", "9") == f"1:fp:{edge}"

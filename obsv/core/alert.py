@@ -17,6 +17,7 @@ Rules (docs/reference.md §3 step 4 and §5):
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from collections.abc import Mapping
@@ -43,6 +44,9 @@ EVENT_ALERT = "event_alert"
 # names and log lines small. Refused at the door (422), since a longer id will never
 # get better, rather than failing later where only a retry loop would notice.
 ISSUE_ID_MAX = 128
+# The longest fingerprint or hash a key spells out (docs/reference.md §5); longer ones
+# are keyed by their SHA-256 (``fingerprint_key``).
+FINGERPRINT_KEY_MAX = 256
 
 
 class Alert(Struct, frozen=True, gc=False, omit_defaults=True):
@@ -404,20 +408,37 @@ def fingerprint_key(
 
     ``{{ default }}`` inside a custom fingerprint stands for Sentry's own grouping,
     so it is replaced by the first hash; the literal default fingerprint alone says
-    nothing about the error, so it falls through to the hash.
+    nothing about the error, so it falls through to the hash. A fingerprint or hash
+    longer than ``FINGERPRINT_KEY_MAX`` is keyed by its SHA-256 instead: the key is in
+    every record of its alert and in the state, so it stays small whatever the body.
     """
     first_hash = hashes[0] if _is_str_list(hashes) and hashes else None
     scope = project if project is not None else "-"
     # The literal default, as nearly every event sends it, is known without the regex.
     if fingerprint != _DEFAULT_FINGERPRINT and _is_str_list(fingerprint) and fingerprint:
         values: list[str] = fingerprint
-        if not all(_DEFAULT_VARIABLE.match(v) for v in values):
-            parts = [(first_hash or sentry_issue_id) if _DEFAULT_VARIABLE.match(v) else v
-                     for v in values]
-            return f"{scope}:fp:" + "|".join(parts)
+        defaults = [bool(_DEFAULT_VARIABLE.match(v)) for v in values]
+        if not all(defaults):
+            default = first_hash or sentry_issue_id
+            parts = [default if is_default else v for v, is_default in zip(values, defaults,
+                                                                           strict=True)]
+            # Measured before it is joined: each default repeats the hash, so a small
+            # body can spell a key of gigabytes (a thousand defaults, a long hash).
+            if sum(map(len, parts)) + len(parts) <= FINGERPRINT_KEY_MAX:
+                return f"{scope}:fp:" + "|".join(parts)
+            return f"{scope}:fp:sha256:" + _digest([default, *values])
     if first_hash:
-        return f"{scope}:hash:{first_hash}"
+        if len(first_hash) <= FINGERPRINT_KEY_MAX:
+            return f"{scope}:hash:{first_hash}"
+        return f"{scope}:hash:sha256:" + _digest([first_hash])
     return f"issue:{sentry_issue_id}"
+
+
+def _digest(values: list[str]) -> str:
+    """The SHA-256 of ``values`` as one unambiguous text (a JSON array): a key for a
+    fingerprint too long to be one itself. Never over the expansion of its defaults,
+    whose length is the body's times itself."""
+    return hashlib.sha256(msgspec.json.encode(values)).hexdigest()
 
 
 def _level(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str:
