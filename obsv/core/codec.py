@@ -322,7 +322,7 @@ def decode_line_without_bodies(line: bytes) -> Envelope:
 
 def _envelope(decoded: Struct, line: bytes) -> Envelope:
     """The record of a decoded line struct."""
-    make, count, kind = _LINES[type(decoded)]
+    make, count, kind, times = _LINES[type(decoded)]
     values = astuple(decoded)
     seq, at, version, prev = values[count:]
     if version != VERSION:
@@ -333,8 +333,10 @@ def _envelope(decoded: Struct, line: bytes) -> Envelope:
         event = make(values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CodecError(f"malformed record ({kind}): {exc}") from exc
-    if times := _time_fields(type(event)):
-        _refuse_times_beyond_utc(event, times)
+    for name, nested in times:  # the record's time fields: mostly none, or one unset
+        value = getattr(event, name)
+        if value is not None and (nested or value.tzinfo is not UTC):
+            _refuse_times_beyond_utc(event, ((name, nested),))
     return Envelope(seq, at, event, prev)
 
 
@@ -496,20 +498,25 @@ _SPECIAL_DECODERS: dict[type, Callable[[tuple[Any, ...]], Event]] = {
     SyncDecided: _sync,
     _PolicyLine: _config,
 }
-# One line struct per record type, and the one decoder that reads them all.
-_LINES: dict[type[Struct], tuple[Callable[[tuple[Any, ...]], Event], int, str]] = {}
+# One line struct per record type, and the one decoder that reads them all. Each line
+# struct maps to how its record is made, how many of its values are the record's, the
+# record type, and the record's time fields (known once here, not per line).
+_LineKind = tuple[Callable[[tuple[Any, ...]], Event], int, str, tuple[tuple[str, bool], ...]]
+_LINES: dict[type[Struct], _LineKind] = {}
 for _cls in EVENT_TYPES:
     _source = _PolicyLine if _cls is ConfigApplied else _cls
     _LINES[_line_struct(_source, _cls.TYPE)] = (_make_event(_source),
-                                                len(_source.__struct_fields__), _cls.TYPE)
+                                                len(_source.__struct_fields__), _cls.TYPE,
+                                                _time_fields(_cls))
 _decoder = msgspec.json.Decoder(reduce(operator.or_, _LINES))
 # The same, with the alert.received line reading its body as msgspec.Raw (stepped over).
 _RECEIVED_WITHOUT_BODY = _line_struct(AlertReceived, AlertReceived.TYPE, {"raw": msgspec.Raw})
 _bodyless_decoder = msgspec.json.Decoder(reduce(operator.or_, (
-    _RECEIVED_WITHOUT_BODY, *(line for line, (_, _, kind) in _LINES.items()
+    _RECEIVED_WITHOUT_BODY, *(line for line, (_, _, kind, _) in _LINES.items()
                               if kind != AlertReceived.TYPE))))
 _LINES[_RECEIVED_WITHOUT_BODY] = (_received_without_body,
-                                  len(AlertReceived.__struct_fields__), AlertReceived.TYPE)
+                                  len(AlertReceived.__struct_fields__), AlertReceived.TYPE,
+                                  _time_fields(AlertReceived))
 _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 
 
