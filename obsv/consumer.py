@@ -88,6 +88,9 @@ from obsv.snapshots import Snapshots
 log = structlog.get_logger("obsv.consumer")
 
 _RETRY_APPEND_SECONDS = 1.0
+# Decisions and failures recorded per append (``_record``): ~0.3 MB of records, one
+# bounded write or statement each.
+RECORD_CHUNK = 1000
 _MAX_RETRY_NAP = 1.0
 # About a day of rounds (30 s doubling to an hour): enough for any outage to pass.
 _MAX_UNEXPECTED_ATTEMPTS = 30
@@ -380,8 +383,17 @@ class Consumer:
         return missing
 
     async def _record(self, records: list[tuple[int, Event]]) -> None:
-        if not records:
-            return
+        """Record what is missing, ``RECORD_CHUNK`` records per append: a backlog (a
+        leader taking over after a long gap, a restart behind thousands of alerts) is
+        then appended in bounded writes (one PostgreSQL statement each, where an
+        append is never split), not one that could outlast the statement timeout and
+        be retried the same forever. A failure stops the round; the next redoes it."""
+        for start in range(0, len(records), RECORD_CHUNK):
+            if not self.leading or not await self._record_chunk(
+                    records[start:start + RECORD_CHUNK]):
+                return
+
+    async def _record_chunk(self, records: list[tuple[int, Event]]) -> bool:
         keys = {key for key, _ in records}
         self._in_flight |= keys
         try:
@@ -389,6 +401,7 @@ class Consumer:
                                                    epoch=self._epoch)
             for (key, _), envelope in zip(records, recorded, strict=True):
                 self._unfolded[key] = envelope.seq
+            return True
         except LeadershipLost as exc:
             self._fenced(exc)
         except LogWriteError as exc:
@@ -397,6 +410,7 @@ class Consumer:
             self._wake.set()
         finally:
             self._in_flight -= keys
+        return False
 
     async def applied(self, seq: int) -> None:
         """Wait until the fold has reached ``seq`` (the poller compares with the log)."""

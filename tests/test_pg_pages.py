@@ -15,13 +15,20 @@ from typing import Any
 import asyncpg
 import pytest
 
-from obsv import pglog, pgtools
-from obsv.core.events import AlertReceived, Delivery, Envelope, Event, HookReceived
+from obsv import consumer, pglog, pgtools
+from obsv.core.events import (
+    AlertDecided,
+    AlertReceived,
+    Delivery,
+    Envelope,
+    Event,
+    HookReceived,
+)
 from obsv.eventlog import EventLog, decode_line
 from obsv.pglog import PgEventLog, connect, migrate
 from obsv.pgtools import DatabaseLines, import_log
 
-from .conftest import wait_until
+from .conftest import ClientFactory, wait_until
 from .records import make_alert
 from .test_pg_service import exported, obsv
 
@@ -263,3 +270,34 @@ async def test_a_burst_of_large_deliveries_is_written_in_statements_of_a_few_mb(
     assert call["rows"] == 5 and call["bytes"] > small_pages
     assert await off_loop(lambda: [e.event for _, e in log_records(pg_url)]) == [
         hook(n, small_pages // 3) for n in range(17)]
+
+
+async def test_a_new_leader_records_a_backlog_of_decisions_in_bounded_statements(
+        pg_url: str, tmp_path: Path, make_client: ClientFactory) -> None:
+    # A log of alerts nobody decided (a leader gone for long while replicas took
+    # deliveries, or a restart behind a backlog): the leader records every decision, a
+    # bounded number per append, since an append is one statement that the writer never
+    # splits; one append of them all could outlast the statement timeout and be retried
+    # the same forever.
+    backlog = consumer.RECORD_CHUNK * 2 + 300
+    await write_log(tmp_path / "events.jsonl",
+                    [alert(n, 100) for n in range(backlog)])
+    conn = await record_insert_statements(pg_url)
+    try:
+        await off_loop(lambda: import_log(tmp_path / "events.jsonl", pg_url))
+        await conn.execute("DELETE FROM seen_inserts")  # the import's own statements
+        await make_client(database_url=pg_url)
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while await conn.fetchval("SELECT count(*) FROM obsv_events "
+                                  "WHERE type = 'alert.decided'") < backlog:
+            assert asyncio.get_running_loop().time() < deadline, "the backlog was not decided"
+            await asyncio.sleep(0.05)
+        rows = [r["rows"] for r in await conn.fetch("SELECT rows FROM seen_inserts ORDER BY n")]
+    finally:
+        await conn.close()
+    assert sum(rows) >= backlog  # every decision, besides the start's own records
+    assert max(rows) <= consumer.RECORD_CHUNK, rows
+    decisions = [e for _, e in await off_loop(lambda: log_records(pg_url))
+                 if isinstance(e.event, AlertDecided)]
+    assert sorted(d.event.alert_seq for d in decisions) == list(range(1, backlog + 1))
