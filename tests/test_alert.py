@@ -297,3 +297,37 @@ def test_a_fingerprint_too_long_to_be_a_key_is_keyed_by_its_sha256() -> None:
     assert long_hash.startswith("1:hash:sha256:") and len(long_hash) < 100
     edge = "y" * (FINGERPRINT_KEY_MAX - 1)
     assert fingerprint_key([edge], [], "1", "9") == f"1:fp:{edge}"
+
+
+async def test_free_text_is_kept_bounded_and_the_body_whole(
+        make_client: ClientFactory, settings: Settings) -> None:
+    """Rule 5: what the alert record and the state keep of a huge title, culprit, URL,
+    level and environment is cut; the raw body, stored as it came, keeps everything."""
+    from obsv.core.alert import TAG_VALUE_KEPT, TEXT_KEPT, URL_KEPT
+
+    from .conftest import read_log
+
+    client = await make_client()
+    body = alert_body(title="T" * 100_000, culprit="C" * 100_000,
+                      web_url="https://sentry.io/" + "u" * 100_000,
+                      level="Q" * 10_000, environment="E" * 10_000)
+    response = await post_signed(client, body)
+    assert response.status == 202
+    record = next(r for r in read_log(settings.event_log) if r["type"] == "alert.received")
+    alert = record["alert"]
+    assert (alert["title"], alert["culprit"]) == ("T" * TEXT_KEPT, "C" * TEXT_KEPT)
+    assert len(alert["web_url"]) == URL_KEPT
+    assert (alert["level"], alert["environment"]) == ("q" * TAG_VALUE_KEPT,
+                                                     "E" * TAG_VALUE_KEPT)
+    assert orjson.loads(record["raw"]) == body
+
+
+@pytest.mark.parametrize(("length", "status"), [(128, 202), (129, 422)])
+async def test_an_event_id_longer_than_any_sentry_sends_is_refused(
+        make_client: ClientFactory, length: int, status: int) -> None:
+    """Rule 3: an event id is remembered for redeliveries; cut, two events would be one."""
+    client = await make_client()
+    response = await post_signed(client, alert_body(event_id="e" * length))
+    assert response.status == status
+    if status == 422:
+        assert (await response.json())["invalid"] == ["data.event.event_id"]

@@ -10,7 +10,13 @@ Rules (docs/reference.md §3 step 4 and §5):
    ``issue_url`` or ``web_url`` (``/issues/<id>/``); else the first of ``hashes``.
    Whichever it came from, an id longer than ``ISSUE_ID_MAX`` is invalid
    (``data.event.issue_id``): the id becomes a GitHub marker and an outbox file
-   name, and no real Sentry id comes close (see ``ISSUE_ID_MAX``).
+   name, and no real Sentry id comes close (see ``ISSUE_ID_MAX``). So is an
+   ``event_id`` longer than ``EVENT_ID_MAX`` (Sentry's are 32 hex digits): it is
+   remembered for redeliveries, and cutting it would merge distinct events.
+5. Free text is kept bounded in the ``Alert`` (the raw body keeps all of it): the
+   title and culprit to ``TEXT_KEPT`` characters, the URL to ``URL_KEPT``, the level
+   and environment to ``TAG_VALUE_KEPT``, like release and tags. The ``Alert`` is in
+   every record of its alert, in the state, and in storm digests.
 4. The literal default fingerprint ``["{{ default }}"]`` is shared by unrelated
    errors, so it is never a key by itself (see ``fingerprint_key``).
 """
@@ -44,6 +50,11 @@ EVENT_ALERT = "event_alert"
 # names and log lines small. Refused at the door (422), since a longer id will never
 # get better, rather than failing later where only a retry loop would notice.
 ISSUE_ID_MAX = 128
+EVENT_ID_MAX = 128
+# Rule 5: an issue title is at most 256 characters on GitHub; a kilobyte keeps enough
+# of a title or culprit for silences and templates, two of a URL.
+TEXT_KEPT = 1024
+URL_KEPT = 2048
 # The longest fingerprint or hash a key spells out (docs/reference.md §5); longer ones
 # are keyed by their SHA-256 (``fingerprint_key``).
 FINGERPRINT_KEY_MAX = 256
@@ -201,7 +212,7 @@ def _check_event_fields(event: SentryEvent, problem: InvalidPayload) -> None:
     event_id = event.event_id
     if event_id is None:
         problem.missing.append("data.event.event_id")
-    elif not _is_nonempty_str(event_id):
+    elif not _is_nonempty_str(event_id) or len(event_id) > EVENT_ID_MAX:
         problem.invalid.append("data.event.event_id")
     checks = {
         "level": _is_nonempty_str,
@@ -330,10 +341,10 @@ def _alert_of(event: SentryEvent) -> Alert:
         fingerprint_key=fingerprint_key(event.fingerprint, event.hashes, project,
                                         sentry_issue_id),
         project=project,
-        environment=_environment(event, tags),
-        title=_optional_str(event.title),
-        culprit=_optional_str(event.culprit),
-        web_url=_optional_str(event.web_url),
+        environment=_kept(_environment(event, tags), TAG_VALUE_KEPT),
+        title=_kept(event.title, TEXT_KEPT),
+        culprit=_kept(event.culprit, TEXT_KEPT),
+        web_url=_kept(event.web_url, URL_KEPT),
         project_slug=_project_slug(event),
         release=_bounded(event.release),
         tags=_kept_tags(tags),
@@ -344,7 +355,7 @@ def _alert_of_typed(event: _TypedEvent) -> Alert | None:
     """``_alert_of`` for a typed event, or None where rule 2 refuses a value the types
     let through (an empty string, a negative issue id, an issue id too long or nowhere)."""
     event_id, level, issue_id = event.event_id, event.level, event.issue_id
-    if not event_id or level == "" or issue_id == "" or (
+    if not event_id or len(event_id) > EVENT_ID_MAX or level == "" or issue_id == "" or (
             type(issue_id) is int and issue_id < 0):
         return None
     sentry_issue_id = str(issue_id) if issue_id is not None else _sentry_issue_id(event)
@@ -356,15 +367,15 @@ def _alert_of_typed(event: _TypedEvent) -> Alert | None:
     return Alert(
         sentry_issue_id=sentry_issue_id,
         event_id=event_id,
-        level=(level or _tag_value(tags, "level") or "error").lower(),
+        level=(level or _tag_value(tags, "level") or "error")[:TAG_VALUE_KEPT].lower(),
         fingerprint_key=fingerprint_key(event.fingerprint, event.hashes, project,
                                         sentry_issue_id),
         project=project,
-        environment=(environment if isinstance(environment, str) and environment
-                     else _tag_value(tags, "environment")),
-        title=_optional_str(event.title),
-        culprit=_optional_str(event.culprit),
-        web_url=_optional_str(event.web_url),
+        environment=_kept(environment if isinstance(environment, str) and environment
+                          else _tag_value(tags, "environment"), TAG_VALUE_KEPT),
+        title=_kept(event.title, TEXT_KEPT),
+        culprit=_kept(event.culprit, TEXT_KEPT),
+        web_url=_kept(event.web_url, URL_KEPT),
         project_slug=_project_slug(event),
         release=_bounded(event.release),
         tags=_kept_typed_tags(tags),
@@ -444,10 +455,10 @@ def _digest(values: list[str]) -> str:
 def _level(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str:
     level = event.level
     if isinstance(level, str) and level:
-        return level.lower()
+        return level[:TAG_VALUE_KEPT].lower()
     for key, value in tags:
         if key == "level" and value:
-            return value.lower()
+            return value[:TAG_VALUE_KEPT].lower()
     return "error"
 
 
@@ -495,8 +506,9 @@ def _kept_tags(tags: list[tuple[str, str | None]]) -> tuple[tuple[str, str], ...
     return tuple(kept[:TAGS_KEPT])
 
 
-def _optional_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def _kept(value: object, limit: int) -> str | None:
+    """Rule 5: a string cut to ``limit`` characters; None for anything else."""
+    return value[:limit] if isinstance(value, str) else None
 
 
 _ORG_IN_PATH = re.compile(r"^/organizations/([^/]+)/")
