@@ -322,7 +322,7 @@ def decode_line_without_bodies(line: bytes) -> Envelope:
 
 def _envelope(decoded: Struct, line: bytes) -> Envelope:
     """The record of a decoded line struct."""
-    make, count, kind, times = _LINES[type(decoded)]
+    make, count, kind = _LINES[type(decoded)]
     values = astuple(decoded)
     seq, at, version, prev = values[count:]
     if version != VERSION:
@@ -333,7 +333,12 @@ def _envelope(decoded: Struct, line: bytes) -> Envelope:
         event = make(values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CodecError(f"malformed record ({kind}): {exc}") from exc
-    for name, nested in times:  # the record's time fields: mostly none, or one unset
+    # The record's time fields (learnt on first use: msgspec's schema of every type is
+    # 8 ms at import, which every command would pay): mostly none, or one unset.
+    times = _TIME_FIELDS.get(type(event))
+    if times is None:
+        times = _time_fields(type(event))
+    for name, nested in times:
         value = getattr(event, name)
         if value is not None and (nested or value.tzinfo is not UTC):
             _refuse_times_beyond_utc(event, ((name, nested),))
@@ -498,25 +503,20 @@ _SPECIAL_DECODERS: dict[type, Callable[[tuple[Any, ...]], Event]] = {
     SyncDecided: _sync,
     _PolicyLine: _config,
 }
-# One line struct per record type, and the one decoder that reads them all. Each line
-# struct maps to how its record is made, how many of its values are the record's, the
-# record type, and the record's time fields (known once here, not per line).
-_LineKind = tuple[Callable[[tuple[Any, ...]], Event], int, str, tuple[tuple[str, bool], ...]]
-_LINES: dict[type[Struct], _LineKind] = {}
+# One line struct per record type, and the one decoder that reads them all.
+_LINES: dict[type[Struct], tuple[Callable[[tuple[Any, ...]], Event], int, str]] = {}
 for _cls in EVENT_TYPES:
     _source = _PolicyLine if _cls is ConfigApplied else _cls
     _LINES[_line_struct(_source, _cls.TYPE)] = (_make_event(_source),
-                                                len(_source.__struct_fields__), _cls.TYPE,
-                                                _time_fields(_cls))
+                                                len(_source.__struct_fields__), _cls.TYPE)
 _decoder = msgspec.json.Decoder(reduce(operator.or_, _LINES))
 # The same, with the alert.received line reading its body as msgspec.Raw (stepped over).
 _RECEIVED_WITHOUT_BODY = _line_struct(AlertReceived, AlertReceived.TYPE, {"raw": msgspec.Raw})
 _bodyless_decoder = msgspec.json.Decoder(reduce(operator.or_, (
-    _RECEIVED_WITHOUT_BODY, *(line for line, (_, _, kind, _) in _LINES.items()
+    _RECEIVED_WITHOUT_BODY, *(line for line, (_, _, kind) in _LINES.items()
                               if kind != AlertReceived.TYPE))))
 _LINES[_RECEIVED_WITHOUT_BODY] = (_received_without_body,
-                                  len(AlertReceived.__struct_fields__), AlertReceived.TYPE,
-                                  _time_fields(AlertReceived))
+                                  len(AlertReceived.__struct_fields__), AlertReceived.TYPE)
 _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 
 
