@@ -24,6 +24,7 @@ import asyncio
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +77,21 @@ def _servers(tmp: str, uvloop: bool, trees: dict[str, Path] | None = None
     return servers
 
 
-async def run(uvloop: bool = False) -> dict[str, Any]:
+async def _measure(uvloop: bool, trees: dict[str, Path] | None,
+                   order: Callable[[list[str]], list[str]]
+                   ) -> tuple[dict[str, LoadResult], dict[str, float]]:
+    """Serve the baseline and obsv (from each of ``trees``), warm each up, then measure
+    one slice per name of ``order(names)``; each server's load joined over its slices,
+    and its CPU seconds per request."""
     deliveries = signed_deliveries(SECRET, 2000)
-    slices: dict[str, list[LoadResult]] = {"baseline": [], "obsv": []}
-    cpu = dict.fromkeys(slices, 0.0)
     with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
-        servers = _servers(tmp, uvloop)
+        servers = _servers(tmp, uvloop, trees)
+        slices: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        cpu = dict.fromkeys(servers, 0.0)
         try:
             urls = {name: await _warmed(name, port, deliveries)
                     for name, (_proc, port) in servers.items()}
-            order = ["baseline", "obsv", "obsv", "baseline"] * (SLICES // 2)
-            for name in order:
+            for name in order(list(servers)):
                 pid = servers[name][0].pid
                 before = _cpu_seconds(pid)
                 slices[name].append(await closed_loop(urls[name], deliveries, CONCURRENCY,
@@ -97,7 +102,14 @@ async def run(uvloop: bool = False) -> dict[str, Any]:
                 proc.terminate()
             for proc, _port in servers.values():
                 proc.wait(timeout=30)
-    base, ours = _joined(slices["baseline"]), _joined(slices["obsv"])
+    joined = {name: _joined(results) for name, results in slices.items()}
+    return joined, {name: cpu[name] / joined[name].requests for name in joined}
+
+
+async def run(uvloop: bool = False) -> dict[str, Any]:
+    joined, cpu = await _measure(
+        uvloop, None, lambda _names: ["baseline", "obsv", "obsv", "baseline"] * (SLICES // 2))
+    base, ours = joined["baseline"], joined["obsv"]
     return {
         "name": "ingest on uvloop" if uvloop else "ingest",
         "rows": [
@@ -106,8 +118,8 @@ async def run(uvloop: bool = False) -> dict[str, Any]:
             ("ratio obsv/baseline", f"{ours.rate / base.rate:.2f}  (target >= 0.8)"),
             ("baseline p50 / p99", _p50_p99(base)),
             ("obsv p50 / p99", _p50_p99(ours) + "  (target p99 <= 30 ms)"),
-            ("server CPU per request", f"baseline {cpu['baseline'] / base.requests * 1e6:.0f} µs, "
-                                       f"obsv {cpu['obsv'] / ours.requests * 1e6:.0f} µs"),
+            ("server CPU per request", f"baseline {cpu['baseline'] * 1e6:.0f} µs, "
+                                       f"obsv {cpu['obsv'] * 1e6:.0f} µs"),
             ("statuses", f"baseline {base.statuses} obsv {ours.statuses}"),
         ],
     }
@@ -130,32 +142,12 @@ async def paired(trees: dict[str, Path], rounds: int = SLICES) -> dict[str, Any]
     """The baseline and obsv from each of ``trees``, measured alike: every round runs
     one slice of each, in turn forward then backward, so that load from elsewhere
     falls on all of them."""
-    deliveries = signed_deliveries(SECRET, 2000)
-    with tempfile.TemporaryDirectory(prefix="obsv-bench-") as tmp:
-        servers = _servers(tmp, False, trees)
-        slices: dict[str, list[LoadResult]] = {name: [] for name in servers}
-        cpu = dict.fromkeys(servers, 0.0)
-        try:
-            urls = {name: await _warmed(name, port, deliveries)
-                    for name, (_proc, port) in servers.items()}
-            names = list(servers)
-            for turn in range(rounds):
-                for name in names if turn % 2 == 0 else names[::-1]:
-                    pid = servers[name][0].pid
-                    before = _cpu_seconds(pid)
-                    slices[name].append(await closed_loop(urls[name], deliveries, CONCURRENCY,
-                                                          SLICE_SECONDS))
-                    cpu[name] += _cpu_seconds(pid) - before
-        finally:
-            for proc, _port in servers.values():
-                proc.terminate()
-            for proc, _port in servers.values():
-                proc.wait(timeout=30)
-    joined = {name: _joined(results) for name, results in slices.items()}
+    joined, cpu = await _measure(False, trees, lambda names: [
+        name for turn in range(rounds) for name in (names if turn % 2 == 0 else names[::-1])])
     base = joined["baseline"]
     return {"name": "ingest, paired builds", "rows": [
         (name, f"{result.rate:,.0f} req/s, ratio {result.rate / base.rate:.2f}, "
-               f"{cpu[name] / result.requests * 1e6:.1f} µs CPU per request, "
+               f"{cpu[name] * 1e6:.1f} µs CPU per request, "
                f"p99 {result.percentile(99) * 1e3:.1f} ms, {result.statuses}")
         for name, result in joined.items()]}
 
