@@ -9,20 +9,11 @@ from pathlib import Path
 import orjson
 
 from obsv.cli import main
-from obsv.pgtools import DatabaseLines
 
 from .conftest import SECRET
 from .process import ServeProcess
 from .test_crash import assert_acknowledged_and_decided_once, kill_under_load
-
-
-def export(url: str) -> bytes:
-    """The database's log as JSONL bytes (``obsv export``)."""
-    lines = DatabaseLines(url)
-    try:
-        return b"".join(line for _, line in lines)
-    finally:
-        lines.close()
+from .test_pg_pages import read_back
 
 
 async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path,
@@ -33,7 +24,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path,
     acked = await kill_under_load(server)
     assert server.stop() == 0
 
-    data = await asyncio.get_running_loop().run_in_executor(None, export, pg_url)
+    data = await asyncio.get_running_loop().run_in_executor(None, read_back, pg_url)
     records = [orjson.loads(line) for line in data.splitlines()]
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     assert_acknowledged_and_decided_once(records, acked)
