@@ -36,6 +36,28 @@ class LoadResult:
         return percentile(self.latencies, p)
 
 
+def comparison_rows(base: LoadResult, ours: LoadResult,
+                    cpu: tuple[float, float] | None = None) -> list[tuple[str, str]]:
+    """The rows of an ingest benchmark: both servers' rates, the ratio against its
+    target, latencies, CPU per request (seconds, baseline then obsv) when measured, and
+    the answers' statuses."""
+    return [
+        ("baseline req/s", f"{base.rate:,.0f}"),
+        ("obsv req/s", f"{ours.rate:,.0f}"),
+        ("ratio obsv/baseline", f"{ours.rate / base.rate:.2f}  (target >= 0.8)"),
+        ("baseline p50 / p99", p50_p99(base)),
+        ("obsv p50 / p99", p50_p99(ours) + "  (target p99 <= 30 ms)"),
+        *([("server CPU per request", f"baseline {cpu[0] * 1e6:.0f} µs, "
+                                      f"obsv {cpu[1] * 1e6:.0f} µs")] if cpu else []),
+        ("statuses", f"baseline {base.statuses} obsv {ours.statuses}"),
+    ]
+
+
+def p50_p99(result: LoadResult) -> str:
+    """The median and 99th percentile latency, in ms."""
+    return f"{result.percentile(50) * 1e3:.1f} / {result.percentile(99) * 1e3:.1f} ms"
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """The p-th percentile (0..100), nearest rank."""
     if not values:

@@ -33,6 +33,7 @@ from bench.common import (
     Delivery,
     LoadResult,
     closed_loop,
+    comparison_rows,
     free_port,
     signed_deliveries,
     spawn,
@@ -110,19 +111,8 @@ async def run(uvloop: bool = False) -> dict[str, Any]:
     joined, cpu = await _measure(
         uvloop, None, lambda _names: ["baseline", "obsv", "obsv", "baseline"] * (SLICES // 2))
     base, ours = joined["baseline"], joined["obsv"]
-    return {
-        "name": "ingest on uvloop" if uvloop else "ingest",
-        "rows": [
-            ("baseline req/s", f"{base.rate:,.0f}"),
-            ("obsv req/s", f"{ours.rate:,.0f}"),
-            ("ratio obsv/baseline", f"{ours.rate / base.rate:.2f}  (target >= 0.8)"),
-            ("baseline p50 / p99", _p50_p99(base)),
-            ("obsv p50 / p99", _p50_p99(ours) + "  (target p99 <= 30 ms)"),
-            ("server CPU per request", f"baseline {cpu['baseline'] * 1e6:.0f} µs, "
-                                       f"obsv {cpu['obsv'] * 1e6:.0f} µs"),
-            ("statuses", f"baseline {base.statuses} obsv {ours.statuses}"),
-        ],
-    }
+    return {"name": "ingest on uvloop" if uvloop else "ingest",
+            "rows": comparison_rows(base, ours, (cpu["baseline"], cpu["obsv"]))}
 
 
 def _joined(results: list[LoadResult]) -> LoadResult:
@@ -132,10 +122,6 @@ def _joined(results: list[LoadResult]) -> LoadResult:
             statuses[status] = statuses.get(status, 0) + count
     return LoadResult(sum(r.requests for r in results), sum(r.seconds for r in results),
                       [latency for r in results for latency in r.latencies], statuses)
-
-
-def _p50_p99(result: LoadResult) -> str:
-    return f"{result.percentile(50) * 1e3:.1f} / {result.percentile(99) * 1e3:.1f} ms"
 
 
 async def paired(trees: dict[str, Path], rounds: int = SLICES) -> dict[str, Any]:

@@ -24,7 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import LoadResult, closed_loop, free_port, signed_deliveries, spawn, wait_http
+from bench.common import (
+    LoadResult,
+    closed_loop,
+    comparison_rows,
+    free_port,
+    signed_deliveries,
+    spawn,
+    wait_http,
+)
 from tests.pgserver import PgServer, find_bindir
 
 SECRET = "bench-secret"
@@ -61,21 +69,7 @@ async def run(server: PgServer) -> dict[str, Any]:
                 proc.terminate()
                 proc.wait(timeout=30)
     base, ours = results["baseline"], results["obsv"]
-    return {
-        "name": "pgingest (PostgreSQL, fsync on)",
-        "rows": [
-            ("baseline req/s", f"{base.rate:,.0f}"),
-            ("obsv req/s", f"{ours.rate:,.0f}"),
-            ("ratio obsv/baseline", f"{ours.rate / base.rate:.2f}  (target >= 0.8)"),
-            ("baseline p50 / p99", _p50_p99(base)),
-            ("obsv p50 / p99", _p50_p99(ours) + "  (target p99 <= 30 ms)"),
-            ("statuses", f"baseline {base.statuses} obsv {ours.statuses}"),
-        ],
-    }
-
-
-def _p50_p99(result: LoadResult) -> str:
-    return f"{result.percentile(50) * 1e3:.1f} / {result.percentile(99) * 1e3:.1f} ms"
+    return {"name": "pgingest (PostgreSQL, fsync on)", "rows": comparison_rows(base, ours)}
 
 
 def main() -> dict[str, Any]:
