@@ -474,8 +474,8 @@ def _say(line: str) -> None:
 # Characters that act on a terminal instead of showing: C0 and C1 controls (ESC starts
 # escape sequences, CSI U+009B is a one-character ESC [, CR and NL fake rows), the line
 # and paragraph separators, and the bidirectional overrides that reorder what is shown.
-_TERMINAL_UNSAFE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ABOVE_C0_UNSAFE = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_TERMINAL_UNSAFE = re.compile(rf"[\x00-\x1f{_ABOVE_C0_UNSAFE}]")
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -493,7 +493,7 @@ def printable(text: str) -> str:
 
 # What a JSON encoder leaves raw of _TERMINAL_UNSAFE: it escapes every C0 control, so
 # the only ones in its output are the newlines that end its lines.
-_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_JSON_UNSAFE = re.compile(f"[{_ABOVE_C0_UNSAFE}]")
 
 
 def json_printable(lines: bytes) -> bytes:

@@ -13,12 +13,12 @@ Rules (docs/reference.md §3 step 4 and §5):
    name, and no real Sentry id comes close (see ``ISSUE_ID_MAX``). So is an
    ``event_id`` longer than ``EVENT_ID_MAX`` (Sentry's are 32 hex digits): it is
    remembered for redeliveries, and cutting it would merge distinct events.
+4. The literal default fingerprint ``["{{ default }}"]`` is shared by unrelated
+   errors, so it is never a key by itself (see ``fingerprint_key``).
 5. Free text is kept bounded in the ``Alert`` (the raw body keeps all of it): the
    title and culprit to ``TEXT_KEPT`` characters, the URL to ``URL_KEPT``, the level
    and environment to ``TAG_VALUE_KEPT``, like release and tags. The ``Alert`` is in
    every record of its alert, in the state, and in storm digests.
-4. The literal default fingerprint ``["{{ default }}"]`` is shared by unrelated
-   errors, so it is never a key by itself (see ``fingerprint_key``).
 """
 
 from __future__ import annotations
@@ -363,27 +363,25 @@ def _alert_of_typed(event: _TypedEvent) -> Alert | None:
         return None
     project = _project(event)
     tags = event.tags
-    environment = event.environment
     return Alert(
         sentry_issue_id=sentry_issue_id,
         event_id=event_id,
-        level=(level or _tag_value(tags, "level") or "error")[:TAG_VALUE_KEPT].lower(),
+        level=_level(event, tags),
         fingerprint_key=fingerprint_key(event.fingerprint, event.hashes, project,
                                         sentry_issue_id),
         project=project,
-        environment=_kept(environment if isinstance(environment, str) and environment
-                          else _tag_value(tags, "environment"), TAG_VALUE_KEPT),
+        environment=_kept(_environment(event, tags), TAG_VALUE_KEPT),
         title=_kept(event.title, TEXT_KEPT),
         culprit=_kept(event.culprit, TEXT_KEPT),
         web_url=_kept(event.web_url, URL_KEPT),
         project_slug=_project_slug(event),
         release=_bounded(event.release),
-        tags=_kept_typed_tags(tags),
+        tags=_kept_tags(tags),
     )
 
 
 def _tag_value(tags: Tags | None, name: str) -> str | None:
-    """The first non-empty value of tag ``name`` (``_level``, ``_environment``)."""
+    """The first non-empty value of tag ``name``, from either of Sentry's shapes."""
     if isinstance(tags, dict):
         return tags.get(name) or None
     for key, value in tags or ():
@@ -392,8 +390,9 @@ def _tag_value(tags: Tags | None, name: str) -> str | None:
     return None
 
 
-def _kept_typed_tags(tags: Tags | None) -> tuple[tuple[str, str], ...]:
-    """``_kept_tags`` of typed tags, in one pass."""
+def _kept_tags(tags: Tags | None) -> tuple[tuple[str, str], ...]:
+    """The first ``TAGS_KEPT`` tags with a value, each cut to ``TAG_VALUE_KEPT``, in one
+    pass over either of Sentry's shapes (``tag_pairs`` gives the lenient way's)."""
     pairs = tags.items() if isinstance(tags, dict) else tags or ()
     return tuple([(key[:TAG_VALUE_KEPT], value[:TAG_VALUE_KEPT])
                   for key, value in pairs if value is not None][:TAGS_KEPT])
@@ -452,24 +451,20 @@ def _digest(values: list[str]) -> str:
     return hashlib.sha256(msgspec.json.encode(values)).hexdigest()
 
 
-def _level(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str:
+def _level(event: SentryEvent | _TypedEvent, tags: Tags | None) -> str:
+    """The event's level, else its ``level`` tag, else ``error``; lower case, bounded."""
     level = event.level
-    if isinstance(level, str) and level:
-        return level[:TAG_VALUE_KEPT].lower()
-    for key, value in tags:
-        if key == "level" and value:
-            return value[:TAG_VALUE_KEPT].lower()
-    return "error"
+    if not (isinstance(level, str) and level):
+        level = _tag_value(tags, "level") or "error"
+    return level[:TAG_VALUE_KEPT].lower()
 
 
-def _environment(event: SentryEvent, tags: list[tuple[str, str | None]]) -> str | None:
+def _environment(event: SentryEvent | _TypedEvent, tags: Tags | None) -> str | None:
+    """The event's environment, else its ``environment`` tag."""
     environment = event.environment
     if isinstance(environment, str) and environment:
         return environment
-    for key, value in tags:
-        if key == "environment" and value:
-            return value
-    return None
+    return _tag_value(tags, "environment")
 
 
 def _project(event: SentryEvent | _TypedEvent) -> str | None:
@@ -498,12 +493,6 @@ def _project_slug(event: SentryEvent | _TypedEvent) -> str | None:
 def _bounded(value: object) -> str | None:
     return value[:TAG_VALUE_KEPT] if isinstance(value, str) and value else None
 
-
-def _kept_tags(tags: list[tuple[str, str | None]]) -> tuple[tuple[str, str], ...]:
-    """The first ``TAGS_KEPT`` tags with a value, each cut to ``TAG_VALUE_KEPT``."""
-    kept = [(key[:TAG_VALUE_KEPT], value[:TAG_VALUE_KEPT])
-            for key, value in tags if value is not None]
-    return tuple(kept[:TAGS_KEPT])
 
 
 def _kept(value: object, limit: int) -> str | None:

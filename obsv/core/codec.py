@@ -520,8 +520,6 @@ _LINES[_RECEIVED_WITHOUT_BODY] = (_received_without_body,
 _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 
 
-
-
 # -- the recorded answers, read fast (``obsv replay --json``, obsv/ledger.py) ----------------
 # A line read for its summary: its type and seq, and for the two records an alert's row
 # is made of, the alert and its time (``alert.received``: an ``AlertSummary``) or the
