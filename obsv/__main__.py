@@ -1,3 +1,3 @@
-from obsv.cli import main
+from obsv.cli import entry
 
-raise SystemExit(main())
+entry()

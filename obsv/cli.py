@@ -148,12 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
 BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> NoReturn:
+    """The ``obsv`` command: ``main`` in a process of its own, which a replay may end
+    as soon as its answer is printed (``auditcli.run``)."""
+    raise SystemExit(main(exit_when_done=True))
+
+
+def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # may print --help
-        code = _run(parser, args)
+        code = _run(parser, args, exit_when_done)
         sys.stdout.flush()  # here, so a closed stdout is seen inside the try
     except BrokenPipeError:
         return _stdout_gone()
@@ -171,13 +177,14 @@ def _stdout_gone() -> int:
     return BROKEN_PIPE_STATUS
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
+         exit_when_done: bool) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command in ("replay", "why"):
             from obsv import auditcli
-            return auditcli.run(args)
+            return auditcli.run(args, exit_when_done=exit_when_done)
         if args.command in ("export", "import"):
             from obsv import pgtools
             return (pgtools.export_command if args.command == "export"

@@ -4,7 +4,7 @@
 and comparing it with the recorded one; the table, ``--verify`` and ``why`` need that.
 A ``--json`` row needs less: the alert as received, the decision as recorded, and what
 GitHub (or the outbox) said (docs/reference.md §1). So this reads each line's summary
-(``decode_summary``: msgspec steps over bodies, deliveries and reports unread), makes the
+(``summaries``: msgspec steps over bodies, deliveries and reports unread), makes the
 same ``Row`` objects ``audit`` makes, from the recorded decisions, and the command
 prints them with the same code: two to three times faster than the fold on the
 bench's logs (bench/README.md, "Replay and codec").
@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from obsv.audit import Audit, IssueRef, Row, fill_in_outcome
-from obsv.core.codec import CodecError, decode_line, decode_summary
+from obsv.core.codec import CodecError, DecidedSummary, ReceivedSummary, summaries
 from obsv.core.events import (
     AlertDecided,
-    AlertReceived,
     CommentPosted,
     ConfigApplied,
+    Envelope,
     Event,
     IssueFailed,
     IssueOpened,
@@ -35,10 +35,10 @@ from obsv.core.events import (
     StormDecided,
 )
 
-# The records that fill in a row after its decision (``audit.fill_in_outcome``), read in full:
-# there are few of them next to the alerts and decisions.
-_OUTCOMES = frozenset(cls.TYPE for cls in (IssueOpened, CommentPosted, IssueReopened,
-                                           IssueFailed))
+# The records that fill in a row after its decision (``audit.fill_in_outcome``) and the
+# policy's, read in full: there are few of them next to the alerts and decisions.
+_IN_FULL = frozenset(cls.TYPE for cls in (IssueOpened, CommentPosted, IssueReopened,
+                                          IssueFailed, ConfigApplied))
 
 
 class _FoldInstead(Exception):
@@ -56,7 +56,6 @@ def recorded_rows(lines: Iterable[bytes]) -> Audit | None:
     return result
 
 
-_RECEIVED, _DECIDED = AlertReceived.TYPE, AlertDecided.TYPE
 # What a row holds until its decision is read (never seen outside: a row still holding
 # it at the end sends the log to the fold, which derives the decision).
 _UNDECIDED = AlertDecided(0, "", "", "suppress", "duplicate")
@@ -69,59 +68,42 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
     rows = result.rows
     policy_repo: str | None = None
     seq = decided = 0
-    for line in lines:
-        if line[-1:] != b"\n":
-            raise _FoldInstead  # torn: the fold names it
-        try:
-            kind, line_seq, at, summary = decode_summary(line)
-        except CodecError:
-            raise _FoldInstead from None
-        seq += 1
-        if line_seq != seq:
-            raise _FoldInstead  # a gap: the fold names it
-        if kind == _RECEIVED:
-            assert at is not None  # an alert.received's summary has its time
-            rows[seq] = Row(seq, at, summary, _UNDECIDED, None, None, policy_repo)
-        elif kind == _DECIDED:
-            row = rows.get(summary.alert_seq)
-            if row is None or row.recorded is not None:
-                raise _FoldInstead  # a decision for no alert awaiting one: named there
-            row.derived = row.recorded = summary
-            decided += 1
-        elif kind in _OUTCOMES:
-            _outcome(result, line)
-        elif kind == ConfigApplied.TYPE:
-            policy_repo = _policy_repo(line)
-        elif kind == StormDecided.TYPE:
-            raise _FoldInstead
+    try:
+        for summary in summaries(lines, _IN_FULL):
+            seq += 1
+            if summary.seq != seq:
+                raise _FoldInstead  # a gap: the fold names it
+            kind = type(summary)
+            if kind is ReceivedSummary:
+                rows[seq] = Row(seq, summary.at, summary.alert, _UNDECIDED, None, None,
+                                policy_repo)
+            elif kind is DecidedSummary:
+                row = rows.get(summary.alert_seq)
+                if row is None or row.recorded is not None:
+                    raise _FoldInstead  # a decision for no alert awaiting one: named there
+                row.derived = row.recorded = summary
+                decided += 1
+            elif kind is Envelope:
+                policy_repo = _read_in_full(result, summary.event, policy_repo)
+            elif summary.TYPE == StormDecided.TYPE:
+                raise _FoldInstead
+    except CodecError:
+        raise _FoldInstead from None  # a line it cannot summarise, a torn tail: named there
     result.records = seq
     if decided != len(rows):
         raise _FoldInstead  # undecided alerts: the fold derives their decisions
 
 
-def _event(line: bytes) -> Event:
-    """The record of a line read in full; anything the full decoder refuses, or reads
-    otherwise than its summary did, is the fold's to name."""
-    try:
-        return decode_line(line).event
-    except CodecError:
-        raise _FoldInstead from None
-
-
-def _policy_repo(line: bytes) -> str | None:
-    event = _event(line)
-    if not isinstance(event, ConfigApplied):
-        raise _FoldInstead
-    return event.policy.repo
-
-
-def _outcome(result: Audit, line: bytes) -> None:
-    event = _event(line)
+def _read_in_full(result: Audit, event: Event, policy_repo: str | None) -> str | None:
+    """Fill in the row an outcome names; the policy's repo after a ``config.applied``."""
+    if isinstance(event, ConfigApplied):
+        return event.policy.repo
     if not isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed):
-        raise _FoldInstead
+        raise _FoldInstead  # read otherwise in full than its summary did
     row = result.rows.get(event.alert_seq)
     if row is not None and row.recorded is None:
         raise _FoldInstead  # an outcome before its decision: only the fold can say
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
     fill_in_outcome(result, event)
+    return policy_repo

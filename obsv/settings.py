@@ -7,12 +7,10 @@ one line naming the setting and the fix; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 import re
 import stat
-import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -457,12 +455,14 @@ def _hint(name: str, known: set[str]) -> str:
     bare = name.removeprefix("OBSV_")
     candidates = {n.removeprefix("OBSV_"): n for n in known}
     longer = sorted(n for b, n in candidates.items() if b.startswith(bare + "_"))
+    import difflib  # here: only a misspelt setting needs it (every command starts faster)
     close = longer or [candidates[b] for b in difflib.get_close_matches(bare, candidates, 1,
                                                                         0.75)]
     return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here: only a config file needs it (4 ms of every command's start)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

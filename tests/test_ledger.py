@@ -292,3 +292,26 @@ def test_a_log_path_that_is_not_a_file_is_named_as_such(tmp_path: Path, kind: st
     assert result.stderr == (f"obsv: {path} is not a regular file (a directory, a FIFO, a "
                              "device); pass the log's path (obsv replay LOG, obsv why ID "
                              "--log LOG)\n")
+
+
+def test_the_command_ends_itself_only_once_every_row_and_note_is_out(tmp_path: Path) -> None:
+    """``obsv`` ends a replay with ``os._exit`` and its rows still held (cli.entry): the
+    rows buffered for stdout and the note for stderr are written first, and the exit
+    code is the answer's."""
+    log = Log()
+    log.config()
+    for i in range(3000):
+        log.alert(after=seconds(1), issue=str(100 + i % 7))
+    path = write(tmp_path / "events.jsonl", log)
+    whole = obsv("replay", str(path), "--json")
+    rows = [json.loads(line) for line in whole.stdout.splitlines()]
+    assert whole.returncode == 0 and len(rows) == 3000
+    assert rows[-1]["seq"] == len(log.records) - 1  # the last alert; its decision follows
+    table = obsv("replay", str(path))  # printed line by line, not flushed by its printer
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 3001
+    assert table.stdout.splitlines()[-1].startswith(str(rows[-1]["seq"]))
+    with open(path, "ab") as f:
+        f.write(b'{"seq":')  # torn: the fold answers, with a note
+    torn = obsv("replay", str(path), "--json")
+    assert torn.returncode == 0 and torn.stdout == whole.stdout
+    assert "torn last line" in torn.stderr
