@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from obsv import __version__
 from obsv.errors import StartupError, UsageError
@@ -23,6 +24,8 @@ from obsv.settings import ConfigError, Settings, load_settings
 # The server stack (asyncio, aiohttp, structlog, the event log) is imported by the
 # subcommands that use it: `obsv replay` and `obsv why` start without it (issue 12).
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from obsv.eventlog import LogCorrupt, LogInUse
 
 
@@ -157,12 +160,21 @@ def entry() -> NoReturn:
 def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)  # may print --help
-        code = _run(parser, args, exit_when_done)
-        sys.stdout.flush()  # here, so a closed stdout is seen inside the try
-    except BrokenPipeError:
-        return _stdout_gone()
+    with _answer_stdout() as answer:
+        try:
+            try:
+                args = parser.parse_args(argv)  # may print --help
+            except SystemExit:
+                sys.stdout.flush()  # --help's text is an answer too
+                raise
+            code = _run(parser, args, exit_when_done)
+            sys.stdout.flush()  # here, so a closed stdout is seen inside the try
+        except BrokenPipeError:
+            return _stdout_gone()
+        except OSError as exc:
+            if answer is None or exc is not answer.failure:
+                raise  # not the answer's: a bug to see whole, not to call a full disk
+            return _stdout_unwritable(exc)
     return code
 
 
@@ -175,6 +187,78 @@ def _stdout_gone() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return BROKEN_PIPE_STATUS
+
+
+def _stdout_unwritable(exc: OSError) -> int:
+    """Standard output refused the answer (a full disk, a quota, EIO): one line that
+    names the fix, exit 2 (no answer, as for a usage or configuration error: 1 would
+    read as a finding). Then stdout goes to /dev/null, as in ``_stdout_gone``, so that
+    the flush at exit cannot raise again and print "Exception ignored"."""
+    problem = exc.strerror or str(exc)
+    fix = "send the output elsewhere"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space on its disk or " + fix
+    print(f"obsv: cannot write the answer to standard output: {problem}; {fix}",
+          file=sys.stderr)
+    _stdout_gone()
+    return 2
+
+
+class _AnswerFile(io.FileIO):
+    """Standard output's descriptor, remembering the error of a write that failed.
+
+    What tells an error of writing the answer from any other OSError (reading the log,
+    a socket, another file on the same full disk, with the same errno) is where it was
+    raised: here, the one place stdout's bytes reach the kernel. The buffered and text
+    layers above pass the same exception object on, so ``main`` compares identity;
+    neither errno, nor the traceback's frames (a C write leaves none), nor the state of
+    stdout afterwards can say which file failed.
+    """
+
+    failure: OSError | None = None
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+
+@contextlib.contextmanager
+def _answer_stdout() -> Iterator[_AnswerFile | None]:
+    """``sys.stdout`` on an ``_AnswerFile`` while ``main`` runs, then as it was. Only the
+    stdout Python made for the process: a caller that replaced it (pytest's capture, an
+    embedding) keeps its own, and its own errors (yields None)."""
+    original = sys.stdout
+    fd = _descriptor(original) if original is sys.__stdout__ else None
+    if fd is None:
+        yield None
+        return
+    original.flush()  # nothing of it may come after what the new one writes
+    raw = _AnswerFile(fd, "w", closefd=False)
+    # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
+    # Python-level write above runs once per buffer, not once per print.
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=original.encoding,
+                                  errors=original.errors, newline="\n",
+                                  line_buffering=bool(original.line_buffering),
+                                  write_through=getattr(original, "write_through", False))
+    try:
+        yield raw
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # already reported, or a bug's
+            sys.stdout.flush()
+        sys.stdout = original
+
+
+def _descriptor(stream: TextIO | None) -> int | None:
+    """The file descriptor under ``stream``; None for none (no stdout, or a closed one)."""
+    if stream is None:
+        return None
+    try:
+        return stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -1,0 +1,96 @@
+"""A command whose answer cannot be written to stdout (a full disk, a quota, EIO) ends
+with one line naming the fix and exit 2, never a traceback (docs/reference.md §1 exit
+codes), and leaves the log as it was. /dev/full is a real stdout that answers every
+write with ENOSPC, as a full disk does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .records import Log, seconds
+from .test_audit_cli import write
+
+CANNOT_WRITE = ("obsv: cannot write the answer to standard output: No space left on "
+                "device; free space on its disk or send the output elsewhere\n")
+
+
+def obsv_to_dev_full(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``obsv ARGS > /dev/full``, as a real process."""
+    with open("/dev/full", "wb") as full:
+        return subprocess.run([sys.executable, "-m", "obsv", *args], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                              cwd=cwd, env={"PATH": "/usr/bin:/bin"})
+
+
+def alerts(count: int) -> Log:
+    log = Log()
+    log.config()
+    for _ in range(count):
+        log.alert(after=seconds(60), issue="100")
+    return log
+
+
+# 3 alerts: the answer fits in stdout's buffer and fails at the last flush (for replay
+# and why, the one before the process ends at once); 400: a write fails mid-answer.
+@pytest.mark.parametrize("count", [3, 400], ids=["short", "long"])
+@pytest.mark.parametrize("args", [["replay", "--json"], ["replay"], ["why", "100", "--log"],
+                                  ["replay", "--verify"]],
+                         ids=["replay --json", "replay", "why", "replay --verify"])
+def test_an_answer_that_cannot_be_written_is_one_line_and_exit_2(
+        tmp_path: Path, args: list[str], count: int) -> None:
+    path = write(tmp_path / "events.jsonl", alerts(count))
+    before = path.read_bytes()
+
+    result = obsv_to_dev_full(*args, str(path), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == CANNOT_WRITE  # no traceback, no "Exception ignored"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]
+
+
+@pytest.mark.parametrize("args", [["render"], ["render", "--comment"], ["--help"]])
+def test_other_printing_commands_say_the_same(tmp_path: Path, args: list[str]) -> None:
+    result = obsv_to_dev_full(*args, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == CANNOT_WRITE
+
+
+# What tells the two apart is where the error was raised, not its errno: this one is
+# ENOSPC too, from writing another file (on /dev/full) while stdout is also /dev/full.
+# The command's body is replaced to raise it, as no real command fails that way on cue.
+_OTHER_FILE_FAILS = """
+import sys
+import obsv.preview
+
+def render_command(args):
+    with open("/dev/full", "wb", buffering=0) as other:
+        other.write(b"not the answer")
+    return 0
+
+obsv.preview.render_command = render_command
+sys.argv = ["obsv", "render"]
+from obsv.cli import entry
+entry()
+"""
+
+
+def test_an_error_writing_another_file_is_not_called_stdout(tmp_path: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-c", _OTHER_FILE_FAILS], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60,
+                                check=False, cwd=tmp_path,
+                                env={"PATH": "/usr/bin:/bin",
+                                     "PYTHONPATH": str(Path(__file__).parents[1])})
+
+    assert "cannot write the answer" not in result.stderr
+    assert result.stderr.startswith("Traceback")  # a bug to report, not a message
+    assert result.stderr.endswith("OSError: [Errno 28] No space left on device\n")
+    assert "Exception ignored" not in result.stderr
+    assert result.returncode == 1
