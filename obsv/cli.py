@@ -154,6 +154,11 @@ BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
 def entry() -> NoReturn:
     """The ``obsv`` command: ``main`` in a process of its own, which a replay may end
     as soon as its answer is printed (``auditcli.run``)."""
+    if sys.stderr is None:
+        # Started with stderr closed (``2>&-``): Python leaves it None, and a message
+        # printed to it (``print(file=None)``) would go to stdout, into the answer.
+        # Whoever closed it chose not to read the messages; the exit code still says.
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, kept open)
     raise SystemExit(main(exit_when_done=True))
 
 

@@ -53,6 +53,9 @@ def test_a_closed_stderr_does_not_change_the_exit_code(tmp_path: Path, log: str,
     assert result.returncode == expected, result
     if log == "complete":
         assert result.stdout  # the answer is printed, as before
+    else:  # print(file=None) wrote to stdout: the message became part of the answer
+        assert "not a valid record" not in result.stdout
+        assert "line 4" not in result.stdout
 
 
 # -- the torn tail: checked once, after the loop (codec.summaries) ---------------------------

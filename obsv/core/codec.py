@@ -577,8 +577,8 @@ _summary_decoder = msgspec.json.Decoder(reduce(operator.or_, _SUMMARY_TYPES))
 def summaries(lines: Iterable[bytes], in_full: Collection[str] = ()) -> Iterator[Any]:
     """The summary of each line (each with its ``\\n``), in order: a ``ReceivedSummary``
     for an ``alert.received`` (its ``at`` in UTC), a ``DecidedSummary`` for an
-    ``alert.decided``, the ``Envelope`` (``decode_line``) for a line whose type is in
-    ``in_full``, and for any other a struct with only its ``seq`` and ``TYPE``.
+    ``alert.decided``, the ``Envelope`` (``decode_line``) for a line of any other type
+    named in ``in_full``, and for the rest a struct with only its ``seq`` and ``TYPE``.
 
     Only what a summary holds is read and checked: a line this accepts may still hold a
     bad field elsewhere (a body, a delivery, a report), which ``decode_line`` refuses.
