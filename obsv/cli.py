@@ -230,23 +230,43 @@ class _AnswerFile(io.FileIO):
             raise
 
 
+class _NoStdout(io.RawIOBase):
+    """Standard output of a process started without one (``>&-``, where Python leaves
+    ``sys.stdout`` None and a print vanishes while ``.buffer`` raises): every write fails
+    as a write to a closed descriptor does, remembered as ``_AnswerFile`` remembers."""
+
+    failure: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self.failure = OSError(errno.EBADF, "it is closed")
+        raise self.failure
+
+
 @contextlib.contextmanager
-def _answer_stdout() -> Iterator[_AnswerFile | None]:
-    """``sys.stdout`` on an ``_AnswerFile`` while ``main`` runs, then as it was. Only the
-    stdout Python made for the process: a caller that replaced it (pytest's capture, an
-    embedding) keeps its own, and its own errors (yields None)."""
+def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
+    """``sys.stdout`` on an ``_AnswerFile`` (or ``_NoStdout``) while ``main`` runs, then
+    as it was. Only the stdout Python made for the process: a caller that replaced it
+    (pytest's capture, an embedding) keeps its own, and its own errors (yields None)."""
     original = sys.stdout
-    fd = _descriptor(original) if original is sys.__stdout__ else None
-    if fd is None:
-        yield None
-        return
-    original.flush()  # nothing of it may come after what the new one writes
-    raw = _AnswerFile(fd, "w", closefd=False)
+    raw: _AnswerFile | _NoStdout
+    if original is None and sys.__stdout__ is None:
+        raw = _NoStdout()
+    else:
+        fd = _descriptor(original) if original is sys.__stdout__ else None
+        if original is None or fd is None:
+            yield None
+            return
+        original.flush()  # nothing of it may come after what the new one writes
+        raw = _AnswerFile(fd, "w", closefd=False)
     # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
     # Python-level write above runs once per buffer, not once per print.
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=original.encoding,
-                                  errors=original.errors, newline="\n",
-                                  line_buffering=bool(original.line_buffering),
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw),
+                                  encoding=getattr(original, "encoding", "utf-8"),
+                                  errors=getattr(original, "errors", "strict"), newline="\n",
+                                  line_buffering=bool(getattr(original, "line_buffering", 0)),
                                   write_through=getattr(original, "write_through", False))
     try:
         yield raw

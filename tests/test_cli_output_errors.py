@@ -94,3 +94,18 @@ def test_an_error_writing_another_file_is_not_called_stdout(tmp_path: Path) -> N
     assert result.stderr.endswith("OSError: [Errno 28] No space left on device\n")
     assert "Exception ignored" not in result.stderr
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize("args", [["replay", "--json"], ["replay"], ["why", "100", "--log"]],
+                         ids=["replay --json", "replay", "why"])
+def test_a_closed_stdout_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
+    """``obsv ARGS >&-``: Python starts with ``sys.stdout`` None, where a print vanishes
+    (the table answered nothing, exit 0) and ``--json`` died on ``.buffer``."""
+    path = write(tmp_path / "events.jsonl", alerts(3))
+    argv = [*args, str(path)] if args[0] == "why" else [args[0], str(path), *args[1:]]
+    result = subprocess.run(["/bin/sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                             "obsv", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == ("obsv: cannot write the answer to standard output: it is "
+                             "closed; send the output elsewhere\n")
