@@ -245,6 +245,16 @@ class _NoStdout(io.RawIOBase):
         raise self.failure
 
 
+class _Unbuffered(io.BufferedWriter):
+    """A buffer that writes what it is given at once, as ``python -u``'s stdout does;
+    unlike a bare descriptor it writes all of it (a raw write may take only part)."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        written = super().write(data)
+        self.flush()
+        return written
+
+
 @contextlib.contextmanager
 def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
     """``sys.stdout`` on an ``_AnswerFile`` (or ``_NoStdout``) while ``main`` runs, then
@@ -262,8 +272,12 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
         original.flush()  # nothing of it may come after what the new one writes
         raw = _AnswerFile(fd, "w", closefd=False)
     # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
-    # Python-level write above runs once per buffer, not once per print.
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw),
+    # Python-level write above runs once per buffer, not once per print. Under -u or
+    # PYTHONUNBUFFERED (the image sets it) Python's stdout has no buffer: each print
+    # goes out at once, in its place among stderr's messages, and so it does here.
+    unbuffered = isinstance(getattr(original, "buffer", None), io.RawIOBase)
+    buffer = (_Unbuffered if unbuffered else io.BufferedWriter)(raw)
+    sys.stdout = io.TextIOWrapper(buffer,
                                   encoding=getattr(original, "encoding", "utf-8"),
                                   errors=getattr(original, "errors", "strict"), newline="\n",
                                   line_buffering=bool(getattr(original, "line_buffering", 0)),
