@@ -159,7 +159,35 @@ def entry() -> NoReturn:
         # printed to it (``print(file=None)``) would go to stdout, into the answer.
         # Whoever closed it chose not to read the messages; the exit code still says.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, kept open)
+    else:
+        sys.stderr = _messages(sys.stderr)
     raise SystemExit(main(exit_when_done=True))
+
+
+class _DroppedWhenUnwritable(io.FileIO):
+    """Standard error for messages, whose failed writes (a full disk, a reader gone) are
+    dropped: nobody can read that message, and raising would turn any exit code into a
+    traceback's 1 (or 120, from Python's flush at exit). The exit code still says."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError:
+            return memoryview(data).nbytes
+
+
+def _messages(stderr: TextIO) -> TextIO:
+    """``stderr`` as ``_DroppedWhenUnwritable``, built as Python built it; as it was
+    when it has no descriptor."""
+    fd = _descriptor(stderr)
+    if fd is None:
+        return stderr
+    stderr.flush()
+    raw = _DroppedWhenUnwritable(fd, "w", closefd=False)
+    return io.TextIOWrapper(_buffer_as_in(stderr, raw), encoding=stderr.encoding,
+                            errors=stderr.errors, newline="\n",
+                            line_buffering=bool(stderr.line_buffering),
+                            write_through=getattr(stderr, "write_through", False))
 
 
 def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
@@ -245,6 +273,14 @@ class _NoStdout(io.RawIOBase):
         raise self.failure
 
 
+def _buffer_as_in(stream: TextIO | None, raw: io.RawIOBase) -> io.BufferedWriter:
+    """A buffer over ``raw`` that writes as ``stream``'s does. Under -u or
+    PYTHONUNBUFFERED (the image sets it) Python gives stdout and stderr no buffer: each
+    print goes out at once, in its place among the other stream's lines."""
+    unbuffered = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
+    return (_Unbuffered if unbuffered else io.BufferedWriter)(raw)
+
+
 class _Unbuffered(io.BufferedWriter):
     """A buffer that writes what it is given at once, as ``python -u``'s stdout does;
     unlike a bare descriptor it writes all of it (a raw write may take only part)."""
@@ -272,12 +308,8 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
         original.flush()  # nothing of it may come after what the new one writes
         raw = _AnswerFile(fd, "w", closefd=False)
     # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
-    # Python-level write above runs once per buffer, not once per print. Under -u or
-    # PYTHONUNBUFFERED (the image sets it) Python's stdout has no buffer: each print
-    # goes out at once, in its place among stderr's messages, and so it does here.
-    unbuffered = isinstance(getattr(original, "buffer", None), io.RawIOBase)
-    buffer = (_Unbuffered if unbuffered else io.BufferedWriter)(raw)
-    sys.stdout = io.TextIOWrapper(buffer,
+    # Python-level write above runs once per buffer, not once per print.
+    sys.stdout = io.TextIOWrapper(_buffer_as_in(original, raw),
                                   encoding=getattr(original, "encoding", "utf-8"),
                                   errors=getattr(original, "errors", "strict"), newline="\n",
                                   line_buffering=bool(getattr(original, "line_buffering", 0)),

@@ -5,6 +5,7 @@ line docs/reference.md §1 gives."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,47 @@ def test_unbuffered_the_answer_comes_before_the_findings(tmp_path: Path,
     assert result.returncode == 1, result.stdout
     assert lines[0].startswith("SEQ ")
     assert lines[-1] == f"obsv: {path}: line 3: seq 4 where 3 was due"
+
+
+def obsv_with_stderr_full(*args: str, stdout: str, cwd: Path) -> int:
+    """``obsv ARGS 2>/dev/full``, stdout on /dev/full too (``>/dev/full 2>&1``: a
+    ``>>file 2>&1`` on a full disk) or on /dev/null; the exit code."""
+    with open("/dev/full", "wb") as full, open(stdout, "wb") as out:
+        return subprocess.run([sys.executable, "-m", "obsv", *args], stdout=out,
+                              stderr=full, timeout=60, check=False, cwd=cwd,
+                              env={"PATH": "/usr/bin:/bin"}).returncode
+
+
+@pytest.mark.parametrize(("args", "stdout"), [
+    (["replay", "LOG"], "/dev/full"), (["replay", "LOG", "--json"], "/dev/full"),
+    (["replay", "LOG", "--verify"], "/dev/full"), (["why", "100", "--log", "LOG"], "/dev/full"),
+    (["replay", "--no-such-flag"], "/dev/null"), (["replay", "no-such-log"], "/dev/null"),
+    (["replay", "BAD"], "/dev/null"), (["why", "100", "--log", "BAD"], "/dev/null")],
+    ids=["replay &>full", "replay --json &>full", "replay --verify &>full", "why &>full",
+         "usage error 2>full", "no log 2>full", "bad line 2>full", "why: bad line 2>full"])
+def test_a_full_stderr_keeps_exit_2(tmp_path: Path, args: list[str], stdout: str) -> None:
+    """A message stderr cannot take is lost, as under ``2>&-``; the exit code must still
+    say what happened (docs/reference.md §1: 2, no answer). The failed print of the
+    message raised instead: a traceback nobody could read and exit 1, which reads as a
+    finding (a mismatch, for a ``replay --verify >>file 2>&1`` from cron on a full
+    disk), or 120 from Python's own flush at exit."""
+    log = write(tmp_path / "events.jsonl", three_alerts())
+    bad = tmp_path / "bad.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    bad.write_bytes(b"".join(lines[:3]) + b"{not json\n" + b"".join(lines[3:]))
+    argv = [{"LOG": str(log), "BAD": str(bad)}.get(arg, arg) for arg in args]
+
+    assert obsv_with_stderr_full(*argv, stdout=stdout, cwd=tmp_path) == 2
+
+
+def test_a_full_stderr_keeps_the_answer_and_exit_1_for_a_finding(tmp_path: Path) -> None:
+    """The rows are the answer and all of them come out; the gap named on (a full)
+    stderr is still exit 1. Its failed print made the exit Python's 120 before."""
+    path = log_with_a_gap(tmp_path / "events.jsonl")
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "obsv", "replay", "--json", str(path)],
+                                stdout=subprocess.PIPE, stderr=full, timeout=60, check=False,
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+
+    assert result.returncode == 1
+    assert [row["seq"] for row in map(json.loads, result.stdout.splitlines())] == [2, 4, 6]
