@@ -7,6 +7,7 @@ configuration error, printed as one line that names the fix.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import io
@@ -311,7 +312,7 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
     # Python-level write above runs once per buffer, not once per print.
     sys.stdout = io.TextIOWrapper(_buffer_as_in(original, raw),
                                   encoding=getattr(original, "encoding", "utf-8"),
-                                  errors=getattr(original, "errors", "strict"), newline="\n",
+                                  errors=_errors_for(original), newline="\n",
                                   line_buffering=bool(getattr(original, "line_buffering", 0)),
                                   write_through=getattr(original, "write_through", False))
     try:
@@ -320,6 +321,18 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
         with contextlib.suppress(OSError, ValueError):  # already reported, or a bug's
             sys.stdout.flush()
         sys.stdout = original
+
+
+def _errors_for(stdout: TextIO | None) -> str:
+    """``stdout``'s error handler, except that what its encoding cannot hold (a title in
+    an ASCII or Latin-1 locale) is escaped as Python's stderr escapes it, instead of a
+    UnicodeEncodeError half-way through the answer. UTF-8 holds every character:
+    there, as Python chose (surrogateescape gives back a path's undecodable bytes)."""
+    errors = getattr(stdout, "errors", None) or "strict"
+    encoding = codecs.lookup(getattr(stdout, "encoding", None) or "utf-8").name
+    if encoding != "utf-8" and errors in ("strict", "surrogateescape"):
+        return "backslashreplace"
+    return errors
 
 
 def _descriptor(stream: TextIO | None) -> int | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from .records import Log
 from .test_audit_cli import three_alerts, write
 
 
@@ -84,3 +85,33 @@ def test_a_full_stderr_keeps_the_answer_and_exit_1_for_a_finding(tmp_path: Path)
 
     assert result.returncode == 1
     assert [row["seq"] for row in map(json.loads, result.stdout.splitlines())] == [2, 4, 6]
+
+
+TITLE = "Zürich naïve ✓"
+
+
+@pytest.mark.parametrize("encoding", ["PYTHONIOENCODING=ascii", "PYTHONIOENCODING=latin-1",
+                                      "LC_ALL=C PYTHONUTF8=0"])
+@pytest.mark.parametrize("command", ["why", "render"])
+def test_an_answer_beyond_the_locale_s_encoding_is_printed_escaped(
+        tmp_path: Path, encoding: str, command: str) -> None:
+    """What the terminal's encoding cannot hold (ASCII, Latin-1: a C locale without
+    UTF-8 mode, a PYTHONIOENCODING) comes out escaped, as Python's own stderr writes
+    it, with the rest of the answer and exit 0: an alert's title in ``why``, the em
+    dash of the issue title ``render`` prints for Sentry's sample. It was a
+    UnicodeEncodeError traceback half-way through the answer, and exit 1."""
+    log = Log()
+    log.config()
+    log.alert(issue="100", title=TITLE)
+    path = write(tmp_path / "events.jsonl", log)
+    argv, text = ((["why", "100", "--log", str(path)], TITLE) if command == "why"
+                  else (["render"], "ReferenceError \u2014 <anonymous>"))
+    env = dict(pair.split("=") for pair in encoding.split())
+    result = subprocess.run([sys.executable, "-m", "obsv", *argv], capture_output=True,
+                            timeout=60, check=False, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", **env})
+
+    assert (result.returncode, result.stderr) == (0, b"")
+    codec = "latin-1" if "latin-1" in encoding else "ascii"
+    assert text.encode(codec, "backslashreplace") in result.stdout
+    assert result.stdout.endswith(b"\n")
