@@ -208,6 +208,8 @@ def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> 
         except OSError as exc:
             if answer is None or exc is not answer.failure:
                 raise  # not the answer's: a bug to see whole, not to call a full disk
+            if isinstance(answer, _NoStdout):
+                answer.gone = True  # what _stdout_gone's /dev/null is for a descriptor
             return _stdout_unwritable(exc)
     return code
 
@@ -265,11 +267,14 @@ class _NoStdout(io.RawIOBase):
     as a write to a closed descriptor does, remembered as ``_AnswerFile`` remembers."""
 
     failure: OSError | None = None
+    gone = False  # once the failure is reported: writes go nowhere (the flush at exit)
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: ReadableBuffer, /) -> int:
+        if self.gone:
+            return memoryview(data).nbytes
         self.failure = OSError(errno.EBADF, "it is closed")
         raise self.failure
 

@@ -115,3 +115,20 @@ def test_an_answer_beyond_the_locale_s_encoding_is_printed_escaped(
     codec = "latin-1" if "latin-1" in encoding else "ascii"
     assert text.encode(codec, "backslashreplace") in result.stdout
     assert result.stdout.endswith(b"\n")
+
+
+def test_a_closed_stdout_under_dev_mode_is_still_one_line(tmp_path: Path) -> None:
+    """``python -X dev`` reports what a file's close raises when it is collected; the
+    answer's text layer over a closed stdout still held the answer, and its close
+    failed again after the one line: "Exception ignored in: <_io.TextIOWrapper>" and
+    a traceback. Once reported, the answer goes nowhere, as /dev/null takes it when
+    stdout has a descriptor."""
+    path = write(tmp_path / "events.jsonl", three_alerts())
+    result = subprocess.run(["/bin/sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-X",
+                             "dev", "-m", "obsv", "replay", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+
+    assert result.returncode == 2
+    assert result.stderr == ("obsv: cannot write the answer to standard output: it is "
+                             "closed; send the output elsewhere\n")
