@@ -7,6 +7,7 @@ configuration error, printed as one line that names the fix.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import io
@@ -159,7 +160,35 @@ def entry() -> NoReturn:
         # printed to it (``print(file=None)``) would go to stdout, into the answer.
         # Whoever closed it chose not to read the messages; the exit code still says.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, kept open)
+    else:
+        sys.stderr = _messages(sys.stderr)
     raise SystemExit(main(exit_when_done=True))
+
+
+class _DroppedWhenUnwritable(io.FileIO):
+    """Standard error for messages, whose failed writes (a full disk, a reader gone) are
+    dropped: nobody can read that message, and raising would turn any exit code into a
+    traceback's 1 (or 120, from Python's flush at exit). The exit code still says."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError:
+            return memoryview(data).nbytes
+
+
+def _messages(stderr: TextIO) -> TextIO:
+    """``stderr`` as ``_DroppedWhenUnwritable``, built as Python built it; as it was
+    when it has no descriptor."""
+    fd = _descriptor(stderr)
+    if fd is None:
+        return stderr
+    stderr.flush()
+    raw = _DroppedWhenUnwritable(fd, "w", closefd=False)
+    return io.TextIOWrapper(_buffer_as_in(stderr, raw), encoding=stderr.encoding,
+                            errors=stderr.errors, newline="\n",
+                            line_buffering=bool(stderr.line_buffering),
+                            write_through=getattr(stderr, "write_through", False))
 
 
 def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
@@ -179,6 +208,8 @@ def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> 
         except OSError as exc:
             if answer is None or exc is not answer.failure:
                 raise  # not the answer's: a bug to see whole, not to call a full disk
+            if isinstance(answer, _NoStdout):
+                answer.gone = True  # what _stdout_gone's /dev/null is for a descriptor
             return _stdout_unwritable(exc)
     return code
 
@@ -236,13 +267,34 @@ class _NoStdout(io.RawIOBase):
     as a write to a closed descriptor does, remembered as ``_AnswerFile`` remembers."""
 
     failure: OSError | None = None
+    gone = False  # once the failure is reported: writes go nowhere (the flush at exit)
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: ReadableBuffer, /) -> int:
+        if self.gone:
+            return memoryview(data).nbytes
         self.failure = OSError(errno.EBADF, "it is closed")
         raise self.failure
+
+
+def _buffer_as_in(stream: TextIO | None, raw: io.RawIOBase) -> io.BufferedWriter:
+    """A buffer over ``raw`` that writes as ``stream``'s does. Under -u or
+    PYTHONUNBUFFERED (the image sets it) Python gives stdout and stderr no buffer: each
+    print goes out at once, in its place among the other stream's lines."""
+    unbuffered = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
+    return (_Unbuffered if unbuffered else io.BufferedWriter)(raw)
+
+
+class _Unbuffered(io.BufferedWriter):
+    """A buffer that writes what it is given at once, as ``python -u``'s stdout does;
+    unlike a bare descriptor it writes all of it (a raw write may take only part)."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        written = super().write(data)
+        self.flush()
+        return written
 
 
 @contextlib.contextmanager
@@ -263,9 +315,9 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
         raw = _AnswerFile(fd, "w", closefd=False)
     # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
     # Python-level write above runs once per buffer, not once per print.
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw),
+    sys.stdout = io.TextIOWrapper(_buffer_as_in(original, raw),
                                   encoding=getattr(original, "encoding", "utf-8"),
-                                  errors=getattr(original, "errors", "strict"), newline="\n",
+                                  errors=_errors_for(original), newline="\n",
                                   line_buffering=bool(getattr(original, "line_buffering", 0)),
                                   write_through=getattr(original, "write_through", False))
     try:
@@ -274,6 +326,18 @@ def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
         with contextlib.suppress(OSError, ValueError):  # already reported, or a bug's
             sys.stdout.flush()
         sys.stdout = original
+
+
+def _errors_for(stdout: TextIO | None) -> str:
+    """``stdout``'s error handler, except that what its encoding cannot hold (a title in
+    an ASCII or Latin-1 locale) is escaped as Python's stderr escapes it, instead of a
+    UnicodeEncodeError half-way through the answer. UTF-8 holds every character:
+    there, as Python chose (surrogateescape gives back a path's undecodable bytes)."""
+    errors = getattr(stdout, "errors", None) or "strict"
+    encoding = codecs.lookup(getattr(stdout, "encoding", None) or "utf-8").name
+    if encoding != "utf-8" and errors in ("strict", "surrogateescape"):
+        return "backslashreplace"
+    return errors
 
 
 def _descriptor(stream: TextIO | None) -> int | None:
