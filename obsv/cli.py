@@ -7,26 +7,22 @@ configuration error, printed as one line that names the fix.
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import errno
-import io
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn
 
-from obsv import __version__
+from obsv import __version__, streams
 from obsv.errors import StartupError, UsageError
 from obsv.settings import ConfigError, Settings, load_settings
 
 # The server stack (asyncio, aiohttp, structlog, the event log) is imported by the
 # subcommands that use it: `obsv replay` and `obsv why` start without it (issue 12).
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
     from obsv.eventlog import LogCorrupt, LogInUse
 
 
@@ -147,54 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What a shell reports for a command whose reader went away (128 + SIGPIPE), as for any
-# Unix tool that `| head` cut short.
-BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
-
-
 def entry() -> NoReturn:
     """The ``obsv`` command: ``main`` in a process of its own, which a replay may end
     as soon as its answer is printed (``auditcli.run``)."""
-    if sys.stderr is None:
-        # Started with stderr closed (``2>&-``): Python leaves it None, and a message
-        # printed to it (``print(file=None)``) would go to stdout, into the answer.
-        # Whoever closed it chose not to read the messages; the exit code still says.
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, kept open)
-    else:
-        sys.stderr = _messages(sys.stderr)
+    sys.stderr = streams.message_stream(sys.stderr)
     raise SystemExit(main(exit_when_done=True))
-
-
-class _DroppedWhenUnwritable(io.FileIO):
-    """Standard error for messages, whose failed writes (a full disk, a reader gone) are
-    dropped: nobody can read that message, and raising would turn any exit code into a
-    traceback's 1 (or 120, from Python's flush at exit). The exit code still says."""
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        try:
-            return super().write(data)
-        except OSError:
-            return memoryview(data).nbytes
-
-
-def _messages(stderr: TextIO) -> TextIO:
-    """``stderr`` as ``_DroppedWhenUnwritable``, built as Python built it; as it was
-    when it has no descriptor."""
-    fd = _descriptor(stderr)
-    if fd is None:
-        return stderr
-    stderr.flush()
-    raw = _DroppedWhenUnwritable(fd, "w", closefd=False)
-    return io.TextIOWrapper(_buffer_as_in(stderr, raw), encoding=stderr.encoding,
-                            errors=stderr.errors, newline="\n",
-                            line_buffering=bool(stderr.line_buffering),
-                            write_through=getattr(stderr, "write_through", False))
 
 
 def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
-    with _answer_stdout() as answer:
+    with streams.answer_stdout() as answer:
         try:
             try:
                 args = parser.parse_args(argv)  # may print --help
@@ -204,150 +163,12 @@ def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> 
             code = _run(parser, args, exit_when_done)
             sys.stdout.flush()  # here, so a closed stdout is seen inside the try
         except BrokenPipeError:
-            return _stdout_gone()
+            return streams.stdout_gone()
         except OSError as exc:
-            if answer is None or exc is not answer.failure:
+            if answer is None or not streams.answer_failed(answer, exc):
                 raise  # not the answer's: a bug to see whole, not to call a full disk
-            if isinstance(answer, _NoStdout):
-                answer.gone = True  # what _stdout_gone's /dev/null is for a descriptor
-            return _stdout_unwritable(exc)
+            return streams.stdout_unwritable(answer, exc)
     return code
-
-
-def _stdout_gone() -> int:
-    """The reader of stdout left (``obsv replay | head``): not an error of the log or
-    of the command, so nothing is printed. Python's docs (signal, "Note on SIGPIPE"):
-    point stdout at /dev/null so the flush at exit cannot raise again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
-        os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return BROKEN_PIPE_STATUS
-
-
-def _stdout_unwritable(exc: OSError) -> int:
-    """Standard output refused the answer (a full disk, a quota, EIO): one line that
-    names the fix, exit 2 (no answer, as for a usage or configuration error: 1 would
-    read as a finding). Then stdout goes to /dev/null, as in ``_stdout_gone``, so that
-    the flush at exit cannot raise again and print "Exception ignored"."""
-    problem = exc.strerror or str(exc)
-    fix = "send the output elsewhere"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free space on its disk or " + fix
-    print(f"obsv: cannot write the answer to standard output: {problem}; {fix}",
-          file=sys.stderr)
-    _stdout_gone()
-    return 2
-
-
-class _AnswerFile(io.FileIO):
-    """Standard output's descriptor, remembering the error of a write that failed.
-
-    What tells an error of writing the answer from any other OSError (reading the log,
-    a socket, another file on the same full disk, with the same errno) is where it was
-    raised: here, the one place stdout's bytes reach the kernel. The buffered and text
-    layers above pass the same exception object on, so ``main`` compares identity;
-    neither errno, nor the traceback's frames (a C write leaves none), nor the state of
-    stdout afterwards can say which file failed.
-    """
-
-    failure: OSError | None = None
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        try:
-            return super().write(data)
-        except OSError as exc:
-            self.failure = exc
-            raise
-
-
-class _NoStdout(io.RawIOBase):
-    """Standard output of a process started without one (``>&-``, where Python leaves
-    ``sys.stdout`` None and a print vanishes while ``.buffer`` raises): every write fails
-    as a write to a closed descriptor does, remembered as ``_AnswerFile`` remembers."""
-
-    failure: OSError | None = None
-    gone = False  # once the failure is reported: writes go nowhere (the flush at exit)
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        if self.gone:
-            return memoryview(data).nbytes
-        self.failure = OSError(errno.EBADF, "it is closed")
-        raise self.failure
-
-
-def _buffer_as_in(stream: TextIO | None, raw: io.RawIOBase) -> io.BufferedWriter:
-    """A buffer over ``raw`` that writes as ``stream``'s does. Under -u or
-    PYTHONUNBUFFERED (the image sets it) Python gives stdout and stderr no buffer: each
-    print goes out at once, in its place among the other stream's lines."""
-    unbuffered = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
-    return (_Unbuffered if unbuffered else io.BufferedWriter)(raw)
-
-
-class _Unbuffered(io.BufferedWriter):
-    """A buffer that writes what it is given at once, as ``python -u``'s stdout does;
-    unlike a bare descriptor it writes all of it (a raw write may take only part)."""
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        written = super().write(data)
-        self.flush()
-        return written
-
-
-@contextlib.contextmanager
-def _answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
-    """``sys.stdout`` on an ``_AnswerFile`` (or ``_NoStdout``) while ``main`` runs, then
-    as it was. Only the stdout Python made for the process: a caller that replaced it
-    (pytest's capture, an embedding) keeps its own, and its own errors (yields None)."""
-    original = sys.stdout
-    raw: _AnswerFile | _NoStdout
-    if original is None and sys.__stdout__ is None:
-        raw = _NoStdout()
-    else:
-        fd = _descriptor(original) if original is sys.__stdout__ else None
-        if original is None or fd is None:
-            yield None
-            return
-        original.flush()  # nothing of it may come after what the new one writes
-        raw = _AnswerFile(fd, "w", closefd=False)
-    # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
-    # Python-level write above runs once per buffer, not once per print.
-    sys.stdout = io.TextIOWrapper(_buffer_as_in(original, raw),
-                                  encoding=getattr(original, "encoding", "utf-8"),
-                                  errors=_errors_for(original), newline="\n",
-                                  line_buffering=bool(getattr(original, "line_buffering", 0)),
-                                  write_through=getattr(original, "write_through", False))
-    try:
-        yield raw
-    finally:
-        with contextlib.suppress(OSError, ValueError):  # already reported, or a bug's
-            sys.stdout.flush()
-        sys.stdout = original
-
-
-def _errors_for(stdout: TextIO | None) -> str:
-    """``stdout``'s error handler, except that what its encoding cannot hold (a title in
-    an ASCII or Latin-1 locale) is escaped as Python's stderr escapes it, instead of a
-    UnicodeEncodeError half-way through the answer. UTF-8 holds every character:
-    there, as Python chose (surrogateescape gives back a path's undecodable bytes)."""
-    errors = getattr(stdout, "errors", None) or "strict"
-    encoding = codecs.lookup(getattr(stdout, "encoding", None) or "utf-8").name
-    if encoding != "utf-8" and errors in ("strict", "surrogateescape"):
-        return "backslashreplace"
-    return errors
-
-
-def _descriptor(stream: TextIO | None) -> int | None:
-    """The file descriptor under ``stream``; None for none (no stdout, or a closed one)."""
-    if stream is None:
-        return None
-    try:
-        return stream.fileno()
-    except (OSError, ValueError):  # io.UnsupportedOperation is both
-        return None
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -1,4 +1,4 @@
-"""A hostile review of how the ``obsv`` command writes its answer (cli._answer_stdout,
+"""A hostile review of how the ``obsv`` command writes its answer (streams.answer_stdout,
 cli.entry, auditcli._exit_now): whatever the shell or the image did with stdout, the
 answer comes out whole, in the order it was printed, with the exit code and the one
 line docs/reference.md §1 gives."""
