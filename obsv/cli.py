@@ -153,6 +153,7 @@ def entry() -> NoReturn:
 def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
+    args: argparse.Namespace | None = None
     with streams.answer_stdout() as answer:
         try:
             try:
@@ -167,8 +168,21 @@ def main(argv: Sequence[str] | None = None, *, exit_when_done: bool = False) -> 
         except OSError as exc:
             if answer is None or not streams.answer_failed(answer, exc):
                 raise  # not the answer's: a bug to see whole, not to call a full disk
-            return streams.stdout_unwritable(answer, exc)
+            return streams.stdout_unwritable(answer, exc, done=_carried_out(args))
     return code
+
+
+def _carried_out(args: argparse.Namespace | None) -> str | None:
+    """What the command has changed by the time it prints its answer (each of these
+    prints only after acting, and says a failure on stderr instead): told when the
+    answer is lost, so that nobody retries what was done (a second silence)."""
+    if args is None:
+        return None
+    if args.command == "silence":
+        return {"add": "the silence was added",
+                "expire": "the silence was expired"}.get(args.silence_command)
+    return {"import": "the records were imported",
+            "send-test": "the delivery was sent"}.get(args.command)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -56,18 +56,21 @@ def answer_failed(answer: _AnswerFile | _NoStdout, exc: OSError) -> bool:
     return exc is answer.failure
 
 
-def stdout_unwritable(answer: _AnswerFile | _NoStdout, exc: OSError) -> int:
+def stdout_unwritable(answer: _AnswerFile | _NoStdout, exc: OSError, *,
+                      done: str | None = None) -> int:
     """Standard output refused the answer (a full disk, a quota, EIO, none at all): one
-    line that names the fix, exit 2 (no answer, as for a usage or configuration error:
-    1 would read as a finding). Then stdout goes to /dev/null, as in ``stdout_gone``,
-    so that the flush at exit cannot raise again and print "Exception ignored"."""
+    line that names the fix, and ``done``, what the command carried out all the same;
+    exit 2 (no answer, as for a usage or configuration error: 1 would read as a
+    finding). Then stdout goes to /dev/null, as in ``stdout_gone``, so that the flush
+    at exit cannot raise again and print "Exception ignored"."""
     if isinstance(answer, _NoStdout):
         answer.gone = True  # what stdout_gone's /dev/null is for a descriptor
     problem = exc.strerror or str(exc)
     fix = "send the output elsewhere"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free space on its disk or " + fix
-    print(f"obsv: cannot write the answer to standard output: {problem}; {fix}",
+    also = f" ({done}; only its answer is lost)" if done else ""
+    print(f"obsv: cannot write the answer to standard output: {problem}; {fix}{also}",
           file=sys.stderr)
     stdout_gone()
     return 2

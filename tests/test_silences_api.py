@@ -161,3 +161,27 @@ async def test_the_cli_against_a_real_server_and_replay_after_restart(tmp_path: 
     assert why.returncode == 0, why.stderr
     assert f"silence {silence_id}" in why.stdout and "by ana" in why.stdout
     assert "'deploy in progress'" in why.stdout and "expired" in why.stdout
+
+
+async def test_a_silence_added_whose_answer_is_lost_says_it_was_added(tmp_path: Path) -> None:
+    """``obsv silence add ... > /dev/full``: the answer cannot be written, but the silence
+    is there; the one line says so, lest a retry add a second one."""
+    serve_env = {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(tmp_path / "e.jsonl"),
+                 "OBSV_OUTBOX_DIR": str(tmp_path / "outbox"), "OBSV_ADMIN_TOKEN": TOKEN}
+    server = ServeProcess(tmp_path, serve_env)
+    await server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSV_")}
+    cli = {**env, "OBSV_ADMIN_URL": server.url, "OBSV_ADMIN_TOKEN": TOKEN}
+    try:
+        with open("/dev/full", "wb") as full:
+            added = subprocess.run([sys.executable, "-m", "obsv", "silence", "add",
+                                    "project=front-end", "--for", "1h"], env=cli, stdout=full,
+                                   stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        listed = _obsv(cli, "silence", "list")
+    finally:
+        server.stop()
+    assert added.returncode == 2
+    assert added.stderr == ("obsv: cannot write the answer to standard output: No space left "
+                            "on device; free space on its disk or send the output elsewhere "
+                            "(the silence was added; only its answer is lost)\n")
+    assert listed.stdout.count("front-end") == 1
