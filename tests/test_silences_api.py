@@ -108,14 +108,24 @@ def _obsv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
-async def test_the_cli_against_a_real_server_and_replay_after_restart(tmp_path: Path) -> None:
-    log = tmp_path / "events.jsonl"
-    serve_env = {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log),
-                 "OBSV_OUTBOX_DIR": str(tmp_path / "outbox"), "OBSV_ADMIN_TOKEN": TOKEN}
-    server = ServeProcess(tmp_path, serve_env)
+def _serve_env(log: Path) -> dict[str, str]:
+    return {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(log),
+            "OBSV_OUTBOX_DIR": str(log.parent / "outbox"), "OBSV_ADMIN_TOKEN": TOKEN}
+
+
+async def _served(tmp_path: Path, log: Path) -> tuple[ServeProcess, dict[str, str],
+                                                        dict[str, str]]:
+    """``obsv serve`` on ``log``, the environment without obsv's settings, and the
+    environment of a CLI that talks to that server's admin API."""
+    server = ServeProcess(tmp_path, _serve_env(log))
     await server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBSV_")}
-    cli = {**env, "OBSV_ADMIN_URL": server.url, "OBSV_ADMIN_TOKEN": TOKEN}
+    return server, env, {**env, "OBSV_ADMIN_URL": server.url, "OBSV_ADMIN_TOKEN": TOKEN}
+
+
+async def test_the_cli_against_a_real_server_and_replay_after_restart(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    server, env, cli = await _served(tmp_path, log)
     try:
         added = _obsv(cli, "silence", "add", "project=front-end", "level=~err.*", "--for",
                       "1h", "--comment", "deploy in progress", "--by", "ana")
@@ -152,7 +162,7 @@ async def test_the_cli_against_a_real_server_and_replay_after_restart(tmp_path: 
     assert (first["reason"], first["silence_id"]) == ("silenced", silence_id)
     assert second["action"] == "open"
 
-    server = ServeProcess(tmp_path, serve_env)  # a restart folds the silences again
+    server = ServeProcess(tmp_path, _serve_env(log))  # a restart folds the silences again
     await server.start()
     server.stop()
     verify = _obsv({**env, "OBSV_EVENT_LOG": str(log)}, "replay", "--verify")
@@ -166,12 +176,7 @@ async def test_the_cli_against_a_real_server_and_replay_after_restart(tmp_path: 
 async def test_a_silence_added_whose_answer_is_lost_says_it_was_added(tmp_path: Path) -> None:
     """``obsv silence add ... > /dev/full``: the answer cannot be written, but the silence
     is there; the one line says so, lest a retry add a second one."""
-    serve_env = {"OBSV_SENTRY_CLIENT_SECRET": SECRET, "OBSV_EVENT_LOG": str(tmp_path / "e.jsonl"),
-                 "OBSV_OUTBOX_DIR": str(tmp_path / "outbox"), "OBSV_ADMIN_TOKEN": TOKEN}
-    server = ServeProcess(tmp_path, serve_env)
-    await server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSV_")}
-    cli = {**env, "OBSV_ADMIN_URL": server.url, "OBSV_ADMIN_TOKEN": TOKEN}
+    server, _env, cli = await _served(tmp_path, tmp_path / "events.jsonl")
     try:
         with open("/dev/full", "wb") as full:
             added = subprocess.run([sys.executable, "-m", "obsv", "silence", "add",
