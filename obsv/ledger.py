@@ -83,8 +83,11 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
                     raise _FoldInstead  # a decision for no alert awaiting one: named there
                 row.derived = row.recorded = summary
                 decided += 1
-            elif kind is Envelope:
-                policy_repo = _read_in_full(result, summary.event, policy_repo)
+            elif kind is Envelope:  # a line read in full (_IN_FULL)
+                if isinstance(summary.event, ConfigApplied):
+                    policy_repo = summary.event.policy.repo
+                else:
+                    _outcome(result, summary.event)
             elif summary.TYPE == StormDecided.TYPE:
                 raise _FoldInstead
     except CodecError:
@@ -94,10 +97,8 @@ def _read(lines: Iterable[bytes], result: Audit) -> None:
         raise _FoldInstead  # undecided alerts: the fold derives their decisions
 
 
-def _read_in_full(result: Audit, event: Event, policy_repo: str | None) -> str | None:
-    """Fill in the row an outcome names; the policy's repo after a ``config.applied``."""
-    if isinstance(event, ConfigApplied):
-        return event.policy.repo
+def _outcome(result: Audit, event: Event) -> None:
+    """Fill in the row an outcome names."""
     if not isinstance(event, IssueOpened | CommentPosted | IssueReopened | IssueFailed):
         raise _FoldInstead  # read otherwise in full than its summary did
     row = result.rows.get(event.alert_seq)
@@ -106,4 +107,3 @@ def _read_in_full(result: Audit, event: Event, policy_repo: str | None) -> str |
     if isinstance(event, IssueOpened):
         result.issues[event.alert_seq] = IssueRef(event.repo, event.number, event.url)
     fill_in_outcome(result, event)
-    return policy_repo
