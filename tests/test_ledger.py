@@ -4,7 +4,9 @@ full fold gives, wherever it answers, and the full fold wherever it cannot."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -13,7 +15,14 @@ from hypothesis import strategies as st
 from msgspec.structs import astuple
 
 from obsv.audit import Audit, audit, row_json
-from obsv.core.codec import AlertSummary, CodecError, decode_line, decode_summary
+from obsv.core.codec import (
+    AlertSummary,
+    CodecError,
+    DecidedSummary,
+    ReceivedSummary,
+    decode_line,
+    summaries,
+)
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -30,6 +39,17 @@ from .records import Log, seconds
 from .test_audit_cli import obsv, three_alerts, write
 
 GOLDEN = Path(__file__).parent / "golden" / "records.jsonl"
+
+
+def decode_summary(line: bytes) -> tuple[str, int, datetime | None, Any]:
+    """One line's summary (``summaries``) as its type, seq, the time (UTC) and
+    ``AlertSummary`` of an ``alert.received`` or the decision of an ``alert.decided``,
+    and None for what a type does not have."""
+    summary = next(summaries((line if line.endswith(b"\n") else line + b"\n",)))
+    kind = type(summary)
+    if kind is ReceivedSummary:
+        return AlertReceived.TYPE, summary.seq, summary.at, summary.alert
+    return summary.TYPE, summary.seq, None, summary if kind is DecidedSummary else None
 
 
 def lines_of(records: list[Envelope]) -> list[bytes]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from obsv.audit import Audit, audit, row_json
 from obsv.auditcli import _print_rows
-from obsv.core.codec import CodecError, decode_line, decode_summary
+from obsv.core.codec import CodecError, decode_line
 from obsv.core.events import ConfigApplied, Envelope, IssueOpened, Policy
 from obsv.eventlog import encode_line
 from obsv.ledger import recorded_rows
@@ -28,6 +28,7 @@ from obsv.ledger import recorded_rows
 from . import test_lifecycle_properties as lifecycle
 from .records import Log, seconds
 from .test_audit_cli import obsv, three_alerts, write
+from .test_ledger import decode_summary
 from .test_pg_service import obsv as obsv_bytes
 
 # Valid RFC 3339 times that UTC cannot hold: datetime.astimezone(UTC) overflows.

@@ -525,9 +525,7 @@ _READ_IN_FULL = (_ReadInFull, CodecError, *_NOT_READ)
 # -- the recorded answers, read fast (``obsv replay --json``, obsv/ledger.py) ----------------
 # A line read for its summary: its type and seq, and for the two records an alert's row
 # is made of, the alert and its time (``alert.received``: an ``AlertSummary``) or the
-# decision (``alert.decided``). (``Any``: the type says which; a reader of every line
-# should not pay for a cast.)
-Summary = tuple[str, int, datetime | None, Any]
+# decision (``alert.decided``).
 
 
 class AlertSummary(Struct, frozen=True, gc=False):
@@ -610,17 +608,6 @@ def summaries(lines: Iterable[bytes], in_full: Collection[str] = ()) -> Iterator
         yield summary
     if line[-1:] != b"\n":
         raise CodecError("the last line is torn (no newline)")
-
-
-def decode_summary(line: bytes) -> Summary:
-    """One line's summary (``summaries``) as its type, seq, the time (UTC) and
-    ``AlertSummary`` of an ``alert.received`` or the decision of an ``alert.decided``,
-    and None for what a type does not have."""
-    summary = next(summaries((line if line.endswith(b"\n") else line + b"\n",)))
-    kind = type(summary)
-    if kind is ReceivedSummary:
-        return AlertReceived.TYPE, summary.seq, summary.at, summary.alert
-    return summary.TYPE, summary.seq, None, summary if kind is DecidedSummary else None
 
 
 def _in_utc(at: datetime) -> datetime:
