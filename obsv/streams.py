@@ -115,6 +115,17 @@ class _NoStdout(io.RawIOBase):
         raise self.failure
 
 
+def _text_as_in(stream: TextIO | None, raw: io.RawIOBase, errors: str) -> TextIO:
+    """Text over ``raw`` as Python built ``stream`` (its encoding, -u and tty buffering),
+    with ``errors`` for what the encoding cannot hold; the raw layer's Python-level
+    write runs once per buffer, not once per print."""
+    return io.TextIOWrapper(_buffer_as_in(stream, raw),
+                            encoding=getattr(stream, "encoding", None) or "utf-8",
+                            errors=errors, newline="\n",
+                            line_buffering=bool(getattr(stream, "line_buffering", False)),
+                            write_through=getattr(stream, "write_through", False))
+
+
 def _buffer_as_in(stream: TextIO | None, raw: io.RawIOBase) -> io.BufferedWriter:
     """A buffer over ``raw`` that writes as ``stream``'s does. Under -u or
     PYTHONUNBUFFERED (the image sets it) Python gives stdout and stderr no buffer: each
@@ -149,13 +160,7 @@ def answer_stdout() -> Iterator[_AnswerFile | _NoStdout | None]:
             return
         original.flush()  # nothing of it may come after what the new one writes
         raw = _AnswerFile(fd, "w", closefd=False)
-    # As Python builds stdout (its encoding, error handler, -u and tty buffering); the
-    # Python-level write above runs once per buffer, not once per print.
-    sys.stdout = io.TextIOWrapper(_buffer_as_in(original, raw),
-                                  encoding=getattr(original, "encoding", "utf-8"),
-                                  errors=_errors_for(original), newline="\n",
-                                  line_buffering=bool(getattr(original, "line_buffering", 0)),
-                                  write_through=getattr(original, "write_through", False))
+    sys.stdout = _text_as_in(original, raw, _errors_for(original))
     try:
         yield raw
     finally:
@@ -205,8 +210,5 @@ def _message_file(stderr: TextIO) -> TextIO:
     if fd is None:
         return stderr
     stderr.flush()
-    raw = _DroppedWhenUnwritable(fd, "w", closefd=False)
-    return io.TextIOWrapper(_buffer_as_in(stderr, raw), encoding=stderr.encoding,
-                            errors=stderr.errors, newline="\n",
-                            line_buffering=bool(stderr.line_buffering),
-                            write_through=getattr(stderr, "write_through", False))
+    return _text_as_in(stderr, _DroppedWhenUnwritable(fd, "w", closefd=False),
+                       stderr.errors or "backslashreplace")
