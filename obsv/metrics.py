@@ -2,7 +2,98 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes ``le``
+
+
+class LoopCounter(Collector):
+    """A labelled counter kept in a dict, for the series counted once per delivery.
+
+    prometheus_client's ``Counter`` takes a lock and checks its state at every
+    ``inc`` (0.3 µs), so that threads may share it. These are counted only on the
+    event loop's thread, and ``/metrics`` reads them on the same thread, so a dict
+    needs neither. The series are the ones a ``Counter`` exports, ``_created``
+    included (a test compares the two expositions).
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._counts: dict[tuple[object, ...], int] = {}
+        self._created: dict[tuple[object, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, *labels: object) -> None:
+        """One more in the series of ``labels`` (written with ``str`` when read)."""
+        counts = self._counts
+        if labels in counts:
+            counts[labels] += 1
+        else:
+            counts[labels] = 1
+            self._created[labels] = time.time()
+
+    def value(self, *labels: object) -> int:
+        """The count of ``labels`` so far."""
+        return self._counts.get(labels, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for labels, count in list(self._counts.items()):
+            family.add_metric([str(label) for label in labels], count,
+                              created=self._created[labels])
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
+class LoopHistogram(Collector):
+    """A histogram without labels kept in a list, for a time observed once per
+    delivery (``LoopCounter`` says why): the bucket is found by ``bisect`` in C
+    instead of a loop over the bounds with a lock per bucket (0.65 µs an ``observe``)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = tuple(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last is +Inf's own
+        self._sum = 0.0
+        self._created = time.time()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose bound is at least ``value``."""
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
+            cumulative += count
+            buckets.append((_go_float(bound), float(cumulative)))
+        family.add_metric([], buckets, self._sum)
+        family.samples.append(Sample(f"{self._name}_created", {}, self._created))
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation)
+
+
+APPEND_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Metrics:
@@ -11,10 +102,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.deliveries = Counter(
+        self.deliveries = LoopCounter(
             "obsv_deliveries_total", "Webhook deliveries by resource and HTTP status answered",
             ["resource", "status"], registry=r)
-        self.alerts_decided = Counter(
+        self.alerts_decided = LoopCounter(
             "obsv_alerts_decided_total", "Alerts decided, by action and reason",
             ["action", "reason"], registry=r)
         self.github_requests = Counter(
@@ -38,10 +129,9 @@ class Metrics:
         self.log_bytes = Gauge("obsv_log_bytes", "Size of the event log in bytes", registry=r)
         self.snapshot_seq = Gauge(
             "obsv_snapshot_seq", "seq covered by the last snapshot written", registry=r)
-        self.log_append_seconds = Histogram(
+        self.log_append_seconds = LoopHistogram(
             "obsv_log_append_seconds", "Time from append request to durable (fsync'd)",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=r)
+            APPEND_BUCKETS, registry=r)
         self.clock_steps = Counter(
             "obsv_clock_steps_total", "Wall clock steps seen (obsv/clock.py), by direction",
             ["direction"], registry=r)
@@ -60,24 +150,13 @@ class Metrics:
         self.polls = Counter(
             "obsv_github_polls_total", "Polls of the repository's issues, by result "
             "(changed, unchanged, failed) ", ["result"], registry=r)
-        # Children of ``deliveries`` by (resource, status): ``labels()`` checks and
-        # locks on every call, once per delivery; the labels are bounded by the caller.
-        self._delivery_children: dict[tuple[str, int], Counter] = {}
-        self._decision_children: dict[tuple[str, str], Counter] = {}
 
     def count_delivery(self, resource: str, status: int) -> None:
-        """One more ``obsv_deliveries_total{resource, status}``."""
-        child = self._delivery_children.get((resource, status))
-        if child is None:
-            child = self._delivery_children[(resource, status)] = self.deliveries.labels(
-                resource, str(status))
-        child.inc()
+        """One more ``obsv_deliveries_total{resource, status}`` (the caller bounds the
+        resources: obsv/ingress.py)."""
+        self.deliveries.inc(resource, status)
 
     def count_decision(self, action: str, reason: str) -> None:
         """One more ``obsv_alerts_decided_total{action, reason}`` (once per alert; both
         labels come from the policy's fixed set, obsv/core/policy.py)."""
-        child = self._decision_children.get((action, reason))
-        if child is None:
-            child = self._decision_children[(action, reason)] = self.alerts_decided.labels(
-                action, reason)
-        child.inc()
+        self.alerts_decided.inc(action, reason)

@@ -1,0 +1,61 @@
+"""The series counted on every delivery (obsv/metrics.py ``LoopCounter``,
+``LoopHistogram``) export exactly what prometheus_client's ``Counter`` and
+``Histogram`` export for the same counts: names, HELP and TYPE lines, labels, values,
+buckets, sums and the ``_created`` series (whose times alone differ)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from obsv.metrics import APPEND_BUCKETS, LoopCounter, LoopHistogram, Metrics
+
+_CREATED = re.compile(rb"^(\w+_created(?:\{[^}]*\})?) \S+$", re.MULTILINE)
+
+times = st.one_of(
+    st.sampled_from([*APPEND_BUCKETS, 0.0]),  # on a bound: counted in that bucket
+    st.floats(min_value=0.0, max_value=5.0, allow_nan=False),
+)
+labels = st.tuples(st.sampled_from(["event_alert", "issue", "other", "none"]),
+                   st.sampled_from([200, 202, 401, 413, 422, 503]))
+
+
+def _exposition(registry: CollectorRegistry) -> bytes:
+    """``/metrics`` as served, with each ``_created`` time replaced by a mark."""
+    return _CREATED.sub(rb"\1 <created>", generate_latest(registry))
+
+
+@settings(max_examples=60, deadline=None)
+@given(deliveries=st.lists(labels, max_size=30), seconds=st.lists(times, max_size=30))
+def test_the_loop_series_export_what_prometheus_clients_own_would(
+        deliveries: list[tuple[str, int]], seconds: list[float]) -> None:
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
+    histogram = LoopHistogram("obsv_log_append_seconds", "Append", APPEND_BUCKETS, ours)
+    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
+                        registry=theirs)
+    reference_histogram = Histogram("obsv_log_append_seconds", "Append",
+                                    buckets=APPEND_BUCKETS, registry=theirs)
+    for resource, status in deliveries:
+        counter.inc(resource, status)
+        reference.labels(resource, str(status)).inc()
+    for value in seconds:
+        histogram.observe(value)
+        reference_histogram.observe(value)
+    assert _exposition(ours) == _exposition(theirs)
+    assert counter.value(*deliveries[0]) == deliveries.count(deliveries[0]) if deliveries \
+        else counter.value("event_alert", 202) == 0
+
+
+def test_a_series_name_already_taken_is_refused_as_prometheus_client_refuses_it() -> None:
+    """The registry checks the loop series' names like any other (``describe``)."""
+    metrics = Metrics()
+    try:
+        Counter("obsv_deliveries_total", "again", registry=metrics.registry)
+    except ValueError as exc:
+        assert "obsv_deliveries" in str(exc)
+    else:
+        raise AssertionError("a second obsv_deliveries_total was registered")
