@@ -41,6 +41,7 @@ from typing import Protocol
 
 import structlog
 
+from obsv import logs
 from obsv.core.events import (
     AlertDecided,
     AlertReceived,
@@ -354,10 +355,11 @@ class Consumer:
                 self._metrics.count_decision(decision.action, decision.reason)
                 # Suppressions are the bulk during a storm and are in the event log
                 # anyway (obsv replay); decisions with side effects are logged at info.
-                (log.debug if decision.action == "suppress" else log.info)(
-                    "alert.decided", alert_seq=decision.alert_seq,
-                    sentry_issue_id=decision.sentry_issue_id, action=decision.action,
-                    reason=decision.reason)
+                if decision.action != "suppress" or logs.debug_enabled():
+                    (log.debug if decision.action == "suppress" else log.info)(
+                        "alert.decided", alert_seq=decision.alert_seq,
+                        sentry_issue_id=decision.sentry_issue_id, action=decision.action,
+                        reason=decision.reason)
         self._metrics.consumer_lag.set(self._log.last_seq - self.state.last_seq)
         self._metrics.pending_intents.set(len(self.state.intents))
         for seq, waiter in list(self._waiters):

@@ -17,12 +17,15 @@ traceback, at most once a minute with how many were not logged.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import logging
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from threading import get_ident
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -119,14 +122,89 @@ def _never_raising(logger_class: type[Any]) -> type[Any]:
     return type(f"Safe{logger_class.__name__}", (logger_class,), methods)
 
 
-_SafeBytesLogger = _never_raising(structlog.BytesLogger)
 _SafePrintLogger = _never_raising(structlog.PrintLogger)
+_HELD_AT_MOST = 1024  # lines held in one turn before they are written anyway
+
+
+class _LinesPerTurn:
+    """JSON lines to one binary stream, the lines of one event-loop turn in one write.
+
+    Every delivery logs a line, and a write(2) of its own cost a third of the line
+    (0.8 µs to /dev/null, more to a pipe). The lines made during one turn of the loop
+    (a batch's answers, the consumer's decisions) are held and written together, in
+    the order they were made, by a callback that runs at the start of the next turn.
+    Only the thread running the loop holds lines: a line from another thread (a worker
+    folding the log at start) or from a thread with no loop (a command) is written at
+    once, so no thread ever appends to a list another one writes out. What is held at
+    exit (a loop closed before its next turn) is written by ``atexit``; a SIGKILL can
+    lose the lines of the turn it cuts short, never a record: the event log is the
+    record, these are its narration.
+    """
+
+    def __init__(self, binary: BinaryIO) -> None:
+        self._binary = binary
+        self._held: list[bytes] | None = None
+        self._holder = 0  # the thread whose loop holds ``_held``
+
+    def msg(self, message: bytes) -> None:
+        held = self._held
+        if held is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread
+                self._write(message + b"\n")
+                return
+            self._held, self._holder = [message], get_ident()
+            loop.call_soon(self.flush)
+        elif get_ident() != self._holder:  # another thread's line: at once
+            self._write(message + b"\n")
+        else:
+            held.append(message)
+            if len(held) >= _HELD_AT_MOST:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the held lines now."""
+        held, self._held = self._held, None
+        if held:
+            self._write(b"\n".join(held) + b"\n")
+
+    def _write(self, data: bytes) -> None:
+        # Never raises: a closed or full stderr (a log shipper gone, a pipe closed)
+        # must not turn an accepted delivery into a 500.
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered stderr (python -u) may take part of it
+                written = self._binary.write(view)
+                if not written:
+                    return
+                view = view[written:]
+            self._binary.flush()
+        except (OSError, ValueError):  # ValueError: a closed file
+            pass
+
+
+# structlog calls the wrapped logger's method of the line's level.
+for _method in _LEVEL_METHODS:
+    setattr(_LinesPerTurn, _method, _LinesPerTurn.msg)
+
+_lines: _LinesPerTurn | None = None
+
+
+@atexit.register
+def flush() -> None:
+    """Write the lines held for the current turn (``configure``'s JSON lines)."""
+    if _lines is not None:
+        _lines.flush()
 
 
 def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO,
               *, cache: bool = True) -> None:
     """Configure structlog once for the process (called by the CLI only; tests pass
     ``cache=False`` so that ``structlog.testing.capture_logs`` sees every line)."""
+    global _lines, _hot, _debug
+    flush()  # what the previous configuration held goes out first, where it was meant to
+    _lines = None
     stream = stream or sys.stderr
     binary = getattr(stream, "buffer", None)
     renderer: Any
@@ -137,7 +215,8 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
     elif binary is not None:
         # structlog's fast path: orjson bytes straight to the binary stream.
         renderer = _json_bytes
-        factory = lambda *_: _SafeBytesLogger(binary)  # noqa: E731
+        lines = _lines = _LinesPerTurn(binary)
+        factory = lambda *_: lines  # noqa: E731
     else:
         renderer = _json_text
         factory = lambda *_: _SafePrintLogger(stream)  # noqa: E731
@@ -155,8 +234,8 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
         logger_factory=factory,
         cache_logger_on_first_use=cache,
     )
-    global _hot
     _hot = _HotPath(processors, factory(), level) if log_format != "console" else None
+    _debug = level <= logging.DEBUG
     _route_stdlib_logging()
 
 
@@ -186,6 +265,13 @@ class _HotPath:
 
 
 _hot: _HotPath | None = None
+_debug = True  # structlog's own default: every level is written until ``configure``
+
+
+def debug_enabled() -> bool:
+    """Whether ``configure`` lets debug lines through: a caller that logs one per alert
+    skips building it (0.7 µs through structlog's proxy to be dropped) when not."""
+    return _debug
 
 
 def info(logger: Any, event: str, **fields: Any) -> None:

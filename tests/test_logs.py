@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,3 +134,68 @@ async def test_per_delivery_lines_in_json_name_the_delivery(make_client: Any) ->
     hot, through_structlog = [line for line in lines if line["event"] == "probe"]
     assert hot.pop("timestamp").endswith("Z") and through_structlog.pop("timestamp")
     assert hot == through_structlog and hot["api_token"] == "<redacted>"
+
+
+class _CountedWrites(io.FileIO):
+    """A real file that counts the writes made to it."""
+
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+async def test_the_lines_of_one_loop_turn_go_out_in_order_in_one_write(tmp_path: Path) -> None:
+    """Held lines are written at the start of the next turn, once, in the order made; a
+    line from a thread without a loop is written at once, and none is lost."""
+    path = tmp_path / "stderr"
+    binary = _CountedWrites(path, "w")
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    try:
+        configure("json", stream=stream, cache=False)
+        log = structlog.get_logger("t")
+        for n in range(3):
+            obsv_logs.info(log, "hot", n=n)
+            log.info("through_structlog", n=n)
+        held = path.read_bytes()
+        thread = threading.Thread(target=lambda: log.info("from_a_thread"))
+        thread.start()
+        thread.join()  # in this same turn, while the loop holds its lines
+        from_thread = path.read_bytes()
+        await asyncio.sleep(0)  # the next turn
+        after_turn = path.read_bytes()
+        writes = binary.writes
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+    assert held == b""  # nothing written during the turn that made the lines
+    assert [json.loads(line)["event"] for line in from_thread.splitlines()] == [
+        "from_a_thread"]
+    events = [(line["event"], line.get("n")) for line in map(json.loads, after_turn.splitlines())]
+    assert events == [("from_a_thread", None)] + [
+        (event, n) for n in range(3) for event in ("hot", "through_structlog")]
+    assert writes == 2  # the thread's line, then the six held ones together
+
+
+HELD_AT_EXIT = """
+import asyncio, structlog
+from obsv.logs import configure
+configure("json")
+loop = asyncio.new_event_loop()
+
+def last():
+    structlog.get_logger("t").info("said_last")
+    loop.stop()  # this is the last turn: the one that would write the line never comes
+
+loop.call_soon(last)
+loop.run_forever()
+loop.close()
+"""
+
+
+def test_lines_held_when_the_loop_closes_are_written_at_exit() -> None:
+    done = subprocess.run([sys.executable, "-c", HELD_AT_EXIT], capture_output=True,
+                          timeout=60, check=True)
+    [line] = done.stderr.decode().splitlines()
+    assert json.loads(line)["event"] == "said_last"
