@@ -137,6 +137,50 @@ async def test_slow_clients_are_cut_while_deliveries_are_answered(tmp_path: Path
         "a" * 32, "b" * 32]  # nothing of the slow ones was recorded
 
 
+async def keep_alive_delivery(stream: Stream, event_id: str, *, body_bytes: int | None = None
+                              ) -> bytes:
+    """One signed delivery on an open connection; its answer's status line. With
+    ``body_bytes``, only that much of the body is sent, and nothing is read back."""
+    reader, writer = stream
+    raw = sentry_bytes(alert_body(event_id=event_id))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(raw).items())
+    writer.write(f"POST /webhooks/sentry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+                 f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw[:body_bytes])
+    await writer.drain()
+    if body_bytes is not None:
+        return b""
+    async with asyncio.timeout(DEADLINE):
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+    return status
+
+
+async def test_a_later_body_on_a_kept_alive_connection_has_its_own_deadline(
+        tmp_path: Path) -> None:
+    """Requests back to back on one connection for three times the timeout are all
+    answered (none is cut by a deadline meant for an earlier one); then a request whose
+    body stalls is cut with 408 once its own deadline passes."""
+    async with running(serve(tmp_path)) as server:
+        stream = await connect(server.port)
+        loop = asyncio.get_running_loop()
+        until, answered = loop.time() + 3 * TIMEOUT_SECONDS, 0
+        while loop.time() < until:
+            status = await keep_alive_delivery(stream, f"{answered:032x}")
+            assert status.startswith(b"HTTP/1.1 202 "), status
+            answered += 1
+            await asyncio.sleep(0.05)
+        await keep_alive_delivery(stream, "f" * 32, body_bytes=10)
+        answer = await until_closed(stream)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert answer.endswith(b'{"error":"body_timeout"}')
+    recorded = [r["alert"]["event_id"] for r in deliveries(tmp_path / "events.jsonl")]
+    assert recorded == [f"{n:032x}" for n in range(answered)]  # not the stalled one
+
+
 def few_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
