@@ -15,6 +15,7 @@ import contextlib
 import errno
 import io
 import os
+import select
 import signal
 import sys
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ class _AnswerFile(io.FileIO):
 
     def write(self, data: ReadableBuffer, /) -> int:
         try:
-            return super().write(data)
+            return _waiting_write(self, data)
         except OSError as exc:
             self.failure = exc
             raise
@@ -198,9 +199,23 @@ class _DroppedWhenUnwritable(io.FileIO):
 
     def write(self, data: ReadableBuffer, /) -> int:
         try:
-            return super().write(data)
+            return _waiting_write(self, data)
         except OSError:
             return memoryview(data).nbytes
+
+
+def _waiting_write(file: io.FileIO, data: ReadableBuffer) -> int:
+    """``file.write(data)``, waiting where it would block. A parent may hand the process
+    a non-blocking pipe (node, some CI runners set O_NONBLOCK on the shared end): a
+    full one then refuses the write (None) where a blocking one waits for its reader,
+    and the buffer above raised BlockingIOError. This waits as a blocking write would."""
+    poll: select.poll | None = None
+    while (written := io.FileIO.write(file, data)) is None:
+        if poll is None:
+            poll = select.poll()
+            poll.register(file.fileno(), select.POLLOUT)
+        poll.poll()
+    return written
 
 
 def _message_file(stderr: TextIO) -> TextIO:

@@ -6,8 +6,14 @@ write with ENOSPC, as a full disk does.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +115,43 @@ def test_a_closed_stdout_is_one_line_and_exit_2(tmp_path: Path, args: list[str])
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("obsv: cannot write the answer to standard output: it is "
                              "closed; send the output elsewhere\n")
+
+
+def _pipe_full(fd: int, deadline: float) -> bool:
+    """Whether the pipe read by ``fd`` holds at least its capacity unread (its writer
+    has met a full pipe), within ``deadline`` seconds."""
+    capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0] >= capacity:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "python -u"])
+def test_a_non_blocking_stdout_that_fills_up_is_waited_for(
+        tmp_path: Path, unbuffered: bool) -> None:
+    """A parent may hand obsv a pipe set O_NONBLOCK (node, some CI runners): when its
+    reader falls behind, the answer waits for it, as with a blocking pipe, instead of
+    ending in a BlockingIOError traceback half-way through."""
+    path = write(tmp_path / "events.jsonl", alerts(2000))
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    env = {"PATH": "/usr/bin:/bin", **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})}
+    with subprocess.Popen([sys.executable, "-m", "obsv", "replay", "--json", str(path)],
+                          stdout=write_end, stderr=subprocess.PIPE, cwd=tmp_path,
+                          env=env) as proc:
+        os.close(write_end)
+        try:
+            assert _pipe_full(read_end, deadline=60), "the answer never filled the pipe"
+            with os.fdopen(read_end, "rb") as answer:
+                rows = answer.read().splitlines()
+            assert proc.stderr is not None
+            stderr = proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert stderr == ""
+    assert len(rows) == 2000 and all(json.loads(row)["seq"] for row in rows)
