@@ -176,8 +176,8 @@ class _LinesPerTurn:
             view = memoryview(data)
             while view:  # an unbuffered stderr (python -u) may take part of it
                 written = self._binary.write(view)
-                if not written:
-                    return
+                if not written:  # a full non-blocking stderr: the loop never waits on
+                    return  # its log's reader (the lines are dropped, as before)
                 view = view[written:]
             self._binary.flush()
         except (OSError, ValueError):  # ValueError: a closed file
