@@ -21,15 +21,19 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
-from threading import get_ident
 from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
 
+# The running loop of this thread, or None: the C function behind
+# asyncio.get_running_loop, without the exception when there is none.
+_running_loop = asyncio._get_running_loop
 REJECTED_LOG_EVERY_SECONDS = 60.0
 _SENSITIVE = ("secret", "token", "password", "authorization", "private_key", "signature")
 _checked: dict[str, bool] = {}
@@ -133,45 +137,81 @@ class _LinesPerTurn:
     (0.8 µs to /dev/null, more to a pipe). The lines made during one turn of the loop
     (a batch's answers, the consumer's decisions) are held and written together, in
     the order they were made, by a callback that runs at the start of the next turn.
-    Only the thread running the loop holds lines: a line from another thread (a worker
-    folding the log at start) or from a thread with no loop (a command) is written at
-    once, so no thread ever appends to a list another one writes out. What is held at
-    exit (a loop closed before its next turn) is written by ``atexit``; a SIGKILL can
-    lose the lines of the turn it cuts short, never a record: the event log is the
-    record, these are its narration.
+    Rules:
+
+    1. The loop's own thread appends to the held list without a lock (the hot path);
+       every other change to it (starting, writing out, another thread's line) takes
+       the lock, so no line is appended to a list already written out.
+    2. A line from another thread while the loop is running joins the held lines, so
+       the log stays in the order the lines were made (a worker's ``consumer.restored``
+       after the ``serving`` the loop made first); with no loop running it is written
+       at once (a command).
+    3. Lines held by a loop that stopped or closed before its next turn are written by
+       the next line of any thread, before it, or at exit (``atexit``): never left to
+       a loop that will not run again, nor held for a later loop of the same thread.
+    4. A forked child does not write what its parent holds (the parent does).
+
+    A SIGKILL can lose the lines of the turn it cuts short, never a record: the event
+    log is the record, these are its narration.
     """
 
     def __init__(self, binary: BinaryIO) -> None:
         self._binary = binary
         self._held: list[bytes] | None = None
-        self._holder = 0  # the thread whose loop holds ``_held``
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that writes _held
+        # Reentrant: a finalizer run by the collector while the lock is held (an
+        # unclosed aiohttp session, a task destroyed pending) logs on the same thread.
+        self._lock = threading.RLock()
 
     def msg(self, message: bytes) -> None:
         held = self._held
-        if held is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop in this thread
-                self._write(message + b"\n")
-                return
-            self._held, self._holder = [message], get_ident()
-            loop.call_soon(self.flush)
-        elif get_ident() != self._holder:  # another thread's line: at once
-            self._write(message + b"\n")
-        else:
+        if held is not None and _running_loop() is self._loop:  # rule 1
             held.append(message)
             if len(held) >= _HELD_AT_MOST:
-                self.flush()
+                self._write_turn(held)
+            return
+        self._hold_or_write(message)
+
+    def _hold_or_write(self, message: bytes) -> None:
+        running = _running_loop()
+        with self._lock:
+            held, loop = self._held, self._loop
+            if held is not None and loop is not None and loop.is_running():
+                held.append(message)  # rule 2 (or rule 1's list, just started)
+                return
+            # Rule 3: whatever is still held belongs to a loop that no longer runs.
+            out, self._held, self._loop = held or [], None, None
+            if running is None:
+                out.append(message)
+            else:
+                self._held, self._loop = [message], running
+                running.call_soon(self._write_turn, self._held)
+            if out:
+                self._write(b"\n".join(out) + b"\n")
+
+    def _write_turn(self, held: list[bytes]) -> None:
+        """Write ``held`` if it is still the list being held (not already written)."""
+        with self._lock:
+            if self._held is held:
+                self._held = self._loop = None
+                self._write(b"\n".join(held) + b"\n")
 
     def flush(self) -> None:
         """Write the held lines now."""
-        held, self._held = self._held, None
-        if held:
-            self._write(b"\n".join(held) + b"\n")
+        with self._lock:
+            held, self._held, self._loop = self._held, None, None
+            if held:
+                self._write(b"\n".join(held) + b"\n")
+
+    def forked(self) -> None:
+        """Rule 4: in a child, drop the parent's held lines and its lock's state."""
+        self._lock = threading.RLock()
+        self._held = self._loop = None
 
     def _write(self, data: bytes) -> None:
         # Never raises: a closed or full stderr (a log shipper gone, a pipe closed)
-        # must not turn an accepted delivery into a 500.
+        # must not turn an accepted delivery into a 500. Called under the lock, so
+        # the parts of two threads' writes never interleave (python -u).
         try:
             view = memoryview(data)
             while view:  # an unbuffered stderr (python -u) may take part of it
@@ -196,6 +236,14 @@ def flush() -> None:
     """Write the lines held for the current turn (``configure``'s JSON lines)."""
     if _lines is not None:
         _lines.flush()
+
+
+def _forked() -> None:
+    if _lines is not None:
+        _lines.forked()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO,
