@@ -144,8 +144,9 @@ class _LinesPerTurn:
        the lock, so no line is appended to a list already written out.
     2. A line from another thread while the loop is running joins the held lines, so
        the log stays in the order the lines were made (a worker's ``consumer.restored``
-       after the ``serving`` the loop made first); with no loop running it is written
-       at once (a command).
+       after the ``serving`` the loop made first); with no loop running, or 1024
+       lines already held, it is written at once (a command; a flood during a long
+       turn, which only the loop's own thread could write out).
     3. Lines held by a loop that stopped or closed before its next turn are written by
        the next line of any thread, before it, or at exit (``atexit``): never left to
        a loop that will not run again, nor held for a later loop of the same thread.
@@ -177,7 +178,10 @@ class _LinesPerTurn:
         with self._lock:
             held, loop = self._held, self._loop
             if held is not None and loop is not None and loop.is_running():
-                held.append(message)  # rule 2 (or rule 1's list, just started)
+                if len(held) < _HELD_AT_MOST:
+                    held.append(message)  # rule 2
+                else:  # a flood during one long turn: bounded, at the cost of order
+                    self._write(message + b"\n")
                 return
             # Rule 3: whatever is still held belongs to a loop that no longer runs.
             out, self._held, self._loop = held or [], None, None

@@ -332,3 +332,35 @@ def test_loops_in_two_threads_lose_no_line_and_keep_each_ones_order(tmp_path: Pa
     lines = [json.loads(line) for line in written.splitlines()]
     for who in "ab":
         assert [line["n"] for line in lines if line["who"] == who] == list(range(3000))
+
+
+async def test_a_thread_that_floods_during_one_turn_is_not_held_without_bound(
+        tmp_path: Path) -> None:
+    """Another thread's lines join the loop's held ones only up to the bound; past it
+    they are written at once, ahead of the held ones (the loop, blocked here, cannot
+    write those), and every line is written once."""
+    path = tmp_path / "stderr"
+    binary = io.FileIO(path, "w")
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    try:
+        configure("json", stream=stream, cache=False)
+        log = structlog.get_logger("t")
+        log.info("on_the_loop")
+
+        def flood() -> None:
+            for n in range(3000):
+                log.info("from_a_thread", n=n)
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        thread.join()  # the loop's turn lasts as long as the flood
+        during_turn = path.read_bytes()
+        await asyncio.sleep(0)
+        after_turn = path.read_bytes()
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+    assert during_turn.count(b"\n") >= 3000 - 1024
+    lines = [json.loads(line) for line in after_turn.splitlines()]
+    assert [line["event"] for line in lines].count("on_the_loop") == 1
+    assert sorted(line["n"] for line in lines if "n" in line) == list(range(3000))
