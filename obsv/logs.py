@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import MutableMapping
 from typing import Any, BinaryIO, TextIO
 
@@ -232,19 +233,22 @@ class _LinesPerTurn:
 for _method in _LEVEL_METHODS:
     setattr(_LinesPerTurn, _method, _LinesPerTurn.msg)
 
-_lines: _LinesPerTurn | None = None
+# Every one ``configure`` made: a logger structlog cached (``cache_logger_on_first_use``)
+# keeps the one of the ``configure`` before its first line, and what that one holds
+# at exit is written too.
+_every_lines: weakref.WeakSet[_LinesPerTurn] = weakref.WeakSet()
 
 
 @atexit.register
 def flush() -> None:
     """Write the lines held for the current turn (``configure``'s JSON lines)."""
-    if _lines is not None:
-        _lines.flush()
+    for lines in list(_every_lines):
+        lines.flush()
 
 
 def _forked() -> None:
-    if _lines is not None:
-        _lines.forked()
+    for lines in list(_every_lines):
+        lines.forked()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -254,9 +258,8 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
               *, cache: bool = True) -> None:
     """Configure structlog once for the process (called by the CLI only; tests pass
     ``cache=False`` so that ``structlog.testing.capture_logs`` sees every line)."""
-    global _lines, _hot, _debug
+    global _hot, _debug
     flush()  # what the previous configuration held goes out first, where it was meant to
-    _lines = None
     stream = stream or sys.stderr
     binary = getattr(stream, "buffer", None)
     renderer: Any
@@ -267,7 +270,8 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
     elif binary is not None:
         # structlog's fast path: orjson bytes straight to the binary stream.
         renderer = _json_bytes
-        lines = _lines = _LinesPerTurn(binary)
+        lines = _LinesPerTurn(binary)
+        _every_lines.add(lines)
         factory = lambda *_: lines  # noqa: E731
     else:
         renderer = _json_text

@@ -364,3 +364,29 @@ async def test_a_thread_that_floods_during_one_turn_is_not_held_without_bound(
     lines = [json.loads(line) for line in after_turn.splitlines()]
     assert [line["event"] for line in lines].count("on_the_loop") == 1
     assert sorted(line["n"] for line in lines if "n" in line) == list(range(3000))
+
+
+CACHED_BEFORE_A_RECONFIGURE = """
+import asyncio, structlog
+from obsv.logs import configure
+configure("json")
+log = structlog.get_logger("t")
+log.info("first")  # structlog caches this logger with the first configure's writer
+configure("json")
+loop = asyncio.new_event_loop()
+
+def last():
+    log.info("said_last")
+    loop.stop()
+
+loop.call_soon(last)
+loop.run_forever()
+loop.close()
+"""
+
+
+def test_lines_a_cached_logger_holds_after_a_reconfigure_are_written_at_exit() -> None:
+    done = subprocess.run([sys.executable, "-c", CACHED_BEFORE_A_RECONFIGURE],
+                          capture_output=True, timeout=60, check=True)
+    assert [json.loads(line)["event"] for line in done.stderr.decode().splitlines()] == [
+        "first", "said_last"]
