@@ -56,10 +56,16 @@ class LoopCounter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        created = _created_series()
+        # Labels are kept as given and written with str: 202 and "202" are one series,
+        # as prometheus_client's labels() makes them, never two with the same labels.
+        series: dict[tuple[str, ...], tuple[int, float]] = {}
         for labels, count in list(self._counts.items()):
-            family.add_metric([str(label) for label in labels], count,
-                              created=self._created[labels] if created else None)
+            key = tuple(str(label) for label in labels)
+            before, created = series.get(key, (0, self._created[labels]))
+            series[key] = (before + count, min(created, self._created[labels]))
+        with_created = _created_series()
+        for key, (count, created) in series.items():
+            family.add_metric(list(key), count, created=created if with_created else None)
         yield family
 
     def describe(self) -> Iterator[Metric]:

@@ -84,3 +84,17 @@ def test_without_created_series_the_loop_series_drop_them_as_prometheus_client_d
     finally:
         enable_created_metrics()
     assert b"_created" not in exposition and b"obsv_deliveries_total{" in exposition
+
+
+def test_a_label_given_as_a_number_and_as_text_is_one_series() -> None:
+    """prometheus_client's labels() writes values with str, so 202 and "202" count in
+    one series; the loop counter must not export the same labels twice."""
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
+    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
+                        registry=theirs)
+    for status in (202, "202", 401):
+        counter.inc("event_alert", status)
+        reference.labels("event_alert", status).inc()
+    assert _exposition(ours) == _exposition(theirs)
+    assert b'obsv_deliveries_total{resource="event_alert",status="202"} 2.0' in _exposition(ours)
