@@ -140,14 +140,14 @@ class _LinesPerTurn:
     the order they were made, by a callback that runs at the start of the next turn.
     Rules:
 
-    1. The loop's own thread appends to the held list without a lock (the hot path);
-       every other change to it (starting, writing out, another thread's line) takes
-       the lock, so no line is appended to a list already written out.
-    2. A line from another thread while the loop is running joins the held lines, so
-       the log stays in the order the lines were made (a worker's ``consumer.restored``
-       after the ``serving`` the loop made first); with no loop running, or 1024
-       lines already held, it is written at once (a command; a flood during a long
-       turn, which only the loop's own thread could write out).
+    1. Every line takes the lock (a reentrant one: the collector may run a finalizer
+       that logs, an unclosed aiohttp session, in the middle of a write). Without it,
+       a thread appending to the held list could append to one already written out.
+    2. A line made while a loop runs joins the held lines, whichever thread made it,
+       so the log keeps the order the lines were made in (a worker's
+       ``consumer.restored`` after the ``serving`` the loop made first; a second
+       loop's lines after its earlier ones). With no loop running it is written at
+       once (a command). At 1024 held lines, the thread that adds the last writes them.
     3. Lines held by a loop that stopped or closed before its next turn are written by
        the next line of any thread, before it, or at exit (``atexit``): never left to
        a loop that will not run again, nor held for a later loop of the same thread.
@@ -161,28 +161,18 @@ class _LinesPerTurn:
         self._binary = binary
         self._held: list[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that writes _held
-        # Reentrant: a finalizer run by the collector while the lock is held (an
-        # unclosed aiohttp session, a task destroyed pending) logs on the same thread.
         self._lock = threading.RLock()
 
     def msg(self, message: bytes) -> None:
-        held = self._held
-        if held is not None and _running_loop() is self._loop:  # rule 1
-            held.append(message)
-            if len(held) >= _HELD_AT_MOST:
-                self._write_turn(held)
-            return
-        self._hold_or_write(message)
-
-    def _hold_or_write(self, message: bytes) -> None:
         running = _running_loop()
         with self._lock:
             held, loop = self._held, self._loop
-            if held is not None and loop is not None and loop.is_running():
-                if len(held) < _HELD_AT_MOST:
-                    held.append(message)  # rule 2
-                else:  # a flood during one long turn: bounded, at the cost of order
-                    self._write(message + b"\n")
+            if held is not None and loop is not None and (
+                    running is loop or loop.is_running()):  # rule 2
+                held.append(message)
+                if len(held) >= _HELD_AT_MOST:
+                    self._held = self._loop = None
+                    self._write(b"\n".join(held) + b"\n")
                 return
             # Rule 3: whatever is still held belongs to a loop that no longer runs.
             out, self._held, self._loop = held or [], None, None
