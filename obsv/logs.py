@@ -21,15 +21,20 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import os
 import sys
+import threading
 import time
+import weakref
 from collections.abc import MutableMapping
-from threading import get_ident
 from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
 
+# The running loop of this thread, or None: the C function behind
+# asyncio.get_running_loop, without the exception when there is none.
+_running_loop = asyncio._get_running_loop
 REJECTED_LOG_EVERY_SECONDS = 60.0
 _SENSITIVE = ("secret", "token", "password", "authorization", "private_key", "signature")
 _checked: dict[str, bool] = {}
@@ -133,45 +138,75 @@ class _LinesPerTurn:
     (0.8 µs to /dev/null, more to a pipe). The lines made during one turn of the loop
     (a batch's answers, the consumer's decisions) are held and written together, in
     the order they were made, by a callback that runs at the start of the next turn.
-    Only the thread running the loop holds lines: a line from another thread (a worker
-    folding the log at start) or from a thread with no loop (a command) is written at
-    once, so no thread ever appends to a list another one writes out. What is held at
-    exit (a loop closed before its next turn) is written by ``atexit``; a SIGKILL can
-    lose the lines of the turn it cuts short, never a record: the event log is the
-    record, these are its narration.
+    Rules:
+
+    1. Every line takes the lock (a reentrant one: the collector may run a finalizer
+       that logs, an unclosed aiohttp session, in the middle of a write). Without it,
+       a thread appending to the held list could append to one already written out.
+    2. A line made while a loop runs joins the held lines, whichever thread made it,
+       so the log keeps the order the lines were made in (a worker's
+       ``consumer.restored`` after the ``serving`` the loop made first; a second
+       loop's lines after its earlier ones). With no loop running it is written at
+       once (a command). At 1024 held lines, the thread that adds the last writes them.
+    3. Lines held by a loop that stopped or closed before its next turn are written by
+       the next line of any thread, before it, or at exit (``atexit``): never left to
+       a loop that will not run again, nor held for a later loop of the same thread.
+    4. A forked child does not write what its parent holds (the parent does).
+
+    A SIGKILL can lose the lines of the turn it cuts short, never a record: the event
+    log is the record, these are its narration.
     """
 
     def __init__(self, binary: BinaryIO) -> None:
         self._binary = binary
         self._held: list[bytes] | None = None
-        self._holder = 0  # the thread whose loop holds ``_held``
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that writes _held
+        self._lock = threading.RLock()
 
     def msg(self, message: bytes) -> None:
-        held = self._held
-        if held is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop in this thread
-                self._write(message + b"\n")
+        running = _running_loop()
+        with self._lock:
+            held, loop = self._held, self._loop
+            if held is not None and loop is not None and (
+                    running is loop or loop.is_running()):  # rule 2
+                held.append(message)
+                if len(held) >= _HELD_AT_MOST:
+                    self._held = self._loop = None
+                    self._write(b"\n".join(held) + b"\n")
                 return
-            self._held, self._holder = [message], get_ident()
-            loop.call_soon(self.flush)
-        elif get_ident() != self._holder:  # another thread's line: at once
-            self._write(message + b"\n")
-        else:
-            held.append(message)
-            if len(held) >= _HELD_AT_MOST:
-                self.flush()
+            # Rule 3: whatever is still held belongs to a loop that no longer runs.
+            out, self._held, self._loop = held or [], None, None
+            if running is None:
+                out.append(message)
+            else:
+                self._held, self._loop = [message], running
+                running.call_soon(self._write_turn, self._held)
+            if out:
+                self._write(b"\n".join(out) + b"\n")
+
+    def _write_turn(self, held: list[bytes]) -> None:
+        """Write ``held`` if it is still the list being held (not already written)."""
+        with self._lock:
+            if self._held is held:
+                self._held = self._loop = None
+                self._write(b"\n".join(held) + b"\n")
 
     def flush(self) -> None:
         """Write the held lines now."""
-        held, self._held = self._held, None
-        if held:
-            self._write(b"\n".join(held) + b"\n")
+        with self._lock:
+            held, self._held, self._loop = self._held, None, None
+            if held:
+                self._write(b"\n".join(held) + b"\n")
+
+    def forked(self) -> None:
+        """Rule 4: in a child, drop the parent's held lines and its lock's state."""
+        self._lock = threading.RLock()
+        self._held = self._loop = None
 
     def _write(self, data: bytes) -> None:
         # Never raises: a closed or full stderr (a log shipper gone, a pipe closed)
-        # must not turn an accepted delivery into a 500.
+        # must not turn an accepted delivery into a 500. Called under the lock, so
+        # the parts of two threads' writes never interleave (python -u).
         try:
             view = memoryview(data)
             while view:  # an unbuffered stderr (python -u) may take part of it
@@ -188,23 +223,33 @@ class _LinesPerTurn:
 for _method in _LEVEL_METHODS:
     setattr(_LinesPerTurn, _method, _LinesPerTurn.msg)
 
-_lines: _LinesPerTurn | None = None
+# Every one ``configure`` made: a logger structlog cached (``cache_logger_on_first_use``)
+# keeps the one of the ``configure`` before its first line, and what that one holds
+# at exit is written too.
+_every_lines: weakref.WeakSet[_LinesPerTurn] = weakref.WeakSet()
 
 
 @atexit.register
 def flush() -> None:
     """Write the lines held for the current turn (``configure``'s JSON lines)."""
-    if _lines is not None:
-        _lines.flush()
+    for lines in list(_every_lines):
+        lines.flush()
+
+
+def _forked() -> None:
+    for lines in list(_every_lines):
+        lines.forked()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def configure(log_format: str, stream: TextIO | None = None, level: int = logging.INFO,
               *, cache: bool = True) -> None:
     """Configure structlog once for the process (called by the CLI only; tests pass
     ``cache=False`` so that ``structlog.testing.capture_logs`` sees every line)."""
-    global _lines, _hot, _debug
+    global _hot, _debug
     flush()  # what the previous configuration held goes out first, where it was meant to
-    _lines = None
     stream = stream or sys.stderr
     binary = getattr(stream, "buffer", None)
     renderer: Any
@@ -215,7 +260,8 @@ def configure(log_format: str, stream: TextIO | None = None, level: int = loggin
     elif binary is not None:
         # structlog's fast path: orjson bytes straight to the binary stream.
         renderer = _json_bytes
-        lines = _lines = _LinesPerTurn(binary)
+        lines = _LinesPerTurn(binary)
+        _every_lines.add(lines)
         factory = lambda *_: lines  # noqa: E731
     else:
         renderer = _json_text

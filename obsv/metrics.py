@@ -7,12 +7,20 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import metrics as _prometheus_metrics
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes ``le``
+
+
+def _created_series() -> bool:
+    """Whether prometheus_client exports ``_created`` series now: not when the
+    operator set ``PROMETHEUS_DISABLE_CREATED_SERIES`` (or a caller called
+    ``disable_created_metrics``), which its own Counter and Histogram read at collect."""
+    return bool(_prometheus_metrics._use_created)
 
 
 class LoopCounter(Collector):
@@ -48,9 +56,16 @@ class LoopCounter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        # Labels are kept as given and written with str: 202 and "202" are one series,
+        # as prometheus_client's labels() makes them, never two with the same labels.
+        series: dict[tuple[str, ...], tuple[int, float]] = {}
         for labels, count in list(self._counts.items()):
-            family.add_metric([str(label) for label in labels], count,
-                              created=self._created[labels])
+            key = tuple(str(label) for label in labels)
+            before, created = series.get(key, (0, self._created[labels]))
+            series[key] = (before + count, min(created, self._created[labels]))
+        with_created = _created_series()
+        for key, (count, created) in series.items():
+            family.add_metric(list(key), count, created=created if with_created else None)
         yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -83,7 +98,8 @@ class LoopHistogram(Collector):
             cumulative += count
             buckets.append((_go_float(bound), float(cumulative)))
         family.add_metric([], buckets, self._sum)
-        family.samples.append(Sample(f"{self._name}_created", {}, self._created))
+        if _created_series():
+            family.samples.append(Sample(f"{self._name}_created", {}, self._created))
         yield family
 
     def describe(self) -> Iterator[Metric]:

@@ -148,7 +148,9 @@ class _CountedWrites(io.FileIO):
 
 async def test_the_lines_of_one_loop_turn_go_out_in_order_in_one_write(tmp_path: Path) -> None:
     """Held lines are written at the start of the next turn, once, in the order made; a
-    line from a thread without a loop is written at once, and none is lost."""
+    line another thread makes meanwhile joins them after the lines made before it (it
+    used to be written at once, ahead of them: a worker's ``consumer.restored`` came
+    out before the ``serving`` the loop had made first), and none is lost."""
     path = tmp_path / "stderr"
     binary = _CountedWrites(path, "w")
     stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
@@ -169,13 +171,73 @@ async def test_the_lines_of_one_loop_turn_go_out_in_order_in_one_write(tmp_path:
     finally:
         configure("console", stream=sys.__stderr__, cache=False)
         binary.close()
-    assert held == b""  # nothing written during the turn that made the lines
-    assert [json.loads(line)["event"] for line in from_thread.splitlines()] == [
-        "from_a_thread"]
+    assert held == b"" and from_thread == b""  # nothing written during the turn
     events = [(line["event"], line.get("n")) for line in map(json.loads, after_turn.splitlines())]
-    assert events == [("from_a_thread", None)] + [
-        (event, n) for n in range(3) for event in ("hot", "through_structlog")]
-    assert writes == 2  # the thread's line, then the six held ones together
+    assert events == [(event, n) for n in range(3) for event in ("hot", "through_structlog")
+                      ] + [("from_a_thread", None)]
+    assert writes == 1  # the seven lines together
+
+
+def test_lines_held_by_a_loop_that_stopped_do_not_wait_for_exit(tmp_path: Path) -> None:
+    """A loop that stops in the turn that made a line never writes it; the next line of
+    the thread (no loop now: written at once) brings it out first, and a later loop of
+    the same thread writes its own turns (both stayed held until exit before)."""
+    path = tmp_path / "stderr"
+    binary = io.FileIO(path, "w")
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    try:
+        configure("json", stream=stream, cache=False)
+        log = structlog.get_logger("t")
+        first = asyncio.new_event_loop()
+
+        def last() -> None:
+            log.info("said_last")
+            first.stop()  # the turn that would have written the line never comes
+
+        first.call_soon(last)
+        first.run_forever()
+        first.close()
+        log.info("no_loop_now")
+        after_close = path.read_bytes()
+
+        async def later() -> None:
+            log.info("in_a_later_loop")
+            await asyncio.sleep(0)
+
+        second = asyncio.new_event_loop()
+        second.run_until_complete(later())
+        second.close()
+        after_second = path.read_bytes()
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+    assert [json.loads(line)["event"] for line in after_close.splitlines()] == [
+        "said_last", "no_loop_now"]
+    assert [json.loads(line)["event"] for line in after_second.splitlines()] == [
+        "said_last", "no_loop_now", "in_a_later_loop"]
+
+
+HELD_AT_FORK = """
+import asyncio, os, sys, structlog
+from obsv.logs import configure
+configure("json")
+
+async def main():
+    structlog.get_logger("t").info("before_fork")
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a normal exit: the child's loop and atexit run
+    os.waitpid(pid, 0)
+
+asyncio.run(main())
+"""
+
+
+def test_a_forked_child_does_not_write_its_parents_held_lines() -> None:
+    done = subprocess.run([sys.executable, "-c", HELD_AT_FORK], capture_output=True,
+                          timeout=60, check=True)
+    assert [json.loads(line)["event"] for line in done.stderr.decode().splitlines()] == [
+        "before_fork"]
 
 
 HELD_AT_EXIT = """
@@ -199,3 +261,132 @@ def test_lines_held_when_the_loop_closes_are_written_at_exit() -> None:
                           timeout=60, check=True)
     [line] = done.stderr.decode().splitlines()
     assert json.loads(line)["event"] == "said_last"
+
+
+LOGGED_DURING_A_WRITE = """
+import asyncio, gc, io, sys, structlog
+from obsv.logs import configure
+
+class Unclosed:  # as an aiohttp session left open: its finalizer logs
+    def __del__(self):
+        structlog.get_logger("t").info("finalizer")
+
+class Stderr(io.FileIO):
+    collected = False
+
+    def write(self, data):
+        if self.collected:
+            return super().write(data)
+        self.collected = True
+        cycle = Unclosed()
+        cycle.me = cycle
+        del cycle
+        gc.collect()  # what an allocation may set off while a write is under way
+        return super().write(data)
+
+stream = io.TextIOWrapper(Stderr(2, "w", closefd=False), write_through=True)  # kept open
+configure("json", stream=stream)
+
+async def main():
+    structlog.get_logger("t").info("first")
+    await asyncio.sleep(0)
+
+asyncio.run(main())
+structlog.get_logger("t").info("no_loop")
+"""
+
+
+def test_a_line_logged_while_a_write_is_under_way_does_not_hang() -> None:
+    """A finalizer the collector runs in the middle of a write logs on the same thread."""
+    done = subprocess.run([sys.executable, "-c", LOGGED_DURING_A_WRITE], capture_output=True,
+                          timeout=60, check=True)
+    events = [json.loads(line)["event"] for line in done.stderr.decode().splitlines()]
+    assert sorted(events) == ["finalizer", "first", "no_loop"]
+
+
+def test_loops_in_two_threads_lose_no_line_and_keep_each_ones_order(tmp_path: Path) -> None:
+    """Two threads each run a loop that logs, some turns past the 1024-line bound: every
+    line is written once, and each thread's lines in the order it made them."""
+    path = tmp_path / "stderr"
+    binary = io.FileIO(path, "w")
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    log = structlog.get_logger("t")
+
+    async def talk(who: str) -> None:
+        for n in range(3000):
+            log.info("line", who=who, n=n)
+            if n % 1100 == 1099 or n % 7 == 0:
+                await asyncio.sleep(0)
+
+    try:
+        configure("json", stream=stream, cache=False)
+        threads = [threading.Thread(target=asyncio.run, args=(talk(who),)) for who in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        written = path.read_bytes()
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+    lines = [json.loads(line) for line in written.splitlines()]
+    for who in "ab":
+        assert [line["n"] for line in lines if line["who"] == who] == list(range(3000))
+
+
+async def test_a_thread_that_floods_during_one_turn_is_not_held_without_bound(
+        tmp_path: Path) -> None:
+    """Another thread's lines join the loop's held ones up to the bound, and the thread
+    that reaches it writes them (the loop, blocked here, cannot): memory stays bounded,
+    and every line is written once, in the order made."""
+    path = tmp_path / "stderr"
+    binary = io.FileIO(path, "w")
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    try:
+        configure("json", stream=stream, cache=False)
+        log = structlog.get_logger("t")
+        log.info("on_the_loop")
+
+        def flood() -> None:
+            for n in range(3000):
+                log.info("from_a_thread", n=n)
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        thread.join()  # the loop's turn lasts as long as the flood
+        during_turn = path.read_bytes()
+        await asyncio.sleep(0)
+        after_turn = path.read_bytes()
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+    assert during_turn.count(b"\n") >= 3000 - 1024
+    lines = [json.loads(line) for line in after_turn.splitlines()]
+    assert [line["event"] for line in lines] == ["on_the_loop"] + ["from_a_thread"] * 3000
+    assert [line["n"] for line in lines[1:]] == list(range(3000))
+
+
+CACHED_BEFORE_A_RECONFIGURE = """
+import asyncio, structlog
+from obsv.logs import configure
+configure("json")
+log = structlog.get_logger("t")
+log.info("first")  # structlog caches this logger with the first configure's writer
+configure("json")
+loop = asyncio.new_event_loop()
+
+def last():
+    log.info("said_last")
+    loop.stop()
+
+loop.call_soon(last)
+loop.run_forever()
+loop.close()
+"""
+
+
+def test_lines_a_cached_logger_holds_after_a_reconfigure_are_written_at_exit() -> None:
+    done = subprocess.run([sys.executable, "-c", CACHED_BEFORE_A_RECONFIGURE],
+                          capture_output=True, timeout=60, check=True)
+    assert [json.loads(line)["event"] for line in done.stderr.decode().splitlines()] == [
+        "first", "said_last"]

@@ -10,6 +10,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import disable_created_metrics, enable_created_metrics
 
 from obsv.metrics import APPEND_BUCKETS, LoopCounter, LoopHistogram, Metrics
 
@@ -59,3 +60,41 @@ def test_a_series_name_already_taken_is_refused_as_prometheus_client_refuses_it(
         assert "obsv_deliveries" in str(exc)
     else:
         raise AssertionError("a second obsv_deliveries_total was registered")
+
+
+def test_without_created_series_the_loop_series_drop_them_as_prometheus_client_does() -> None:
+    """PROMETHEUS_DISABLE_CREATED_SERIES (read by prometheus_client at import; in a
+    process, ``disable_created_metrics``) drops every ``_created`` series, the loop
+    series' included."""
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
+    histogram = LoopHistogram("obsv_log_append_seconds", "Append", APPEND_BUCKETS, ours)
+    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
+                        registry=theirs)
+    reference_histogram = Histogram("obsv_log_append_seconds", "Append",
+                                    buckets=APPEND_BUCKETS, registry=theirs)
+    counter.inc("event_alert", 202)
+    reference.labels("event_alert", "202").inc()
+    histogram.observe(0.003)
+    reference_histogram.observe(0.003)
+    disable_created_metrics()
+    try:
+        exposition = generate_latest(ours)
+        assert exposition == generate_latest(theirs)
+    finally:
+        enable_created_metrics()
+    assert b"_created" not in exposition and b"obsv_deliveries_total{" in exposition
+
+
+def test_a_label_given_as_a_number_and_as_text_is_one_series() -> None:
+    """prometheus_client's labels() writes values with str, so 202 and "202" count in
+    one series; the loop counter must not export the same labels twice."""
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
+    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
+                        registry=theirs)
+    for status in (202, "202", 401):
+        counter.inc("event_alert", status)
+        reference.labels("event_alert", status).inc()
+    assert _exposition(ours) == _exposition(theirs)
+    assert b'obsv_deliveries_total{resource="event_alert",status="202"} 2.0' in _exposition(ours)

@@ -181,6 +181,52 @@ async def test_a_later_body_on_a_kept_alive_connection_has_its_own_deadline(
     assert recorded == [f"{n:032x}" for n in range(answered)]  # not the stalled one
 
 
+def _delivery_bytes(event_id: str) -> tuple[bytes, bytes]:
+    """The head and the body of one signed delivery."""
+    raw = sentry_bytes(alert_body(event_id=event_id))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(raw).items())
+    return (f"POST /webhooks/sentry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            f"Content-Length: {len(raw)}\r\n\r\n".encode(), raw)
+
+
+async def test_a_pipelined_request_whose_body_stalls_is_cut_and_the_first_answered(
+        tmp_path: Path) -> None:
+    """Two requests in one write, the second's body cut short: the first is answered
+    202, the second 408 once its own deadline passes (the one timer is not spent on
+    the first), on the same connection."""
+    async with running(serve(tmp_path)) as server:
+        reader, writer = await connect(server.port)
+        first_head, first_body = _delivery_bytes("a" * 32)
+        second_head, second_body = _delivery_bytes("b" * 32)
+        writer.write(first_head + first_body + second_head + second_body[:10])
+        await writer.drain()
+        answers = await until_closed((reader, writer))
+    first, cut, second = answers.partition(b"HTTP/1.1 408 ")
+    assert first.startswith(b"HTTP/1.1 202 ") and first.count(b"HTTP/1.1 ") == 1, answers
+    assert cut and second.endswith(b'{"error":"body_timeout"}'), answers
+    assert [r["alert"]["event_id"] for r in deliveries(tmp_path / "events.jsonl")] == [
+        "a" * 32]
+
+
+async def test_a_body_that_arrives_in_time_is_not_cut_by_the_head_deadline(
+        tmp_path: Path) -> None:
+    """A head sent late in its wait and a body sent in two halves that end after the
+    connection's first deadline but within the body's own: answered 202, not 408."""
+    async with running(serve(tmp_path)) as server:
+        reader, writer = await connect(server.port)
+        head, body = _delivery_bytes("c" * 32)
+        await asyncio.sleep(TIMEOUT_SECONDS * 0.6)
+        writer.write(head + body[:10])
+        await writer.drain()
+        await asyncio.sleep(TIMEOUT_SECONDS * 0.6)  # past the connection's first deadline
+        writer.write(body[10:])
+        await writer.drain()
+        async with asyncio.timeout(DEADLINE):
+            status = await reader.readline()
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 202 "), status
+
+
 def few_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
