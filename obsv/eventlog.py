@@ -67,6 +67,7 @@ from obsv.errors import StartupError
 from obsv.files import FileSnapshotStore, write_private
 
 Listener = Callable[[Sequence[Envelope]], None]
+_Accepted = list[tuple[Envelope, "asyncio.Future[Envelope]"]]
 
 _FILE_MODE = 0o600
 _TAIL_CHUNK = 64 * 1024
@@ -249,6 +250,7 @@ class EventLog:
         # One thread does every write + fsync, so they never overlap or reorder.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsv-log")
         self._writer: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # resolved when no batch is in flight
         self._closing = False
         self.writable = True
 
@@ -381,28 +383,66 @@ class EventLog:
         os.close(self._fd)
 
     async def _write_loop(self) -> None:
+        """Rule 3: commit batch after batch while appends come. The log thread hands
+        each result back through ``_committed``, which settles the batch and sends the
+        next one in the same callback; this task only waits for the log to go idle."""
         loop = asyncio.get_running_loop()
         while self._queue or not self._closing:
             if not self._queue:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            batch, self._queue = self._queue, []
-            await self._commit(loop, batch)
+            idle = self._idle = loop.create_future()
+            if self._send_next(loop):
+                await idle
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop,
-                      batch: list[tuple[Event, asyncio.Future[Envelope]]]) -> None:
-        accepted, lines = self._stamp_and_encode(batch)
-        if not accepted:
-            return
+    def _send_next(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Stamp what is queued and hand it to the log thread; False if nothing was."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            accepted, lines = self._stamp_and_encode(batch)
+            if accepted:
+                self._io.submit(self._write_batch, loop, accepted, lines)
+                return True
+        return False
+
+    def _write_batch(self, loop: asyncio.AbstractEventLoop, accepted: _Accepted,
+                     lines: list[bytes]) -> None:
+        """Runs on the log thread: write the batch, then hand the result to the loop.
+        A callback rather than a future the writer task awaits: the loop runs it at the
+        start of its next turn, and the next batch goes out from there, where waking a
+        task would take one more turn behind every handler that became ready."""
+        outcome: tuple[int, str] | Exception
         try:
-            size, head = await loop.run_in_executor(self._io, self._chain_and_write, lines)
-        except OSError as exc:
+            outcome = self._chain_and_write(lines)
+        except Exception as exc:  # an OSError, or a bug: the batch fails either way
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            loop.call_soon_threadsafe(self._committed, loop, accepted, outcome)
+
+    def _committed(self, loop: asyncio.AbstractEventLoop, accepted: _Accepted,
+                   outcome: tuple[int, str] | Exception) -> None:
+        try:
+            self._settle(loop, accepted, outcome)
+        finally:  # a listener that raised must not stop the log
+            idle = self._idle
+            if not self._send_next(loop) and idle is not None and not idle.done():
+                idle.set_result(None)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, accepted: _Accepted,
+                outcome: tuple[int, str] | Exception) -> None:
+        """Resolve the batch's appends with their records (rule 3) or its failure
+        (rule 4), then hand the records to the listeners."""
+        if isinstance(outcome, Exception):
             self.writable = False
-            error = LogWriteError(f"cannot write {self.path}: {exc.strerror or exc}")
+            reason = (outcome.strerror or outcome) if isinstance(outcome, OSError) \
+                else repr(outcome)
+            error = LogWriteError(f"cannot write {self.path}: {reason}")
             for _, future in accepted:
-                future.set_exception(error)
+                if not future.done():
+                    future.set_exception(error)
             return
+        size, head = outcome
         self.writable = True
         self._size += size
         self._head_sha256 = head

@@ -147,6 +147,31 @@ async def test_close_flushes_queued_appends(tmp_path: Path) -> None:
         await log.append(hook(99))
 
 
+async def test_a_listener_that_raises_does_not_stop_the_log(tmp_path: Path) -> None:
+    """A bug in a listener (the consumer's) is reported by the loop, and the appends
+    that follow are still written and answered: the writer used to die with it, after
+    which every append waited forever (every delivery until Sentry gave up)."""
+    log = EventLog.open(tmp_path / "events.jsonl")
+    seen: list[int] = []
+    failures: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _loop, context: failures.append(context.get("exception")))
+
+    def listener(batch: object) -> None:
+        seen.append(len(batch))  # type: ignore[arg-type]
+        if len(seen) == 1:
+            raise RuntimeError("a bug in a listener")
+
+    log.add_listener(listener)
+    log.start()
+    first = await log.append(hook(1))
+    later = await asyncio.wait_for(log.append_many([hook(2), hook(3)]), 10)
+    await log.close()
+    assert [first.seq, *(e.seq for e in later)] == [1, 2, 3]
+    assert [type(f) for f in failures] == [RuntimeError] and seen == [1, 2]
+    assert [e.seq for _, e in read_records(tmp_path / "events.jsonl")] == [1, 2, 3]
+
+
 async def test_a_log_has_one_writer(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     first = EventLog.open(path)
