@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,19 @@ async def test_per_delivery_lines_in_json_name_the_delivery(make_client: Any) ->
     assert hot == through_structlog and hot["api_token"] == "<redacted>"
 
 
+@contextlib.contextmanager
+def json_lines_into(binary: io.FileIO) -> Iterator[None]:
+    """``configure("json")`` writing into ``binary`` while the block runs; after it,
+    console lines on stderr again and ``binary`` closed."""
+    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
+    try:
+        configure("json", stream=stream, cache=False)
+        yield
+    finally:
+        configure("console", stream=sys.__stderr__, cache=False)
+        binary.close()
+
+
 class _CountedWrites(io.FileIO):
     """A real file that counts the writes made to it."""
 
@@ -153,9 +168,7 @@ async def test_the_lines_of_one_loop_turn_go_out_in_order_in_one_write(tmp_path:
     out before the ``serving`` the loop had made first), and none is lost."""
     path = tmp_path / "stderr"
     binary = _CountedWrites(path, "w")
-    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
-    try:
-        configure("json", stream=stream, cache=False)
+    with json_lines_into(binary):
         log = structlog.get_logger("t")
         for n in range(3):
             obsv_logs.info(log, "hot", n=n)
@@ -168,9 +181,6 @@ async def test_the_lines_of_one_loop_turn_go_out_in_order_in_one_write(tmp_path:
         await asyncio.sleep(0)  # the next turn
         after_turn = path.read_bytes()
         writes = binary.writes
-    finally:
-        configure("console", stream=sys.__stderr__, cache=False)
-        binary.close()
     assert held == b"" and from_thread == b""  # nothing written during the turn
     events = [(line["event"], line.get("n")) for line in map(json.loads, after_turn.splitlines())]
     assert events == [(event, n) for n in range(3) for event in ("hot", "through_structlog")
@@ -184,9 +194,7 @@ def test_lines_held_by_a_loop_that_stopped_do_not_wait_for_exit(tmp_path: Path) 
     the same thread writes its own turns (both stayed held until exit before)."""
     path = tmp_path / "stderr"
     binary = io.FileIO(path, "w")
-    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
-    try:
-        configure("json", stream=stream, cache=False)
+    with json_lines_into(binary):
         log = structlog.get_logger("t")
         first = asyncio.new_event_loop()
 
@@ -208,9 +216,6 @@ def test_lines_held_by_a_loop_that_stopped_do_not_wait_for_exit(tmp_path: Path) 
         second.run_until_complete(later())
         second.close()
         after_second = path.read_bytes()
-    finally:
-        configure("console", stream=sys.__stderr__, cache=False)
-        binary.close()
     assert [json.loads(line)["event"] for line in after_close.splitlines()] == [
         "said_last", "no_loop_now"]
     assert [json.loads(line)["event"] for line in after_second.splitlines()] == [
@@ -309,7 +314,6 @@ def test_loops_in_two_threads_lose_no_line_and_keep_each_ones_order(tmp_path: Pa
     line is written once, and each thread's lines in the order it made them."""
     path = tmp_path / "stderr"
     binary = io.FileIO(path, "w")
-    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
     log = structlog.get_logger("t")
 
     async def talk(who: str) -> None:
@@ -318,17 +322,13 @@ def test_loops_in_two_threads_lose_no_line_and_keep_each_ones_order(tmp_path: Pa
             if n % 1100 == 1099 or n % 7 == 0:
                 await asyncio.sleep(0)
 
-    try:
-        configure("json", stream=stream, cache=False)
+    with json_lines_into(binary):
         threads = [threading.Thread(target=asyncio.run, args=(talk(who),)) for who in "ab"]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
         written = path.read_bytes()
-    finally:
-        configure("console", stream=sys.__stderr__, cache=False)
-        binary.close()
     lines = [json.loads(line) for line in written.splitlines()]
     for who in "ab":
         assert [line["n"] for line in lines if line["who"] == who] == list(range(3000))
@@ -341,9 +341,7 @@ async def test_a_thread_that_floods_during_one_turn_is_not_held_without_bound(
     and every line is written once, in the order made."""
     path = tmp_path / "stderr"
     binary = io.FileIO(path, "w")
-    stream = io.TextIOWrapper(binary, write_through=True)  # type: ignore[type-var]
-    try:
-        configure("json", stream=stream, cache=False)
+    with json_lines_into(binary):
         log = structlog.get_logger("t")
         log.info("on_the_loop")
 
@@ -357,9 +355,6 @@ async def test_a_thread_that_floods_during_one_turn_is_not_held_without_bound(
         during_turn = path.read_bytes()
         await asyncio.sleep(0)
         after_turn = path.read_bytes()
-    finally:
-        configure("console", stream=sys.__stderr__, cache=False)
-        binary.close()
     assert during_turn.count(b"\n") >= 3000 - 1024
     lines = [json.loads(line) for line in after_turn.splitlines()]
     assert [line["event"] for line in lines] == ["on_the_loop"] + ["from_a_thread"] * 3000

@@ -29,17 +29,26 @@ def _exposition(registry: CollectorRegistry) -> bytes:
     return _CREATED.sub(rb"\1 <created>", generate_latest(registry))
 
 
+def _twins() -> tuple[tuple[CollectorRegistry, LoopCounter, LoopHistogram],
+                      tuple[CollectorRegistry, Counter, Histogram]]:
+    """The loop series in one registry, prometheus_client's own of the same names in
+    another."""
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    return ((ours,
+             LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours),
+             LoopHistogram("obsv_log_append_seconds", "Append", APPEND_BUCKETS, ours)),
+            (theirs,
+             Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
+                     registry=theirs),
+             Histogram("obsv_log_append_seconds", "Append", buckets=APPEND_BUCKETS,
+                       registry=theirs)))
+
+
 @settings(max_examples=60, deadline=None)
 @given(deliveries=st.lists(labels, max_size=30), seconds=st.lists(times, max_size=30))
 def test_the_loop_series_export_what_prometheus_clients_own_would(
         deliveries: list[tuple[str, int]], seconds: list[float]) -> None:
-    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
-    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
-    histogram = LoopHistogram("obsv_log_append_seconds", "Append", APPEND_BUCKETS, ours)
-    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
-                        registry=theirs)
-    reference_histogram = Histogram("obsv_log_append_seconds", "Append",
-                                    buckets=APPEND_BUCKETS, registry=theirs)
+    (ours, counter, histogram), (theirs, reference, reference_histogram) = _twins()
     for resource, status in deliveries:
         counter.inc(resource, status)
         reference.labels(resource, str(status)).inc()
@@ -66,13 +75,7 @@ def test_without_created_series_the_loop_series_drop_them_as_prometheus_client_d
     """PROMETHEUS_DISABLE_CREATED_SERIES (read by prometheus_client at import; in a
     process, ``disable_created_metrics``) drops every ``_created`` series, the loop
     series' included."""
-    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
-    counter = LoopCounter("obsv_deliveries_total", "Deliveries", ["resource", "status"], ours)
-    histogram = LoopHistogram("obsv_log_append_seconds", "Append", APPEND_BUCKETS, ours)
-    reference = Counter("obsv_deliveries_total", "Deliveries", ["resource", "status"],
-                        registry=theirs)
-    reference_histogram = Histogram("obsv_log_append_seconds", "Append",
-                                    buckets=APPEND_BUCKETS, registry=theirs)
+    (ours, counter, histogram), (theirs, reference, reference_histogram) = _twins()
     counter.inc("event_alert", 202)
     reference.labels("event_alert", "202").inc()
     histogram.observe(0.003)
