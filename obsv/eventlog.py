@@ -424,7 +424,7 @@ class EventLog:
                    outcome: tuple[int, str] | Exception) -> None:
         try:
             self._settle(loop, accepted, outcome)
-        finally:  # a listener that raised must not stop the log
+        finally:  # whatever went wrong settling this batch, the next one goes out
             idle = self._idle
             if not self._send_next(loop) and idle is not None and not idle.done():
                 idle.set_result(None)
@@ -451,7 +451,11 @@ class EventLog:
             if not future.done():
                 future.set_result(envelope)
         for listener in self._listeners:
-            listener([envelope for envelope, _ in accepted])
+            try:
+                listener([envelope for envelope, _ in accepted])
+            except Exception as exc:  # a bug in one costs the others (and rule 10) nothing
+                loop.call_exception_handler({"message": "an event-log listener raised",
+                                             "exception": exc, "listener": listener})
         self._maybe_checkpoint(loop, accepted)
 
     def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop,
