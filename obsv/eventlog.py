@@ -373,14 +373,19 @@ class EventLog:
         return future
 
     async def close(self) -> None:
-        """Finish queued appends, stop the writer, close the file."""
+        """Finish queued appends, stop the writer, close the file. Calling it again, at
+        once or after a cancelled call, waits for the same end: the file is closed once
+        (a second ``os.close`` could close whatever file has since reused the number)."""
+        self._closing = True
+        self._wakeup.set()
         if self._writer is not None:
-            self._closing = True
-            self._wakeup.set()
-            await self._writer
-            self._writer = None
-        self._io.shutdown(wait=True)
-        os.close(self._fd)
+            # Shielded: a caller that gives up leaves the writer to finish what was
+            # queued, and a later close waits for it instead of finding it cancelled.
+            await asyncio.shield(self._writer)
+        if self._fd >= 0:
+            self._io.shutdown(wait=True)
+            os.close(self._fd)
+            self._fd = -1
 
     async def _write_loop(self) -> None:
         """Rule 3: commit batch after batch while appends come. The log thread hands
