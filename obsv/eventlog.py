@@ -405,7 +405,16 @@ class EventLog:
         """Stamp what is queued and hand it to the log thread; False if nothing was."""
         while self._queue:
             batch, self._queue = self._queue, []
-            accepted, lines = self._stamp_and_encode(batch)
+            try:
+                accepted, lines = self._stamp_and_encode(batch)
+            except Exception as exc:  # a bug (the clock): off the queue, so answered here
+                loop.call_exception_handler({"message": "the event log could not stamp a "
+                                             "batch", "exception": exc})
+                error = LogWriteError(f"cannot stamp a batch: {exc!r}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             if accepted:
                 self._io.submit(self._write_batch, loop, accepted, lines)
                 return True

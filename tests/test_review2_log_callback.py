@@ -121,6 +121,38 @@ async def test_a_cancelled_close_lets_the_queue_finish_and_a_later_close_complet
     assert [e.seq for _, e in read_records(path)] == [1, 2, 3]
 
 
+async def test_a_clock_that_raises_fails_its_batch_not_the_log_nor_close(
+        tmp_path: Path) -> None:
+    """A bug while stamping the batch the commit callback sends (here the clock) used to
+    raise out of the callback with the batch taken off the queue: its appends, and
+    close (the writer waited for an idle that never came), waited forever; a SIGTERMed
+    service would never exit."""
+    loop = asyncio.get_running_loop()
+    failures: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: failures.append(context.get("exception")))
+    calls: list[int] = []
+    second: list[asyncio.Future[Envelope]] = []
+
+    def clock() -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) == 1:  # batch 1 is stamped: append 2 is queued before it returns
+            second.append(asyncio.ensure_future(log.append(hook(2))))
+        if len(calls) == 2:  # stamping batch 2, in the callback that settles batch 1
+            raise OverflowError("a bug in the clock")
+        return T0
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, clock=clock)
+    log.start()
+    assert (await asyncio.wait_for(log.append(hook(1)), 10)).seq == 1
+    with pytest.raises(LogWriteError, match="OverflowError"):
+        await asyncio.wait_for(second[0], 10)
+    assert (await asyncio.wait_for(log.append(hook(3)), 10)).seq == 2
+    await asyncio.wait_for(log.close(), 10)
+    assert [type(f) for f in failures] == [OverflowError]
+    assert [e.event for _, e in read_records(path)] == [hook(1), hook(3)]
+
+
 # -- what held --------------------------------------------------------------------------
 
 
