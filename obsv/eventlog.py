@@ -373,14 +373,19 @@ class EventLog:
         return future
 
     async def close(self) -> None:
-        """Finish queued appends, stop the writer, close the file."""
+        """Finish queued appends, stop the writer, close the file. Calling it again, at
+        once or after a cancelled call, waits for the same end: the file is closed once
+        (a second ``os.close`` could close whatever file has since reused the number)."""
+        self._closing = True
+        self._wakeup.set()
         if self._writer is not None:
-            self._closing = True
-            self._wakeup.set()
-            await self._writer
-            self._writer = None
-        self._io.shutdown(wait=True)
-        os.close(self._fd)
+            # Shielded: a caller that gives up leaves the writer to finish what was
+            # queued, and a later close waits for it instead of finding it cancelled.
+            await asyncio.shield(self._writer)
+        if self._fd >= 0:
+            self._io.shutdown(wait=True)
+            os.close(self._fd)
+            self._fd = -1
 
     async def _write_loop(self) -> None:
         """Rule 3: commit batch after batch while appends come. The log thread hands
@@ -400,7 +405,16 @@ class EventLog:
         """Stamp what is queued and hand it to the log thread; False if nothing was."""
         while self._queue:
             batch, self._queue = self._queue, []
-            accepted, lines = self._stamp_and_encode(batch)
+            try:
+                accepted, lines = self._stamp_and_encode(batch)
+            except Exception as exc:  # a bug (the clock): off the queue, so answered here
+                loop.call_exception_handler({"message": "the event log could not stamp a "
+                                             "batch", "exception": exc})
+                error = LogWriteError(f"cannot stamp a batch: {exc!r}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             if accepted:
                 self._io.submit(self._write_batch, loop, accepted, lines)
                 return True
@@ -424,7 +438,7 @@ class EventLog:
                    outcome: tuple[int, str] | Exception) -> None:
         try:
             self._settle(loop, accepted, outcome)
-        finally:  # a listener that raised must not stop the log
+        finally:  # whatever went wrong settling this batch, the next one goes out
             idle = self._idle
             if not self._send_next(loop) and idle is not None and not idle.done():
                 idle.set_result(None)
@@ -451,7 +465,11 @@ class EventLog:
             if not future.done():
                 future.set_result(envelope)
         for listener in self._listeners:
-            listener([envelope for envelope, _ in accepted])
+            try:
+                listener([envelope for envelope, _ in accepted])
+            except Exception as exc:  # a bug in one costs the others (and rule 10) nothing
+                loop.call_exception_handler({"message": "an event-log listener raised",
+                                             "exception": exc, "listener": listener})
         self._maybe_checkpoint(loop, accepted)
 
     def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop,
