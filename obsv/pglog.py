@@ -429,12 +429,14 @@ class PgEventLog:
             self._tail = self._loop.create_task(self._tail_loop(), name="obsv-pg-tail")
 
     async def close(self) -> None:
-        """Finish queued appends, stop the tail, close the connections."""
+        """Finish queued appends, stop the tail, close the connections. Calling it
+        again, at once or after a cancelled call, waits for the same end."""
+        self._closing = True
+        self._wakeup.set()
         if self._writer is not None:
-            self._closing = True
-            self._wakeup.set()
-            await self._writer
-            self._writer = None
+            # Shielded: a caller that gives up leaves the writer to finish what was
+            # queued, and a later close waits for it instead of finding it cancelled.
+            await asyncio.shield(self._writer)
         if self._tail is not None:
             # The flag stops the tail even if its cancellation is lost (Python 3.11's
             # wait_for can swallow one); the wait is bounded either way.

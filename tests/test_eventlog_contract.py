@@ -5,6 +5,7 @@ implementation (STYLE habit 9): the JSONL file and PostgreSQL (docs/reference.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -326,3 +327,23 @@ async def test_the_fold_may_read_without_bodies_and_whole_gives_them_back(
         assert folded == received
     whole = await asyncio.get_running_loop().run_in_executor(None, log.whole, [2, 3])
     assert whole[2].event == received and whole[3].event == event(2) and set(whole) == {2, 3}
+
+
+async def test_a_cancelled_close_lets_the_queue_finish_and_a_later_close_completes(
+        open_log: Opener) -> None:
+    """A caller that gives up on close (a shutdown with a deadline) leaves the writer to
+    finish what was queued; closing again completes, and a new handle appends after."""
+    log = await open_log()
+    await log.append(event(1))
+    queued = asyncio.ensure_future(log.append(event(2)))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(log.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    await asyncio.wait_for(open_log.close(log), 30)
+    assert (await asyncio.wait_for(queued, 30)).seq == 2
+    again = await open_log()
+    assert (await again.append(event(3))).seq == 3
+    assert [e.event for _, e in await read_all(again)] == [event(1), event(2), event(3)]
