@@ -27,8 +27,10 @@ ROUNDS = 3
 CONCURRENCY = 16
 
 
-async def _load(url: str, prefix: str, acked: dict[str, int], stop: asyncio.Event) -> None:
-    """Send deliveries until ``stop``; remember the seq of every 202."""
+async def _load(url: str, prefix: str, acked: dict[str, int], stop: asyncio.Event, *,
+                also: frozenset[int] = frozenset()) -> None:
+    """Send deliveries until ``stop``; remember the seq of every 202. Any other status
+    fails the test, but those in ``also`` (a 503 while the service stops)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         async def worker(w: int) -> None:
             n = 0
@@ -42,7 +44,7 @@ async def _load(url: str, prefix: str, acked: dict[str, int], stop: asyncio.Even
                                             headers=signed_headers(raw)) as response:
                         if response.status == 202:
                             acked[event_id] = (await response.json())["seq"]
-                        else:
+                        elif response.status not in also:
                             raise AssertionError(f"unexpected {response.status}")
         await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
 
