@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -284,8 +285,12 @@ async def test_snapshot_is_written_while_running(make_client: ClientFactory,
     await send(client, "a" * 32)
     await send(client, "b" * 32)
     await wait_until(snapshot.exists)  # written by the running service, not at stop
-    text = await (await client.get("/metrics")).text()
-    assert "obsv_snapshot_seq 0.0" not in text
+    # The gauge is set on the loop once the worker thread's write has returned, a turn
+    # or two after the file appears.
+    deadline = asyncio.get_running_loop().time() + 10
+    while "obsv_snapshot_seq 0.0" in await (await client.get("/metrics")).text():
+        assert asyncio.get_running_loop().time() < deadline, "obsv_snapshot_seq stayed 0"
+        await asyncio.sleep(0.01)
     await client.close()
     client = await make_client(snapshot_every=2)
     seq = await send(client, "c" * 32)
