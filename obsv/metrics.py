@@ -50,10 +50,6 @@ class LoopCounter(Collector):
             counts[labels] = 1
             self._created[labels] = time.time()
 
-    def value(self, *labels: object) -> int:
-        """The count of ``labels`` so far."""
-        return self._counts.get(labels, 0)
-
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
         # Labels are kept as given and written with str: 202 and "202" are one series,
