@@ -355,8 +355,9 @@ class Consumer:
                 self._metrics.count_decision(decision.action, decision.reason)
                 # Suppressions are the bulk during a storm and are in the event log
                 # anyway (obsv replay); decisions with side effects are logged at info.
-                if decision.action != "suppress" or logs.debug_enabled():
-                    (log.debug if decision.action == "suppress" else log.info)(
+                suppressed = decision.action == "suppress"
+                if not suppressed or logs.debug_enabled():
+                    (log.debug if suppressed else log.info)(
                         "alert.decided", alert_seq=decision.alert_seq,
                         sentry_issue_id=decision.sentry_issue_id, action=decision.action,
                         reason=decision.reason)
